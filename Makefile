@@ -1,0 +1,40 @@
+# Each target builds its own virtual environment from nothing; re-running is cheap (stamp files).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint data train clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Serving environment: no torch.
+$(VENV)/.serve-installed: $(BIN)/python requirements/serve.txt pyproject.toml
+	$(BIN)/python -m pip install -q -r requirements/serve.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+# Everything: serving + training + test tools.
+$(VENV)/.dev-installed: $(VENV)/.serve-installed requirements/train.txt requirements/dev.txt
+	$(BIN)/python -m pip install -q -r requirements/train.txt -r requirements/dev.txt
+	touch $@
+
+serve: $(VENV)/.serve-installed
+	$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check app training tests benchmarks
+	$(BIN)/ruff format --check app training tests benchmarks
+	$(BIN)/mypy
+
+data: $(VENV)/.dev-installed
+	$(BIN)/python -m training data --data ../shared/data/ser-corpus
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

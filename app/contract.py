@@ -1,0 +1,124 @@
+"""The contract between the training package and the server: ONNX tensor names and metadata.
+
+An exported model has one float32 input ``features`` of shape ``(batch, n_mels, frames)``
+(log-mel features from :func:`app.features.log_mel`, normalised with the statistics in its
+FeatureConfig) and one float32 output ``logits`` of shape ``(batch, n_labels)``. Its ONNX
+``metadata_props`` hold one key, ``ser_metadata``: the JSON of :class:`ModelMetadata`.
+
+How logits become the served probabilities (always summing to 1) depends on the loss the
+model was trained with, see :func:`probabilities`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, get_args
+
+import numpy as np
+
+from app.features import FeatureConfig
+from app.labels import LABELS
+
+INPUT_NAME: Final[str] = "features"
+OUTPUT_NAME: Final[str] = "logits"
+METADATA_KEY: Final[str] = "ser_metadata"
+SCHEMA_VERSION: Final[int] = 1
+
+Loss = Literal["ce", "bce", "smoothl1", "l1"]
+LOSSES: Final[tuple[str, ...]] = get_args(Loss)
+
+
+class MetadataError(ValueError):
+    """Model metadata that is missing, malformed or incompatible with this server."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str  # e.g. "ser-ce"
+    loss: Loss
+    architecture: str  # "sequential" or "parallel" (see training/model.py)
+    version: str
+    labels: tuple[str, ...]
+    feature_config: FeatureConfig
+    git_commit: str = "unknown"
+    split_sha256: str = ""  # hash of the split file the metrics were measured on
+    metrics: dict[str, Any] = field(default_factory=dict)  # test metrics and the like
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "schema_version": self.schema_version,
+                "name": self.name,
+                "loss": self.loss,
+                "architecture": self.architecture,
+                "version": self.version,
+                "labels": list(self.labels),
+                "feature_config": self.feature_config.to_dict(),
+                "git_commit": self.git_commit,
+                "split_sha256": self.split_sha256,
+                "metrics": self.metrics,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        try:
+            data = json.loads(text)
+            if data.get("schema_version") != SCHEMA_VERSION:
+                raise MetadataError(
+                    f"metadata schema {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
+                )
+            if data["loss"] not in LOSSES:
+                raise MetadataError(f"unknown loss {data['loss']!r}; expected one of {LOSSES}")
+            return cls(
+                name=str(data["name"]),
+                loss=data["loss"],
+                architecture=str(data["architecture"]),
+                version=str(data["version"]),
+                labels=tuple(data["labels"]),
+                feature_config=FeatureConfig.from_dict(data["feature_config"]),
+                git_commit=str(data.get("git_commit", "unknown")),
+                split_sha256=str(data.get("split_sha256", "")),
+                metrics=dict(data.get("metrics", {})),
+            )
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise MetadataError(f"malformed model metadata: {e!r}") from e
+
+    def to_onnx_props(self) -> dict[str, str]:
+        return {METADATA_KEY: self.to_json()}
+
+    @classmethod
+    def from_onnx_props(cls, props: dict[str, str]) -> ModelMetadata:
+        if METADATA_KEY not in props:
+            raise MetadataError(f"the model has no '{METADATA_KEY}' metadata entry")
+        return cls.from_json(props[METADATA_KEY])
+
+    def check_compatible(self, config: FeatureConfig, labels: tuple[str, ...] = LABELS) -> None:
+        """Raise MetadataError unless this model computes on ``config``'s features and labels."""
+        if self.labels != labels:
+            raise MetadataError(f"model labels {self.labels} differ from the server's {labels}")
+        if not self.feature_config.same_transform(config):
+            mine = self.feature_config.without_stats().to_dict()
+            theirs = config.without_stats().to_dict()
+            diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+            raise MetadataError(f"model FeatureConfig differs from the server's: {diff}")
+        if not self.feature_config.normalised:
+            raise MetadataError("model FeatureConfig carries no normalisation statistics")
+
+
+def probabilities(logits: np.ndarray, loss: Loss) -> np.ndarray:
+    """Map a model's logits (..., n_labels) to probabilities that sum to 1.
+
+    - ce, l1, smoothl1: softmax. CE is trained on it directly; L1 and SmoothL1 are trained on
+      the softmax probabilities against one-hot targets, so softmax is their output too.
+    - bce: each logit was trained as an independent sigmoid (one-vs-rest); the sigmoids are
+      renormalised to sum to 1, which keeps their order and relative sizes.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    # Work in log space so that no logit, however large, overflows or gives 0/0.
+    log_p = -np.logaddexp(0.0, -z) if loss == "bce" else z
+    p = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
