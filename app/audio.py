@@ -69,7 +69,9 @@ class Audio:
 
 
 def _open(source: AudioSource) -> sf.SoundFile:
-    handle = io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
+    handle = (
+        io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
+    )
     if isinstance(handle, io.BytesIO) and handle.getbuffer().nbytes == 0:
         raise EmptyAudioError("the upload is empty: send a WAV, FLAC or OGG file")
     try:

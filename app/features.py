@@ -85,7 +85,11 @@ class FeatureConfig:
 
     def n_frames(self, n_samples: int) -> int:
         """Frames produced for ``n_samples`` of audio (0 if shorter than one frame)."""
-        return 0 if n_samples < self.win_length else 1 + (n_samples - self.win_length) // self.hop_length
+        return (
+            0
+            if n_samples < self.win_length
+            else 1 + (n_samples - self.win_length) // self.hop_length
+        )
 
     @property
     def normalised(self) -> bool:
