@@ -1,0 +1,373 @@
+"""Live audio to model windows: the state of one streaming session, with no I/O in it.
+
+A client declares its raw PCM format once (sample rate, encoding, channels), then pushes bytes
+in chunks of any size. :class:`StreamSession` keeps the bytes of a split sample for the next
+chunk, down-mixes to mono, resamples statefully to the model rate with ``soxr.ResampleStream``
+(so the chunking never changes the result), keeps the last window of audio and hands back a
+:class:`Window` every ``hop_s`` once a full window is available. Window ``k`` covers the model-rate
+samples ``[k * hop, k * hop + window)`` of the stream: exactly the span a file cut would give.
+
+Each window is gated: a window with too little voiced audio is marked ``speech=False`` and is
+not classified (see :func:`speech_activity`). :class:`PredictionTrack` smooths the per-window
+probabilities and sums a session up. The WebSocket route only moves bytes and messages.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final, Literal, get_args
+
+import numpy as np
+import soxr
+
+from app.audio import check_sample_rate
+from app.features import FeatureConfig, log_mel
+from app.labels import LABELS
+
+Encoding = Literal["pcm_s16le", "pcm_f32le"]
+ENCODINGS: Final[tuple[str, ...]] = get_args(Encoding)
+BYTES_PER_SAMPLE: Final[dict[str, int]] = {"pcm_s16le": 2, "pcm_f32le": 4}
+MAX_CHANNELS: Final[int] = 32
+MIN_HOP_S: Final[float] = 0.1
+MIN_WINDOW_S: Final[float] = 1.0
+RESAMPLE_QUALITY: Final[str] = "HQ"  # the same soxr quality as app.audio.resample
+
+# Speech gate: a 10 ms frame is "active" when its RMS is above ACTIVE_FRAME_DBFS; a window is
+# speech when at least SPEECH_FRACTION of its frames are active (0.1 of 3.5 s = 350 ms).
+ACTIVE_FRAME_DBFS: Final[float] = -45.0
+SPEECH_FRACTION: Final[float] = 0.1
+# stop() emits a last window when at least this much audio was never inside a window.
+MIN_FINAL_S: Final[float] = 0.25
+SMOOTHING_S: Final[float] = 1.5  # time constant of the exponential moving average
+
+
+class StreamError(ValueError):
+    """A stream that cannot go on; ``code`` is a stable machine-readable reason."""
+
+    code = "stream_error"
+
+
+class StreamConfigError(StreamError):
+    """A start request with a value this server cannot stream (rate, channels, hop, window)."""
+
+    code = "invalid_start"
+
+
+class UnsupportedEncodingError(StreamConfigError):
+    code = "unsupported_encoding"
+
+
+class PartialFrameError(StreamError):
+    """The stream ended inside a sample frame: its byte count never lined up."""
+
+    code = "partial_frame"
+
+
+class NonFiniteStreamError(StreamError):
+    code = "non_finite_samples"
+
+
+class StreamTooLongError(StreamError):
+    code = "session_too_long"
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model window of the stream.
+
+    ``samples`` is float32 mono at the model rate, shape ``(window_samples,)``: real audio
+    followed by ``padded_samples`` zeros (only the final window of a stream shorter than one
+    window is padded). ``start_s``/``end_s`` give the span of real audio in stream time.
+    """
+
+    index: int
+    samples: np.ndarray
+    start_s: float
+    end_s: float
+    padded_samples: int
+    speech: bool
+    active_fraction: float
+    level_dbfs: float
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level of ``samples`` (any shape) in dB relative to full scale; -inf for silence."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def speech_activity(samples: np.ndarray, frame_samples: int) -> float:
+    """Fraction of the ``frame_samples``-long frames of ``samples`` (shape ``(n,)``) whose RMS
+    is above :data:`ACTIVE_FRAME_DBFS`. An energy gate, not a trained VAD: steady loud noise
+    counts as active; quiet rooms and digital silence do not."""
+    n_frames = samples.shape[0] // frame_samples
+    if n_frames == 0:
+        return 0.0
+    frames = samples[: n_frames * frame_samples].reshape(n_frames, frame_samples)
+    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
+    threshold = 10.0 ** (ACTIVE_FRAME_DBFS / 10.0)
+    return float(np.mean(power > threshold))
+
+
+def window_features(windows: list[Window], config: FeatureConfig) -> np.ndarray:
+    """Log-mel features of ``windows`` for the model: ``(len(windows), n_mels, frames)``.
+
+    Windows shorter than the model's window (a client-chosen ``window_s``) are zero-padded at
+    the end to ``config.window_samples``, as ``/predict`` pads a short clip.
+    """
+    batch = np.zeros((len(windows), config.window_samples), dtype=np.float32)
+    for row, window in zip(batch, windows, strict=True):
+        n = min(window.samples.shape[0], config.window_samples)
+        row[:n] = window.samples[:n]
+    return log_mel(batch, config)
+
+
+class StreamSession:
+    """Raw PCM bytes in, model windows out. Parameters in seconds and Hz, converted once.
+
+    Args:
+        config: the model's front-end; its ``sample_rate`` is the rate windows are cut at.
+        hop_s: seconds between window starts.
+        window_s: window length in seconds, at most the model's ``config.window_s``.
+        sample_rate: the client's PCM rate in Hz (8-192 kHz).
+        encoding: ``pcm_s16le`` (int16) or ``pcm_f32le`` (float32), little-endian, interleaved.
+        channels: interleaved channels, averaged to mono.
+        max_duration_s: the most audio one session may carry (None: unlimited).
+    """
+
+    def __init__(
+        self,
+        config: FeatureConfig,
+        hop_s: float,
+        window_s: float,
+        sample_rate: int,
+        encoding: str,
+        channels: int,
+        max_duration_s: float | None = None,
+    ) -> None:
+        _validate(config, hop_s, window_s, sample_rate, encoding, channels)
+        self.config = config
+        self.sample_rate = int(sample_rate)
+        self.encoding = encoding
+        self.channels = int(channels)
+        self.hop_s = float(hop_s)
+        self.window_s = float(window_s)
+        self.max_duration_s = max_duration_s
+        self.model_rate = config.sample_rate
+        self.hop_samples = round(self.hop_s * self.model_rate)
+        self.window_samples = round(self.window_s * self.model_rate)
+        self.frame_bytes = BYTES_PER_SAMPLE[encoding] * self.channels
+        self._dtype = np.dtype("<i2" if encoding == "pcm_s16le" else "<f4")
+        self._gate_frame_samples = config.hop_length  # 10 ms at 16 kHz
+        self._min_final_samples = round(MIN_FINAL_S * self.model_rate)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and start a fresh stream with the same format."""
+        self._resampler = (
+            None
+            if self.sample_rate == self.model_rate
+            else soxr.ResampleStream(
+                self.sample_rate, self.model_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY
+            )
+        )
+        self._pending = b""  # bytes of a sample frame split across chunks
+        self._buffer = np.zeros(0, dtype=np.float32)  # model-rate samples from _buffer_start on
+        self._buffer_start = 0  # absolute model-rate index of _buffer[0]
+        self._next_start = 0  # absolute start of the next window
+        self._covered_until = 0  # absolute end of the last window handed out
+        self._windows = 0
+        self._input_frames = 0
+        self._finished = False
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio received so far (whole sample frames at the client's rate)."""
+        return self._input_frames / self.sample_rate
+
+    @property
+    def windows(self) -> int:
+        return self._windows
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete sample frame waiting for the next chunk."""
+        return len(self._pending)
+
+    def push(self, pcm: bytes | bytearray | memoryview) -> list[Window]:
+        """Add raw PCM bytes; return the windows completed by them (possibly none).
+
+        Raises:
+            NonFiniteStreamError: float samples that are NaN or infinite.
+            StreamTooLongError: the session passed ``max_duration_s``.
+        """
+        if self._finished:
+            raise StreamError("the stream was flushed: call reset() before pushing more audio")
+        data = self._pending + bytes(pcm)
+        usable = len(data) - len(data) % self.frame_bytes
+        self._pending = data[usable:]
+        if usable == 0:
+            return []
+        frames = np.frombuffer(data[:usable], dtype=self._dtype).reshape(-1, self.channels)
+        self._input_frames += frames.shape[0]
+        if self.max_duration_s is not None and self.duration_s > self.max_duration_s:
+            raise StreamTooLongError(
+                f"the session passed its {self.max_duration_s:g} s limit: start a new one"
+            )
+        mono = self._to_float_mono(frames)
+        if self._resampler is not None:
+            mono = self._resampler.resample_chunk(mono)
+        self._append(mono)
+        return self._take_windows()
+
+    def flush(self) -> list[Window]:
+        """End the stream: drain the resampler and return the remaining windows, plus a final
+        one when at least ``MIN_FINAL_S`` of audio was never inside a window. That final window
+        ends at the last sample (zero-padded at the end only if the stream is shorter than one
+        window). After ``flush`` the session accepts no audio until ``reset``.
+
+        Raises:
+            PartialFrameError: the bytes received do not end on a whole sample frame.
+        """
+        if self._finished:
+            return []
+        self._finished = True
+        if self._pending:
+            raise PartialFrameError(
+                f"the stream ended {len(self._pending)} bytes into a sample frame: send whole "
+                f"frames of {self.frame_bytes} bytes ({self.channels} channel(s) x "
+                f"{BYTES_PER_SAMPLE[self.encoding]} bytes)"
+            )
+        if self._resampler is not None:
+            self._append(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        windows = self._take_windows()
+        total = self._buffer_start + self._buffer.shape[0]
+        if total - self._covered_until >= self._min_final_samples:
+            start = max(total - self.window_samples, 0)
+            windows.append(self._make_window(start, total))
+        return windows
+
+    def _to_float_mono(self, frames: np.ndarray) -> np.ndarray:
+        samples = frames.astype(np.float32)
+        if self.encoding == "pcm_s16le":
+            samples *= np.float32(1.0 / 32768.0)
+        elif not np.isfinite(samples).all():
+            raise NonFiniteStreamError("the stream contains NaN or infinite float samples")
+        mono = samples[:, 0] if self.channels == 1 else samples.mean(axis=1, dtype=np.float32)
+        return np.ascontiguousarray(mono, dtype=np.float32)
+
+    def _append(self, samples: np.ndarray) -> None:
+        if samples.shape[0]:
+            self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+
+    def _take_windows(self) -> list[Window]:
+        """Cut every complete window, then drop the samples no later window needs."""
+        windows = []
+        total = self._buffer_start + self._buffer.shape[0]
+        while self._next_start + self.window_samples <= total:
+            windows.append(
+                self._make_window(self._next_start, self._next_start + self.window_samples)
+            )
+            self._next_start += self.hop_samples
+        keep_from = min(self._next_start, max(total - self.window_samples, 0))
+        if keep_from > self._buffer_start:
+            self._buffer = self._buffer[keep_from - self._buffer_start :].copy()
+            self._buffer_start = keep_from
+        return windows
+
+    def _make_window(self, start: int, end: int) -> Window:
+        real = self._buffer[start - self._buffer_start : end - self._buffer_start]
+        samples = np.zeros(self.window_samples, dtype=np.float32)
+        samples[: real.shape[0]] = real
+        activity = speech_activity(real, self._gate_frame_samples)
+        window = Window(
+            index=self._windows,
+            samples=samples,
+            start_s=start / self.model_rate,
+            end_s=end / self.model_rate,
+            padded_samples=self.window_samples - real.shape[0],
+            speech=activity >= SPEECH_FRACTION,
+            active_fraction=activity,
+            level_dbfs=level_dbfs(real) if real.shape[0] else -math.inf,
+        )
+        self._windows += 1
+        self._covered_until = max(self._covered_until, end)
+        return window
+
+
+def _validate(
+    config: FeatureConfig,
+    hop_s: float,
+    window_s: float,
+    sample_rate: int,
+    encoding: str,
+    channels: int,
+) -> None:
+    if encoding not in ENCODINGS:
+        raise UnsupportedEncodingError(
+            f"encoding {encoding!r} is not supported: use one of {', '.join(ENCODINGS)}"
+        )
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int):
+        raise StreamConfigError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
+    try:
+        check_sample_rate(sample_rate)
+    except ValueError as e:
+        raise StreamConfigError(str(e)) from e
+    if isinstance(channels, bool) or not isinstance(channels, int):
+        raise StreamConfigError(f"channels must be an integer, got {channels!r}")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise StreamConfigError(f"channels must be between 1 and {MAX_CHANNELS}, got {channels}")
+    model_window_s = config.window_samples / config.sample_rate
+    if not _is_number(window_s) or not MIN_WINDOW_S <= window_s <= model_window_s:
+        raise StreamConfigError(
+            f"window_s must be between {MIN_WINDOW_S:g} and the model's {model_window_s:g} s, "
+            f"got {window_s!r}"
+        )
+    if not _is_number(hop_s) or not MIN_HOP_S <= hop_s <= window_s:
+        raise StreamConfigError(
+            f"hop_s must be between {MIN_HOP_S:g} s and window_s ({window_s:g} s), got {hop_s!r}"
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class PredictionTrack:
+    """Per-session bookkeeping of predictions: an exponential moving average for display and
+    the totals for the summary. Silent windows leave both untouched.
+
+    Args:
+        hop_s: seconds between predictions; with ``smoothing_s`` it sets the EMA weight
+            ``alpha = 1 - exp(-hop_s / smoothing_s)``.
+    """
+
+    def __init__(self, hop_s: float, smoothing_s: float = SMOOTHING_S) -> None:
+        self.alpha = 1.0 - math.exp(-hop_s / smoothing_s)
+        self.reset()
+
+    def reset(self) -> None:
+        self.smoothed: np.ndarray | None = None
+        self._sum = np.zeros(len(LABELS), dtype=np.float64)
+        self.windows = 0
+        self.speech_windows = 0
+
+    def add(self, probabilities: np.ndarray | None) -> np.ndarray | None:
+        """Record one window (``probabilities`` of shape ``(n_labels,)``, or None for a silent
+        window) and return the smoothed probabilities so far (None before the first speech)."""
+        self.windows += 1
+        if probabilities is None:
+            return self.smoothed
+        p = np.asarray(probabilities, dtype=np.float64)
+        self.speech_windows += 1
+        self._sum += p
+        self.smoothed = (
+            p if self.smoothed is None else self.smoothed + self.alpha * (p - self.smoothed)
+        )
+        return self.smoothed
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """Mean probabilities over the speech windows, shape ``(n_labels,)``; None if none."""
+        return self._sum / self.speech_windows if self.speech_windows else None
