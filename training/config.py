@@ -1,0 +1,76 @@
+"""Training hyper-parameters: one dataclass, saved in every checkpoint and run folder.
+
+No torch here, so the CLI can build and print a config without importing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.contract import LOSSES, Loss
+
+Monitor = Literal["macro_f1", "accuracy"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class TrainConfigError(ValueError):
+    """Training settings that cannot work together."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: Loss = "ce"
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3  # peak learning rate, reached after the warm-up
+    min_lr_ratio: float = 0.01  # the cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    grad_clip: float = 1.0  # max global gradient norm
+    patience: int = 12  # epochs without a better validation score before stopping
+    monitor: Monitor = "macro_f1"  # validation score for early stopping and the best checkpoint
+    seed: int = 42
+    device: Device = "auto"
+    amp: bool = True  # bf16 autocast; used on CUDA only
+    compile: bool = False  # torch.compile the model (CUDA; worth it for long runs only)
+    workers: int = 0  # processes for decoding and features; 0 = all CPU cores
+    noisy_copies: int = 2  # Gaussian-noise copies per training clip (the paper triples)
+    snr_db: tuple[float, float] = (15.0, 30.0)
+    eval_batch_size: int = 512
+    limit: int | None = None  # keep only this many clips (smoke runs)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise TrainConfigError(f"loss {self.loss!r} is not one of {LOSSES}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise TrainConfigError("epochs, batch_size and patience must be at least 1")
+        if not self.lr > 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise TrainConfigError("need lr > 0 and 0 <= min_lr_ratio <= 1")
+        if self.monitor not in ("macro_f1", "accuracy"):
+            raise TrainConfigError("monitor must be 'macro_f1' or 'accuracy'")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise TrainConfigError("device must be 'auto', 'cpu' or 'cuda'")
+        if self.limit is not None and self.limit < 1:
+            raise TrainConfigError("limit must be a positive number of clips")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["snr_db"] = list(self.snr_db)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TrainConfigError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        values = dict(data)
+        if "snr_db" in values:
+            low, high = values["snr_db"]
+            values["snr_db"] = (float(low), float(high))
+        return cls(**values)

@@ -1,0 +1,148 @@
+"""Classification metrics, and scoring an exported ONNX model on a split file's test rows.
+
+Metrics (:func:`classification_metrics`): accuracy, macro precision / recall / F1, UAR
+(unweighted average recall, identical to macro recall; named for the SER literature), the
+per-class report from scikit-learn and the confusion matrix (rows: true label, columns:
+predicted, in :data:`app.labels.LABELS` order). Classes absent from both truth and prediction
+count as 0 in the macro averages (``zero_division=0``), so a tiny split is scored pessimistically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+
+from app.contract import ModelMetadata, probabilities
+from app.labels import LABEL_INDEX, LABELS
+
+
+def classification_metrics(
+    truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...] = LABELS
+) -> dict[str, Any]:
+    """Metrics of integer predictions (n,) against integer truth (n,); JSON-serialisable."""
+    index = list(range(len(labels)))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        truth, predicted, labels=index, average="macro", zero_division=0
+    )
+    report = classification_report(
+        truth,
+        predicted,
+        labels=index,
+        target_names=list(labels),
+        output_dict=True,
+        zero_division=0,
+    )
+    return {
+        "n": len(truth),
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_precision": float(precision),
+        "macro_recall": float(recall),
+        "macro_f1": float(f1),
+        "uar": float(recall),
+        "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in labels},
+        "confusion": confusion_matrix(truth, predicted, labels=index).tolist(),
+    }
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar headline numbers of :func:`classification_metrics` (for ONNX metadata)."""
+    keys = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "uar", "loss")
+    return {k: round(float(metrics[k]), 6) for k in keys if k in metrics}
+
+
+def loss_value(logits: np.ndarray, truth: np.ndarray, loss: str) -> float:
+    """The training loss of ``logits`` (n, n_labels) against ``truth`` (n,), as trained."""
+    import torch
+
+    from training.losses import make_loss
+
+    return float(make_loss(loss)(torch.from_numpy(logits).float(), torch.from_numpy(truth)))
+
+
+@dataclass
+class Evaluation:
+    metadata: ModelMetadata
+    metrics: dict[str, Any]
+    truth: np.ndarray  # (n,) label indices
+    logits: np.ndarray  # (n, n_labels)
+    probabilities: np.ndarray  # (n, n_labels), as the server serves them
+
+
+def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+
+
+def evaluate_onnx_features(
+    model_path: str | os.PathLike[str],
+    features: np.ndarray,
+    truth: np.ndarray,
+    batch_size: int = 256,
+) -> Evaluation:
+    """Score an ONNX model on ready (normalised) features (n, n_mels, frames) with labels (n,)."""
+    from app.contract import INPUT_NAME, OUTPUT_NAME
+    from training.export import read_metadata
+
+    metadata = read_metadata(model_path)
+    session = onnx_session(model_path)
+    logits = np.concatenate(
+        [
+            session.run([OUTPUT_NAME], {INPUT_NAME: features[s : s + batch_size]})[0]
+            for s in range(0, len(features), batch_size)
+        ]
+    )
+    probs = probabilities(logits, metadata.loss)
+    metrics = classification_metrics(truth, probs.argmax(axis=-1))
+    metrics["loss"] = loss_value(logits, truth, metadata.loss)
+    return Evaluation(metadata, metrics, truth, logits, probs)
+
+
+def evaluate_onnx(
+    model_path: str | os.PathLike[str],
+    split_path: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    *,
+    split: str = "test",
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int = 0,
+) -> Evaluation:
+    """Score the ONNX model at ``model_path`` on the ``split`` rows of a split file.
+
+    The clips are decoded, trimmed and cut as in training (the data package's
+    ``load_segments``), and featurised with the FeatureConfig stored in the model's metadata
+    (including its normalisation statistics) through :func:`app.features.log_mel`, so the
+    features are the ones the server computes.
+    """
+    from training.export import read_metadata
+    from training.segments import load_segments
+    from training.splits import read_split
+    from training.train import compute_features
+
+    metadata = read_metadata(model_path)
+    config = metadata.feature_config
+    clips = [clip for clip, name in read_split(Path(split_path)) if name == split]
+    if not clips:
+        raise ValueError(f"{split_path} has no {split!r} rows")
+    segments = load_segments(
+        clips,
+        Path(data_root),
+        config,
+        cache_dir=None if cache_dir is None else Path(cache_dir),
+        workers=workers or (os.cpu_count() or 1),
+    )
+    features = compute_features(segments, config, workers=workers or (os.cpu_count() or 1))
+    truth = np.array([LABEL_INDEX[clip.emotion] for clip in clips], dtype=np.int64)
+    return evaluate_onnx_features(model_path, features, truth)

@@ -1,0 +1,324 @@
+"""Figures and the markdown report: our results beside the paper's Tables 1 and 2.
+
+A *run record* is the dict that :mod:`training.pipeline` writes for each trained model into
+``metrics.json`` (``{"runs": [record, ...]}``)::
+
+    {"protocol": "random" | "speaker", "fold": int, "loss": "ce", "architecture": "sequential",
+     "best_epoch": int, "split_file": str, "split_sha256": str,
+     "train": {"loss", "accuracy"}, "val": {"loss", "accuracy", "macro_f1"},
+     "test": classification_metrics(...) + {"loss"}, "history": [per-epoch rows]}
+
+Train and validation figures are scored in eval mode on the whole set (train: with its noisy
+copies) with the best epoch's weights. The speaker protocol has one record per fold; its tables
+give the mean and the standard deviation over folds, and its confusion matrix sums the folds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from app.labels import LABELS
+
+LOSS_TITLES = {
+    "l1": "L1",
+    "smoothl1": "Smooth L1",
+    "bce": "Binary cross-entropy",
+    "ce": "Cross-entropy",
+}
+PAPER_ORDER = ("l1", "smoothl1", "bce", "ce")
+
+# The paper's Table 1: loss and accuracy (%) on train / validation / test.
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float, float]]] = {
+    "l1": {"loss": (0.120, 0.142, 0.124), "accuracy": (28.12, 43.31, 44.14)},
+    "smoothl1": {"loss": (0.003, 0.023, 0.021), "accuracy": (100.0, 72.61, 73.85)},
+    "bce": {"loss": (0.002, 0.215, 0.198), "accuracy": (100.0, 76.01, 77.62)},
+    "ce": {"loss": (0.003, 1.283, 1.153), "accuracy": (100.0, 73.46, 74.90)},
+}
+# The paper's Table 2: test precision / recall / F1.
+PAPER_TABLE2: dict[str, tuple[float, float, float]] = {
+    "l1": (0.6357, 0.3954, 0.4233),
+    "smoothl1": (0.6102, 0.6109, 0.6069),
+    "bce": (0.6275, 0.6255, 0.6238),
+    "ce": (0.6198, 0.6130, 0.6077),
+}
+
+Record = dict[str, Any]
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_confusion(
+    confusion: np.ndarray, path: str | os.PathLike[str], title: str = "", normalise: bool = True
+) -> None:
+    """One confusion matrix (rows: true, columns: predicted) as a PNG."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
+    _draw_confusion(ax, np.asarray(confusion), title, normalise)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _draw_confusion(ax: Any, confusion: np.ndarray, title: str, normalise: bool) -> None:
+    counts = confusion.astype(float)
+    rows = counts.sum(axis=1, keepdims=True)
+    shown = (
+        np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0) if normalise else counts
+    )
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    ticks = range(len(LABELS))
+    ax.set_xticks(ticks, LABELS, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, LABELS, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in ticks:
+        for j in ticks:
+            if counts[i, j]:
+                colour = "white" if shown[i, j] > 0.5 * (shown.max() or 1) else "black"
+                ax.text(
+                    j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7, color=colour
+                )
+
+
+def _draw_curves(ax: Any, history: list[dict[str, float]], key: str, title: str) -> None:
+    epochs = [row["epoch"] for row in history]
+    scale = 100.0 if key == "accuracy" else 1.0
+    ax.plot(epochs, [row[f"train_{key}"] * scale for row in history], label="train")
+    ax.plot(epochs, [row[f"val_{key}"] * scale for row in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)" if key == "accuracy" else "loss")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot_curves(
+    history: list[dict[str, float]], path: str | os.PathLike[str], title: str = ""
+) -> None:
+    """Loss and accuracy per epoch (train and validation) side by side, as a PNG."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    _draw_curves(left, history, "loss", f"{title} loss")
+    _draw_curves(right, history, "accuracy", f"{title} accuracy")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _grid(records: dict[str, Record], path: Path, draw: Any) -> None:
+    """A 2 x 2 figure, one panel per loss in the paper's order (a) L1 ... (d) CE."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 10), dpi=110)
+    for ax, loss, letter in zip(axes.flat, PAPER_ORDER, "abcd", strict=True):
+        if loss in records:
+            draw(ax, records[loss], f"({letter}) {LOSS_TITLES[loss]}")
+        else:
+            ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def paper_figures(records: dict[str, Record], out_dir: Path, prefix: str) -> list[Path]:
+    """Figures 2-4 of the paper (confusion matrices, loss curves, accuracy curves) for our runs."""
+    paths = [
+        out_dir / f"{prefix}-fig{n}-{name}.png"
+        for n, name in ((2, "confusion"), (3, "loss"), (4, "accuracy"))
+    ]
+    _grid(
+        records,
+        paths[0],
+        lambda ax, r, t: _draw_confusion(ax, np.asarray(r["test"]["confusion"]), t, True),
+    )
+    _grid(records, paths[1], lambda ax, r, t: _draw_curves(ax, r["history"], "loss", t))
+    _grid(records, paths[2], lambda ax, r, t: _draw_curves(ax, r["history"], "accuracy", t))
+    return paths
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _values(records: list[Record], part: str, key: str, scale: float = 1.0) -> np.ndarray:
+    return np.array([float(r[part][key]) * scale for r in records])
+
+
+def _cell(values: np.ndarray, digits: int) -> str:
+    if len(values) == 0:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def table1(groups: dict[str, list[Record]]) -> str:
+    """Loss and accuracy on train / val / test, ours beside the paper's."""
+    lines = [
+        "| Loss | Loss train / val / test (paper) | Loss train / val / test (ours) "
+        "| Accuracy % train / val / test (paper) | Accuracy % train / val / test (ours) |",
+        "|---|---|---|---|---|",
+    ]
+    for loss in PAPER_ORDER:
+        runs = groups.get(loss, [])
+        paper = PAPER_TABLE1[loss]
+        ours_loss = " / ".join(_cell(_values(runs, p, "loss"), 3) for p in ("train", "val", "test"))
+        ours_acc = " / ".join(
+            _cell(_values(runs, p, "accuracy", 100.0), 2) for p in ("train", "val", "test")
+        )
+        lines.append(
+            f"| {LOSS_TITLES[loss]} | {' / '.join(f'{v:.3f}' for v in paper['loss'])} "
+            f"| {ours_loss} | {' / '.join(f'{v:.2f}' for v in paper['accuracy'])} | {ours_acc} |"
+        )
+    return "\n".join(lines)
+
+
+def table2(groups: dict[str, list[Record]]) -> str:
+    """Test macro precision / recall / F1, ours beside the paper's, plus our UAR."""
+    lines = [
+        "| Loss | Precision (paper) | Precision (ours) | Recall (paper) | Recall = UAR (ours) "
+        "| F1 (paper) | F1 (ours) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for loss in PAPER_ORDER:
+        runs = groups.get(loss, [])
+        p, r, f = PAPER_TABLE2[loss]
+        ours = [
+            _cell(_values(runs, "test", k), 4)
+            for k in ("macro_precision", "macro_recall", "macro_f1")
+        ]
+        lines.append(
+            f"| {LOSS_TITLES[loss]} | {p:.4f} | {ours[0]} | {r:.4f} | {ours[1]} "
+            f"| {f:.4f} | {ours[2]} |"
+        )
+    return "\n".join(lines)
+
+
+def per_class_table(groups: dict[str, list[Record]]) -> str:
+    """Test F1 per emotion and loss (mean over folds)."""
+    losses = [loss for loss in PAPER_ORDER if groups.get(loss)]
+    lines = [
+        "| Emotion | " + " | ".join(LOSS_TITLES[x] for x in losses) + " |",
+        "|---" * (len(losses) + 1) + "|",
+    ]
+    for label in LABELS:
+        cells = [
+            f"{np.mean([r['test']['per_class'][label]['f1-score'] for r in groups[loss]]):.3f}"
+            for loss in losses
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def architecture_table(records: list[Record]) -> str:
+    """Test accuracy / macro-F1 per architecture for every (protocol, loss) trained with both."""
+    by_key: dict[tuple[str, str], dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        by_key[(r["protocol"], r["loss"])][r["architecture"]].append(r)
+    lines = [
+        "| Protocol | Loss | Architecture | Test accuracy % | Test macro-F1 | Best epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (protocol, loss), archs in sorted(by_key.items()):
+        if len(archs) < 2:
+            continue
+        for arch, runs in sorted(archs.items()):
+            lines.append(
+                f"| {protocol} | {LOSS_TITLES[loss]} | {arch} "
+                f"| {_cell(_values(runs, 'test', 'accuracy', 100.0), 2)} "
+                f"| {_cell(_values(runs, 'test', 'macro_f1'), 4)} "
+                f"| {', '.join(str(r['best_epoch']) for r in runs)} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _by_loss(records: list[Record], protocol: str, architecture: str) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        if r["protocol"] == protocol and r["architecture"] == architecture:
+            groups[r["loss"]].append(r)
+    for runs in groups.values():
+        runs.sort(key=lambda r: r.get("fold", 0))
+    return groups
+
+
+def summed_record(runs: list[Record]) -> Record:
+    """One record standing for a protocol's folds: confusion summed, history of the first fold."""
+    first = dict(runs[0])
+    first["test"] = dict(first["test"])
+    first["test"]["confusion"] = np.sum(
+        [np.asarray(r["test"]["confusion"]) for r in runs], axis=0
+    ).tolist()
+    return first
+
+
+def write_report(records: list[Record], out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``report.md`` plus per-run and paper-style figures into ``out_dir``; returns it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = ["# Results\n", _protocol_notes()]
+    for protocol in ("random", "speaker"):
+        for arch in sorted({r["architecture"] for r in records if r["protocol"] == protocol}):
+            groups = _by_loss(records, protocol, arch)
+            if not groups:
+                continue
+            n_folds = max(len(runs) for runs in groups.values())
+            folds = f", mean ± std over {n_folds} folds" if n_folds > 1 else ""
+            prefix = f"{protocol}-{arch}"
+            sections.append(f"## Protocol `{protocol}`, architecture `{arch}`{folds}\n")
+            sections.append(f"Split file(s): {_split_files(groups)}\n")
+            sections.append("### Table 1: loss and accuracy\n\n" + table1(groups) + "\n")
+            sections.append(
+                "### Table 2: test precision, recall, F1 (macro)\n\n" + table2(groups) + "\n"
+            )
+            sections.append("### Test F1 per emotion\n\n" + per_class_table(groups) + "\n")
+            merged = {loss: summed_record(runs) for loss, runs in groups.items()}
+            figures = paper_figures(merged, out, prefix)
+            for loss, record in merged.items():
+                plot_confusion(
+                    np.asarray(record["test"]["confusion"]),
+                    out / f"{prefix}-{loss}-confusion.png",
+                    f"{prefix} {loss}",
+                )
+                plot_curves(
+                    record["history"], out / f"{prefix}-{loss}-curves.png", f"{prefix} {loss}"
+                )
+            sections.append(
+                "Figures (as the paper's Figures 2-4): "
+                + ", ".join(f"[{p.name}]({p.name})" for p in figures)
+                + "; per loss: `"
+                + f"{prefix}-<loss>-confusion.png`, `{prefix}-<loss>-curves.png`.\n"
+            )
+    comparison = architecture_table(records)
+    if comparison:
+        sections.append("## Sequential vs parallel layout\n\n" + comparison + "\n")
+    path = out / "report.md"
+    path.write_text("\n".join(sections))
+    return path
+
+
+def _split_files(groups: dict[str, list[Record]]) -> str:
+    files = sorted(
+        {(r["split_file"], r["split_sha256"][:12]) for runs in groups.values() for r in runs}
+    )
+    return ", ".join(f"`{name}` (sha256 {sha}…)" for name, sha in files)
+
+
+def _protocol_notes() -> str:
+    return (
+        "Paper figures are from its Tables 1 and 2 (random 80/10/10 split of RAVDESS + SAVEE + "
+        "TESS, the training set tripled with Gaussian noise). Ours: train and validation loss "
+        "and accuracy are measured in eval mode with the best epoch's weights (train includes "
+        "the noisy copies); test metrics are macro averages over the 8 classes; UAR = macro "
+        "recall. Losses are on different scales per loss function and only comparable within a "
+        "row.\n"
+    )
