@@ -1,0 +1,257 @@
+// The page: upload a file to /predict, or stream the microphone over /ws/stream.
+"use strict";
+
+const LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"];
+const $ = (id) => document.getElementById(id);
+
+// ---------- probability bars ----------
+
+function makeBars(container) {
+  container.replaceChildren();
+  for (const label of LABELS) {
+    const row = document.createElement("div");
+    row.className = "bar-row";
+    row.dataset.label = label;
+    row.innerHTML =
+      `<span class="bar-name">${label}</span>` +
+      `<div class="bar-track" role="meter" aria-valuemin="0" aria-valuemax="100"` +
+      ` aria-valuenow="0" aria-label="${label}"><div class="bar-fill"></div></div>` +
+      `<span class="bar-value">0%</span>`;
+    container.append(row);
+  }
+}
+
+// Accepts {label: p} or [p, ...] in LABELS order.
+function asList(probabilities) {
+  if (Array.isArray(probabilities)) return probabilities;
+  return LABELS.map((label) => Number(probabilities[label] ?? 0));
+}
+
+function showBars(container, probabilities) {
+  if (!container.firstChild) makeBars(container);
+  const values = asList(probabilities);
+  const top = values.indexOf(Math.max(...values));
+  container.querySelectorAll(".bar-row").forEach((row, i) => {
+    const percent = Math.round(values[i] * 1000) / 10;
+    row.querySelector(".bar-fill").style.width = `${percent}%`;
+    row.querySelector(".bar-track").setAttribute("aria-valuenow", String(percent));
+    row.querySelector(".bar-value").textContent = `${percent.toFixed(1)}%`;
+    row.classList.toggle("top", i === top);
+  });
+}
+
+function setStatus(element, text, isError = false) {
+  element.textContent = text;
+  element.classList.toggle("error", isError);
+}
+
+function selectedModel() {
+  return $("model").value || null;
+}
+
+// ---------- models ----------
+
+async function loadModels() {
+  try {
+    const response = await fetch("/v1/models");
+    if (!response.ok) return;
+    const body = await response.json();
+    const models = Array.isArray(body) ? body : body.models || [];
+    for (const model of models) {
+      const name = typeof model === "string" ? model : model.name;
+      if (!name) continue;
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name + (model.default ? " (default)" : "");
+      $("model").append(option);
+    }
+  } catch {
+    // The list is a convenience: the default model still works without it.
+  }
+}
+
+// ---------- upload ----------
+
+async function upload(event) {
+  event.preventDefault();
+  const file = $("file").files[0];
+  const status = $("upload-status");
+  if (!file) {
+    setStatus(status, "Choose an audio file first.", true);
+    return;
+  }
+  const form = new FormData();
+  form.append("file", file);
+  const model = selectedModel();
+  const url = model ? `/predict?model=${encodeURIComponent(model)}` : "/predict";
+  $("upload-button").disabled = true;
+  setStatus(status, `Analysing ${file.name}...`);
+  try {
+    const response = await fetch(url, { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const message = body.error?.message || body.detail || response.statusText;
+      setStatus(status, `Could not analyse ${file.name}: ${message}`, true);
+      return;
+    }
+    $("upload-result").hidden = false;
+    $("upload-label").textContent = body.label;
+    const confidence = body.confidence ?? Math.max(...asList(body.probabilities));
+    const duration = body.duration_s !== undefined ? `, ${Number(body.duration_s).toFixed(1)} s` : "";
+    $("upload-detail").textContent = `${(confidence * 100).toFixed(1)}% confidence${duration}`;
+    showBars($("upload-bars"), body.probabilities);
+    setStatus(status, `${file.name}: ${body.label}.`);
+  } catch (error) {
+    setStatus(status, `Upload failed: ${error.message}`, true);
+  } finally {
+    $("upload-button").disabled = false;
+  }
+}
+
+// ---------- microphone streaming ----------
+
+let live = null; // {socket, context, media, node, source}
+
+function floatToPcm16(block) {
+  const pcm = new Int16Array(block.length);
+  for (let i = 0; i < block.length; i++) {
+    const s = Math.max(-1, Math.min(1, block[i]));
+    pcm[i] = s < 0 ? s * 0x8000 : s * 0x7fff;
+  }
+  return pcm.buffer;
+}
+
+async function startStreaming() {
+  const status = $("live-status");
+  $("start-button").disabled = true;
+  $("summary").hidden = true;
+  try {
+    const media = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    const context = new AudioContext(); // the device's native rate; the server resamples
+    await context.audioWorklet.addModule("/static/pcm-worklet.js");
+    const source = context.createMediaStreamSource(media);
+    const node = new AudioWorkletNode(context, "pcm-capture", {
+      numberOfInputs: 1,
+      numberOfOutputs: 1,
+      channelCount: 1,
+      channelCountMode: "explicit",
+    });
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/ws/stream`);
+    socket.binaryType = "arraybuffer";
+    live = { socket, context, media, node, source, ready: false };
+    socket.onopen = () => {
+      const start = { type: "start", sample_rate: context.sampleRate, encoding: "pcm_s16le", channels: 1 };
+      const model = selectedModel();
+      if (model) start.model = model;
+      socket.send(JSON.stringify(start));
+      setStatus(status, `Connecting at ${context.sampleRate} Hz...`);
+    };
+    socket.onmessage = (event) => onServerMessage(JSON.parse(event.data));
+    socket.onclose = (event) => onClosed(event);
+    socket.onerror = () => setStatus(status, "The connection to the server failed.", true);
+    node.port.onmessage = (event) => {
+      if (live && live.ready && socket.readyState === WebSocket.OPEN) {
+        socket.send(floatToPcm16(event.data));
+      }
+    };
+    source.connect(node);
+    node.connect(context.destination); // keeps the graph pulled; the node outputs silence
+  } catch (error) {
+    setStatus(status, `Cannot use the microphone: ${error.message}`, true);
+    releaseAudio();
+    $("start-button").disabled = false;
+  }
+}
+
+function onServerMessage(message) {
+  const status = $("live-status");
+  if (message.type === "ready") {
+    live.ready = true;
+    $("stop-button").disabled = false;
+    $("live-result").hidden = false;
+    makeBars($("live-bars"));
+    setStatus(
+      status,
+      `Streaming to ${message.model} at ${message.sample_rate} Hz; first prediction after ` +
+        `${message.window_s} s.`,
+    );
+  } else if (message.type === "prediction") {
+    showPrediction(message);
+  } else if (message.type === "summary") {
+    showSummary(message);
+  } else if (message.type === "error") {
+    setStatus(status, `Server error (${message.code}): ${message.message}`, true);
+  }
+}
+
+function showPrediction(message) {
+  const indicator = $("speech-indicator");
+  indicator.dataset.speech = String(message.speech);
+  indicator.classList.toggle("speech", message.speech);
+  indicator.classList.toggle("silence", !message.speech);
+  $("speech-text").textContent = message.speech ? "speech" : "silence";
+  if (message.smoothed) {
+    $("live-label").textContent = message.smoothed_label;
+    showBars($("live-bars"), message.smoothed);
+  }
+  $("live-detail").textContent =
+    `${message.start_s.toFixed(1)}-${message.end_s.toFixed(1)} s` +
+    (message.speech ? `, now ${message.label}` : "") +
+    `, ${message.latency_ms.toFixed(0)} ms`;
+  $("live-result").dataset.predictions = String(Number($("live-result").dataset.predictions || 0) + 1);
+}
+
+function showSummary(message) {
+  $("summary").hidden = false;
+  const speech = `${message.speech_windows} of ${message.windows} windows with speech`;
+  $("summary-text").textContent = message.label
+    ? `${message.duration_s.toFixed(1)} s streamed, ${speech}: overall ${message.label}.`
+    : `${message.duration_s.toFixed(1)} s streamed, ${speech}: no speech to classify.`;
+  if (message.probabilities) showBars($("summary-bars"), message.probabilities);
+  else $("summary-bars").replaceChildren();
+}
+
+function releaseAudio() {
+  if (!live) return;
+  live.media?.getTracks().forEach((track) => track.stop());
+  live.source?.disconnect();
+  live.node?.disconnect();
+  if (live.context && live.context.state !== "closed") live.context.close().catch(() => {});
+}
+
+function stopStreaming() {
+  if (!live) return;
+  $("stop-button").disabled = true;
+  releaseAudio();
+  live.ready = false;
+  if (live.socket.readyState === WebSocket.OPEN) {
+    live.socket.send(JSON.stringify({ type: "stop" }));
+    setStatus($("live-status"), "Stopping...");
+  }
+}
+
+function onClosed(event) {
+  releaseAudio();
+  live = null;
+  $("start-button").disabled = false;
+  $("stop-button").disabled = true;
+  const status = $("live-status");
+  if (event.code === 1000) setStatus(status, "Stopped.");
+  else if (!status.classList.contains("error")) {
+    setStatus(status, `The stream closed (code ${event.code}).`, true);
+  }
+}
+
+// ---------- wiring ----------
+
+document.addEventListener("DOMContentLoaded", () => {
+  makeBars($("upload-bars"));
+  makeBars($("live-bars"));
+  $("upload-form").addEventListener("submit", upload);
+  $("start-button").addEventListener("click", startStreaming);
+  $("stop-button").addEventListener("click", stopStreaming);
+  loadModels();
+});
