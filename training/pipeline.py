@@ -1,0 +1,292 @@
+"""One experiment end to end: split, segments, features once, train each loss, score, export.
+
+For each split (one for ``random``, one per fold for ``speaker``) the clips are decoded and cut
+once, the training segments get their noisy copies, and log-mel features are computed once with
+:func:`app.features.log_mel`; the per-band statistics come from the training features (noisy
+copies included) and are stored in the FeatureConfig that travels with every model. All losses
+and architectures then train on those same tensors.
+
+Outputs under ``out`` (``models/`` by default):
+
+- ``splits/<protocol>[-fold<k>].csv``: the split files (reused when present, so separate calls,
+  e.g. one loss per GPU command, train and test on exactly the same clips);
+- ``ser-<loss>[-<arch>].onnx``: the ``random`` protocol's models (the ``-<arch>`` suffix for
+  the non-default architecture); speaker-protocol folds are scored, not exported;
+- ``metrics.json``: one record per (protocol, fold, loss, architecture), merged with the records
+  already there, so the report always covers every model trained into ``out``;
+- ``report/``: the markdown report and figures (:mod:`training.report`).
+
+Run folders (checkpoint, history) go under ``runs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.contract import ModelMetadata
+from app.features import FeatureConfig
+from app.labels import LABEL_INDEX, LABELS
+from training.config import TrainConfig
+from training.evaluate import classification_metrics, summary
+from training.export import export_onnx
+from training.model import ModelConfig
+from training.report import Record, write_report
+from training.train import (
+    FitResult,
+    LabelledFeatures,
+    band_stats,
+    compute_features,
+    fit,
+    normalise_,
+    predict_logits,
+    resolve_device,
+    score,
+)
+
+DEFAULT_ARCHITECTURE = "sequential"
+N_VERIFY_CLIPS = 64  # real test clips the export check runs on
+
+
+@dataclass(frozen=True)
+class Experiment:
+    data: Path
+    out: Path = Path("models")
+    runs: Path = Path("runs")
+    losses: Sequence[str] = ("ce", "bce", "smoothl1", "l1")
+    protocol: str = "random"
+    architectures: Sequence[str] = (DEFAULT_ARCHITECTURE,)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    cache_dir: Path | None = None
+    folds: int | None = None  # speaker protocol: how many folds to run (None: all)
+    version: str = "0.1.0"
+    export: bool = True
+
+
+@dataclass
+class SplitData:
+    name: str  # "random", "speaker-fold0", ...
+    fold: int
+    split_file: Path
+    split_sha256: str
+    feature_config: FeatureConfig  # with the training statistics
+    train: LabelledFeatures
+    val: LabelledFeatures
+    test: LabelledFeatures
+
+
+def git_commit() -> str:
+    """The checkout's commit, or $SER_GIT_COMMIT (for copies without .git), or "unknown"."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("SER_GIT_COMMIT", "unknown")
+
+
+def workers_for(config: TrainConfig) -> int:
+    return config.workers or (os.cpu_count() or 1)
+
+
+def subset(clips: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """``limit`` clips drawn at random (seeded, in path order), or all of them."""
+    if limit is None or limit >= len(clips):
+        return clips
+    keep = np.sort(np.random.default_rng(seed).choice(len(clips), size=limit, replace=False))
+    return [clips[i] for i in keep]
+
+
+def split_files(exp: Experiment, clips: list[Any]) -> list[tuple[str, int, Path]]:
+    """(name, fold, path) of each split file, written by the data package when missing."""
+    from training import splits
+
+    folder = exp.out / "splits"
+    folder.mkdir(parents=True, exist_ok=True)
+    if exp.protocol == "random":
+        path = folder / "random.csv"
+        if not path.exists():
+            splits.write_split(splits.random_split(clips, seed=exp.train.seed), path)
+        return [("random", 0, path)]
+    folds = splits.speaker_folds(clips, seed=exp.train.seed)
+    wanted = range(len(folds) if exp.folds is None else min(exp.folds, len(folds)))
+    out = []
+    for k in wanted:
+        path = folder / f"speaker-fold{k}.csv"
+        if not path.exists():
+            splits.write_split(folds[k], path)
+        out.append((f"speaker-fold{k}", k, path))
+    return out
+
+
+def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path) -> SplitData:
+    """Segments, noisy copies and normalised features of one split file."""
+    from training.augment import noisy_copies
+    from training.segments import load_segments
+    from training.splits import read_split, split_sha256
+
+    rows = read_split(path)
+    workers = workers_for(exp.train)
+    by_part = {part: [c for c, s in rows if s == part] for part in ("train", "val", "test")}
+    for part, clips in by_part.items():
+        if not clips:
+            raise ValueError(f"{path} has no {part!r} rows; use more clips (--limit) or data")
+    all_clips = by_part["train"] + by_part["val"] + by_part["test"]
+    segments = load_segments(all_clips, root, exp.features, exp.cache_dir, workers)
+    n_train, n_val = len(by_part["train"]), len(by_part["val"])
+    labels = np.array([LABEL_INDEX[c.emotion] for c in all_clips], dtype=np.int64)
+    train_segments = segments[:n_train]
+    rng = np.random.default_rng(exp.train.seed)
+    noisy = noisy_copies(
+        train_segments, rng, copies=exp.train.noisy_copies, snr_db=exp.train.snr_db
+    )
+    train_segments = np.concatenate([train_segments, noisy])
+    train_labels = np.concatenate([labels[:n_train]] * (1 + exp.train.noisy_copies))
+    raw = exp.features.without_stats()
+    train_x = compute_features(train_segments, raw, workers, desc=f"{name} train features")
+    config = exp.features.with_stats(*band_stats(train_x))
+    normalise_(train_x, config)
+    # Validation and test features straight from log_mel with the statistics, as served.
+    held_out = compute_features(segments[n_train:], config, workers, desc=f"{name} val/test")
+    return SplitData(
+        name=name,
+        fold=fold,
+        split_file=path,
+        split_sha256=split_sha256(path),
+        feature_config=config,
+        train=LabelledFeatures(train_x, train_labels),
+        val=LabelledFeatures(held_out[:n_val], labels[n_train : n_train + n_val]),
+        test=LabelledFeatures(held_out[n_val:], labels[n_train + n_val :]),
+    )
+
+
+def _scores(
+    result: FitResult, data: LabelledFeatures, config: TrainConfig, full: bool
+) -> dict[str, Any]:
+    device = next(result.model.parameters()).device
+    x = torch.from_numpy(data.features).to(device)
+    y = torch.from_numpy(data.labels).to(device)
+    logits = predict_logits(result.model, x, config.eval_batch_size, config.amp)
+    scores = score(logits, y, config.loss)
+    if not full:
+        return scores
+    metrics = classification_metrics(data.labels, logits.argmax(dim=-1).cpu().numpy())
+    return {**metrics, "loss": scores["loss"]}
+
+
+def model_name(loss: str, architecture: str) -> str:
+    return f"ser-{loss}" if architecture == DEFAULT_ARCHITECTURE else f"ser-{loss}-{architecture}"
+
+
+def train_one(
+    exp: Experiment, split: SplitData, loss: str, architecture: str
+) -> tuple[Record, FitResult]:
+    config = exp.train.replace(loss=loss)
+    model_config = ModelConfig(
+        architecture=architecture,  # type: ignore[arg-type]
+        n_mels=split.feature_config.n_mels,
+        n_frames=split.train.features.shape[-1],
+    )
+    run_dir = exp.runs / exp.protocol / split.name / model_name(loss, architecture)
+    started = time.perf_counter()
+    result = fit(model_config, config, split.feature_config, split.train, split.val, run_dir)
+    record: Record = {
+        "protocol": exp.protocol,
+        "fold": split.fold,
+        "loss": loss,
+        "architecture": architecture,
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "device": str(resolve_device(config.device)),
+        "split_file": split.split_file.name,
+        "split_sha256": split.split_sha256,
+        "n_clips": {
+            "train": len(split.train.labels),
+            "val": len(split.val.labels),
+            "test": len(split.test.labels),
+        },
+        "train": _scores(result, split.train, config, full=False),
+        "val": _scores(result, split.val, config, full=False),
+        "test": _scores(result, split.test, config, full=True),
+        "history": result.history,
+        "train_config": config.to_dict(),
+        "model_config": model_config.to_dict(),
+    }
+    (run_dir / "record.json").write_text(json.dumps(record, indent=1))
+    return record, result
+
+
+def export_record(exp: Experiment, split: SplitData, record: Record, result: FitResult) -> Path:
+    name = model_name(record["loss"], record["architecture"])
+    metadata = ModelMetadata(
+        name=name,
+        loss=record["loss"],
+        architecture=record["architecture"],
+        version=exp.version,
+        labels=LABELS,
+        feature_config=split.feature_config,
+        git_commit=git_commit(),
+        split_sha256=split.split_sha256,
+        metrics={
+            "protocol": exp.protocol,
+            "split_file": f"splits/{split.split_file.name}",
+            "best_epoch": record["best_epoch"],
+            "val": summary(record["val"]),
+            "test": summary(record["test"]),
+        },
+    )
+    path = exp.out / f"{name}.onnx"
+    export_onnx(result.model, metadata, path, verify_features=split.test.features[:N_VERIFY_CLIPS])
+    return path
+
+
+def merge_metrics(path: Path, new: list[Record]) -> list[Record]:
+    """Records already in ``path`` with the new ones replacing any of the same key."""
+
+    def key(r: Record) -> tuple[str, int, str, str]:
+        return (r["protocol"], r["fold"], r["loss"], r["architecture"])
+
+    old = json.loads(path.read_text())["runs"] if path.exists() else []
+    fresh = {key(r) for r in new}
+    records = [r for r in old if key(r) not in fresh] + new
+    records.sort(key=key)
+    path.write_text(json.dumps({"runs": records}, indent=1))
+    return records
+
+
+def run_experiment(exp: Experiment) -> list[Record]:
+    """Train, score and (random protocol) export every requested loss x architecture."""
+    from training.corpora import corpus_root, load_corpus
+
+    clips = subset(load_corpus(exp.data), exp.train.limit, exp.train.seed)
+    root = corpus_root(exp.data)
+    exp.out.mkdir(parents=True, exist_ok=True)
+    records: list[Record] = []
+    for name, fold, path in split_files(exp, clips):
+        split = prepare_split(exp, root, name, fold, path)
+        for architecture in exp.architectures:
+            for loss in exp.losses:
+                record, result = train_one(exp, split, loss, architecture)
+                if exp.export and exp.protocol == "random":
+                    record["onnx"] = export_record(exp, split, record, result).name
+                records.append(record)
+                all_records = merge_metrics(exp.out / "metrics.json", [record])
+                write_report(all_records, exp.out / "report")
+                test = record["test"]
+                print(
+                    f"{name} {architecture} {loss}: test accuracy {test['accuracy']:.4f}, "
+                    f"macro-F1 {test['macro_f1']:.4f} (best epoch {record['best_epoch']})"
+                )
+    return records
