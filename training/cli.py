@@ -112,7 +112,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", type=Path, required=True, help="a split CSV (models/splits/...)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
     p.add_argument("--part", choices=["train", "val", "test"], default="test")
-    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
     p.set_defaults(func=run_evaluate)

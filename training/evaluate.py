@@ -116,7 +116,7 @@ def evaluate_onnx(
     data_root: str | os.PathLike[str],
     *,
     split: str = "test",
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] = ".cache/segments",
     workers: int = 0,
 ) -> Evaluation:
     """Score the ONNX model at ``model_path`` on the ``split`` rows of a split file.
@@ -140,9 +140,10 @@ def evaluate_onnx(
         clips,
         Path(data_root),
         config,
-        cache_dir=None if cache_dir is None else Path(cache_dir),
+        cache_dir=Path(cache_dir),
         workers=workers or (os.cpu_count() or 1),
-    )
+        progress=True,
+    ).waves
     features = compute_features(segments, config, workers=workers or (os.cpu_count() or 1))
     truth = np.array([LABEL_INDEX[clip.emotion] for clip in clips], dtype=np.int64)
     return evaluate_onnx_features(model_path, features, truth)

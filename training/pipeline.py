@@ -67,7 +67,7 @@ class Experiment:
     architectures: Sequence[str] = (DEFAULT_ARCHITECTURE,)
     train: TrainConfig = field(default_factory=TrainConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    cache_dir: Path | None = None
+    cache_dir: Path = Path(".cache/segments")  # decoded segments, keyed by content hash
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
     version: str = "0.1.0"
     export: bool = True
@@ -143,7 +143,9 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
         if not clips:
             raise ValueError(f"{path} has no {part!r} rows; use more clips (--limit) or data")
     all_clips = by_part["train"] + by_part["val"] + by_part["test"]
-    segments = load_segments(all_clips, root, exp.features, exp.cache_dir, workers)
+    segments = load_segments(
+        all_clips, root, exp.features, exp.cache_dir, workers=workers, progress=True
+    ).waves
     n_train, n_val = len(by_part["train"]), len(by_part["val"])
     labels = np.array([LABEL_INDEX[c.emotion] for c in all_clips], dtype=np.int64)
     train_segments = segments[:n_train]

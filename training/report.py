@@ -267,7 +267,8 @@ def write_report(records: list[Record], out_dir: str | os.PathLike[str]) -> Path
     out.mkdir(parents=True, exist_ok=True)
     sections = ["# Results\n", _protocol_notes()]
     for protocol in ("random", "speaker"):
-        for arch in sorted({r["architecture"] for r in records if r["protocol"] == protocol}):
+        archs = {r["architecture"] for r in records if r["protocol"] == protocol}
+        for arch in sorted(archs, key=lambda a: (a != "sequential", a)):
             groups = _by_loss(records, protocol, arch)
             if not groups:
                 continue

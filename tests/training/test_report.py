@@ -1,0 +1,76 @@
+"""The markdown report and figures, from hand-made run records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.labels import LABELS
+from training.evaluate import classification_metrics
+from training.report import write_report
+
+
+def _record(
+    loss: str, protocol: str, fold: int, accuracy: float, arch: str = "sequential"
+) -> dict[str, Any]:
+    rng = np.random.default_rng(fold)
+    truth = np.arange(80) % 8
+    predicted = np.where(rng.random(80) < accuracy, truth, (truth + 1) % 8)
+    history = [
+        {
+            "epoch": float(e),
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "train_accuracy": 0.1 * e,
+            "val_accuracy": 0.08 * e,
+        }
+        for e in range(1, 6)
+    ]
+    return {
+        "protocol": protocol,
+        "fold": fold,
+        "loss": loss,
+        "architecture": arch,
+        "best_epoch": 5,
+        "split_file": f"{protocol}-fold{fold}.csv",
+        "split_sha256": "ab" * 32,
+        "train": {"loss": 0.01, "accuracy": 0.99},
+        "val": {"loss": 0.5, "accuracy": 0.7, "macro_f1": 0.69},
+        "test": {**classification_metrics(truth, predicted), "loss": 0.6},
+        "history": history,
+    }
+
+
+def test_report_puts_the_papers_tables_beside_ours(tmp_path: Path) -> None:
+    records = [_record(loss, "random", 0, 0.75) for loss in ("ce", "bce", "smoothl1", "l1")]
+    records.append(_record("ce", "random", 0, 0.5, arch="parallel"))
+    records += [_record("ce", "speaker", k, acc) for k, acc in enumerate((0.5, 0.7, 0.6))]
+    path = write_report(records, tmp_path)
+    text = path.read_text()
+    for paper_value in ("28.12", "43.31", "44.14", "1.283", "0.6357", "0.3954", "0.6238"):
+        assert paper_value in text
+    ce = records[0]["test"]
+    assert f"{ce['macro_f1']:.4f}" in text
+    speaker_acc = np.array([r["test"]["accuracy"] for r in records[-3:]]) * 100
+    assert f"{speaker_acc.mean():.2f} ± {speaker_acc.std(ddof=1):.2f}" in text
+    assert "Sequential vs parallel" in text and "| parallel |" in text
+    for name in (
+        "random-sequential-fig2-confusion.png",
+        "random-sequential-ce-curves.png",
+        "speaker-sequential-ce-confusion.png",
+        "random-parallel-ce-confusion.png",
+    ):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_metrics_are_macro_averages_and_uar_is_macro_recall() -> None:
+    truth = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 1, 2, 0])
+    m = classification_metrics(truth, predicted)
+    assert m["accuracy"] == 6 / 8
+    # Recall per class: 3/4, 1, 1/2 and 0 for the five absent classes (zero_division=0).
+    assert m["uar"] == m["macro_recall"] == (0.75 + 1 + 0.5) / len(LABELS)
+    assert np.asarray(m["confusion"]).sum() == 8 and m["confusion"][0][1] == 1
+    assert set(m["per_class"]) == set(LABELS)
