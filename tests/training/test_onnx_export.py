@@ -14,7 +14,7 @@ from app.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from app.features import FeatureConfig
 from app.labels import LABELS
 from training.export import ExportMismatchError, export_onnx, onnx_logits, read_metadata
-from training.model import ModelConfig, build_model
+from training.model import Architecture, ModelConfig, build_model
 
 
 def _metadata(architecture: str = "sequential") -> ModelMetadata:
@@ -32,7 +32,7 @@ def _metadata(architecture: str = "sequential") -> ModelMetadata:
     )
 
 
-def _trained_looking_model(architecture: str) -> torch.nn.Module:
+def _trained_looking_model(architecture: Architecture) -> torch.nn.Module:
     # Non-trivial BatchNorm statistics, so eval mode differs from train mode in the graph.
     torch.manual_seed(3)
     model = build_model(ModelConfig(architecture=architecture))
@@ -43,7 +43,7 @@ def _trained_looking_model(architecture: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("architecture", ["sequential", "parallel"])
-def test_onnx_matches_pytorch_for_batch_1_and_5(tmp_path: Path, architecture: str) -> None:
+def test_onnx_matches_pytorch_for_batch_1_and_5(tmp_path: Path, architecture: Architecture) -> None:
     model = _trained_looking_model(architecture)
     path = tmp_path / "model.onnx"
     max_diff = export_onnx(model, _metadata(architecture), path)

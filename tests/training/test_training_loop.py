@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def test_fit_learns_logs_and_checkpoints(tmp_path: Path) -> None:
     csv_header = (tmp_path / "history.csv").read_text().splitlines()[0]
     assert csv_header.split(",")[:4] == ["epoch", "lr", "train_loss", "train_accuracy"]
     model, saved = load_checkpoint(tmp_path / "best.pt")
+    assert not model.training
     assert saved["epoch"] == result.best_epoch
     assert ModelConfig.from_dict(saved["model_config"]) == model_config
     assert TrainConfig.from_dict(saved["train_config"]) == config
@@ -75,7 +77,7 @@ def test_warmup_then_cosine() -> None:
         warmup_cosine(s, warmup_steps=10, total_steps=110, min_ratio=0.1) for s in range(110)
     ]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))  # decays
+    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))  # decays
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
 
 

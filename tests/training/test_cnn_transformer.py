@@ -5,12 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.model import ModelConfig, ModelConfigError, build_model, count_parameters
+from training.model import (
+    Architecture,
+    ModelConfig,
+    ModelConfigError,
+    build_model,
+    count_parameters,
+)
 
 
 @pytest.mark.parametrize("architecture", ["sequential", "parallel"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_both_architectures_give_one_logit_row_per_clip(architecture: str, batch: int) -> None:
+def test_both_architectures_give_one_logit_row_per_clip(
+    architecture: Architecture, batch: int
+) -> None:
     model = build_model(ModelConfig(architecture=architecture)).eval()
     with torch.no_grad():
         logits = model(torch.randn(batch, 128, 348))
