@@ -1,0 +1,96 @@
+"""Clip-level preprocessing shared by training and ``/predict``: silence trim, then one window.
+
+The paper trims leading and trailing silence with ``librosa.effects.trim`` and keeps a fixed
+3.5 s segment from the new start, zero-padding shorter clips. :func:`trim_bounds` reproduces
+``librosa.effects.trim(y, top_db, frame_length, hop_length)`` (default ``ref=np.max``) with numpy
+alone, so the server does not need librosa:
+
+1. frame RMS over ``trim_frame_length`` samples every ``trim_hop_length``, with the signal
+   zero-padded by ``trim_frame_length // 2`` on both sides (librosa's ``center=True``)
+2. level of each frame in dB relative to the loudest frame, both floored at an amplitude of 1e-5
+   (librosa's ``amplitude_to_db`` ``amin``)
+3. frames louder than ``-trim_top_db`` dB are speech; the kept span runs from the first speech
+   frame's start to the last speech frame's end, in samples, clipped to the signal
+
+One deliberate difference: digital silence (no non-zero sample) gives ``(0, 0)``. librosa keeps
+the whole clip there, because every frame is 0 dB relative to a zero reference; either way the
+resulting window is all zeros.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from app.features import FeatureConfig
+
+_AMIN_POWER = 1e-10  # librosa.amplitude_to_db's amin=1e-5, squared
+
+
+def frame_rms(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """RMS of centre-padded frames, as ``librosa.feature.rms(y=wave)``.
+
+    Args:
+        wave: mono audio, shape ``(samples,)``.
+
+    Returns:
+        float64 array of shape ``(1 + samples // hop_length,)``.
+    """
+    half = frame_length // 2
+    padded = np.pad(np.asarray(wave, dtype=np.float64), (half, half))
+    frames = sliding_window_view(padded, frame_length)[::hop_length]
+    return np.sqrt(np.mean(frames**2, axis=-1))
+
+
+def trim_bounds(wave: np.ndarray, config: FeatureConfig) -> tuple[int, int]:
+    """Start and end sample (end exclusive) of ``wave`` once leading/trailing silence is cut.
+
+    Args:
+        wave: mono audio at ``config.sample_rate``, shape ``(samples,)``.
+
+    Returns:
+        ``(start, end)`` with ``0 <= start <= end <= samples``; ``(0, 0)`` for an empty or
+        all-zero signal.
+    """
+    x = np.asarray(wave)
+    if x.ndim != 1:
+        raise ValueError(f"trim_bounds needs a mono 1-D wave, got shape {x.shape}")
+    if x.size == 0 or not np.any(x):
+        return 0, 0
+    power = frame_rms(x, config.trim_frame_length, config.trim_hop_length) ** 2
+    power_db = 10.0 * np.log10(np.maximum(power, _AMIN_POWER))
+    reference_db = 10.0 * np.log10(max(float(power.max()), _AMIN_POWER))
+    loud = np.flatnonzero(power_db - reference_db > -config.trim_top_db)
+    start = int(loud[0]) * config.trim_hop_length
+    end = min(x.shape[0], (int(loud[-1]) + 1) * config.trim_hop_length)
+    return start, end
+
+
+def fixed_window(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The first ``config.window_samples`` samples of ``wave``, zero-padded at the end if shorter.
+
+    Args:
+        wave: mono audio, shape ``(samples,)``.
+
+    Returns:
+        float32 array of shape ``(config.window_samples,)``.
+    """
+    out = np.zeros(config.window_samples, dtype=np.float32)
+    head = np.asarray(wave, dtype=np.float32)[: config.window_samples]
+    out[: head.shape[0]] = head
+    return out
+
+
+def training_segment(wave: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, bool]:
+    """The model input for a clip: silence-trimmed, then one fixed window from the new start.
+
+    Args:
+        wave: mono audio at ``config.sample_rate``, shape ``(samples,)``.
+
+    Returns:
+        ``(segment, padded)``: float32 ``(config.window_samples,)`` and whether the trimmed clip
+        was shorter than the window (so the segment ends in zero padding).
+    """
+    start, end = trim_bounds(wave, config)
+    trimmed = np.asarray(wave)[start:end]
+    return fixed_window(trimmed, config), trimmed.shape[0] < config.window_samples

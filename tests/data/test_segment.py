@@ -1,0 +1,114 @@
+"""Silence trim and the fixed window: numpy reproduction of librosa.effects.trim.
+
+The bounds are compared for exact equality. Both sides frame the same centre-padded signal and
+threshold the same dB values; they could only differ by one hop if a frame's level fell within
+float rounding (librosa sums float32 powers, we sum float64) of the -top_db threshold, which
+these signals avoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import librosa
+import numpy as np
+import pytest
+
+from app.features import FeatureConfig
+from app.segment import fixed_window, training_segment, trim_bounds
+from tests.conftest import synth_speechlike
+
+CONFIG = FeatureConfig()
+RATE = CONFIG.sample_rate
+
+
+def _silence(duration_s: float) -> np.ndarray:
+    return np.zeros(int(duration_s * RATE), dtype=np.float32)
+
+
+def _signals() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    t = np.arange(int(0.8 * RATE)) / RATE
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    floor = (1e-4 * rng.standard_normal(int(2.0 * RATE))).astype(np.float32)
+    burst_in_floor = floor.copy()
+    burst_in_floor[7_001 : 7_001 + tone.size] += tone
+    ramp = np.linspace(0.0, 1.0, RATE) ** 4 * np.sin(2 * np.pi * 300 * np.arange(RATE) / RATE)
+    return {
+        "speech with silence both sides": np.concatenate(
+            [_silence(0.37), synth_speechlike(2.1, RATE), _silence(0.61)]
+        ),
+        "no silence at all": synth_speechlike(4.2, RATE, seed=1),
+        "tone in a noise floor, off the hop grid": burst_in_floor,
+        "two bursts with a gap": np.concatenate(
+            [_silence(0.2), tone, _silence(0.5), tone, _silence(0.05)]
+        ),
+        "fade-in ramp": ramp.astype(np.float32),
+        "shorter than one trim frame": synth_speechlike(0.05, RATE, seed=2),
+        "loud click in silence": np.concatenate(
+            [_silence(0.3), np.ones(3, np.float32), _silence(0.3)]
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_signals()))
+@pytest.mark.parametrize("top_db", [60.0, 30.0])
+def test_trim_bounds_equal_librosa(name: str, top_db: float) -> None:
+    wave = _signals()[name]
+    config = dataclasses.replace(CONFIG, trim_top_db=top_db)
+    _, expected = librosa.effects.trim(
+        wave,
+        top_db=top_db,
+        frame_length=config.trim_frame_length,
+        hop_length=config.trim_hop_length,
+    )
+    assert trim_bounds(wave, config) == (int(expected[0]), int(expected[1]))
+
+
+def test_trim_actually_cuts_silence() -> None:
+    wave = _signals()["speech with silence both sides"]
+    start, end = trim_bounds(wave, CONFIG)
+    # The speech starts at 0.37 s and lasts 2.1 s; the trim keeps it within one frame's reach.
+    assert abs(start - 0.37 * RATE) <= CONFIG.trim_frame_length
+    assert abs(end - 2.47 * RATE) <= CONFIG.trim_frame_length
+    assert end - start < wave.size - 0.5 * RATE
+
+
+def test_all_silent_and_empty_give_zero_span() -> None:
+    assert trim_bounds(_silence(1.0), CONFIG) == (0, 0)
+    assert trim_bounds(np.zeros(0, np.float32), CONFIG) == (0, 0)
+    segment, padded = training_segment(_silence(1.0), CONFIG)
+    assert padded and segment.shape == (CONFIG.window_samples,) and not segment.any()
+
+
+def test_trim_rejects_multichannel() -> None:
+    with pytest.raises(ValueError, match="mono"):
+        trim_bounds(np.zeros((2, 100), np.float32), CONFIG)
+
+
+def test_fixed_window_pads_and_cuts() -> None:
+    short = np.arange(1, 101, dtype=np.float32)
+    out = fixed_window(short, CONFIG)
+    assert out.shape == (CONFIG.window_samples,) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:100], short)
+    assert not out[100:].any()
+    long = np.arange(CONFIG.window_samples + 500, dtype=np.float32)
+    np.testing.assert_array_equal(fixed_window(long, CONFIG), long[: CONFIG.window_samples])
+
+
+def test_training_segment_starts_at_trimmed_start() -> None:
+    speech = synth_speechlike(4.5, RATE, seed=4)
+    wave = np.concatenate([_silence(0.5), speech])
+    segment, padded = training_segment(wave, CONFIG)
+    start, _ = trim_bounds(wave, CONFIG)
+    assert not padded
+    np.testing.assert_array_equal(segment, wave[start : start + CONFIG.window_samples])
+
+
+def test_training_segment_flags_short_clips() -> None:
+    wave = np.concatenate([_silence(0.4), synth_speechlike(1.0, RATE), _silence(0.4)])
+    segment, padded = training_segment(wave, CONFIG)
+    start, end = trim_bounds(wave, CONFIG)
+    assert padded
+    np.testing.assert_array_equal(segment[: end - start], wave[start:end])
+    assert not segment[end - start :].any()
