@@ -34,3 +34,45 @@ def speech_16k() -> np.ndarray:
     """4 s of speech-like audio at 16 kHz, with 0.3 s of silence on each side."""
     pad = np.zeros(int(0.3 * 16_000), dtype=np.float32)
     return np.concatenate([pad, synth_speechlike(3.4, 16_000), pad])
+
+
+def synthetic_feature_config(seed: int = 0):  # -> app.features.FeatureConfig
+    """The server's FeatureConfig with per-band statistics measured on synthetic speech."""
+    from app.features import FeatureConfig, log_mel
+
+    config = FeatureConfig()
+    clips = np.stack([synth_speechlike(config.window_s, config.sample_rate, s) for s in range(4)])
+    features = log_mel(clips, config)  # (4, n_mels, frames)
+    mean = features.mean(axis=(0, 2))
+    std = np.maximum(features.std(axis=(0, 2)), 1e-3)
+    return config.with_stats(mean, std)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory):  # -> pathlib.Path
+    """A models folder with two tiny randomly initialised real models, ``ce.onnx`` and
+    ``bce.onnx``, exported by the training package with full metadata (torch is imported
+    only when a test asks for this fixture)."""
+    import torch
+
+    from app.contract import ModelMetadata
+    from app.labels import LABELS
+    from training.export import export_onnx
+    from training.model import ModelConfig, build_model
+
+    folder = tmp_path_factory.mktemp("models")
+    config = synthetic_feature_config()
+    for seed, loss in enumerate(("ce", "bce")):
+        torch.manual_seed(seed)
+        metadata = ModelMetadata(
+            name=f"ser-{loss}",
+            loss=loss,  # type: ignore[arg-type]
+            architecture="sequential",
+            version="0.0.0-test",
+            labels=LABELS,
+            feature_config=config,
+            git_commit="test",
+            metrics={"validation": {"macro_f1": 0.5 + 0.1 * seed, "accuracy": 0.5}},
+        )
+        export_onnx(build_model(ModelConfig()), metadata, folder / f"{loss}.onnx")
+    return folder

@@ -1,0 +1,5 @@
+"""``python -m app``: run the service (see :mod:`app.cli`)."""
+
+from app.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""Dependencies shared by the routers: the settings and the model registry of the app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.errors import NotReadyError
+from app.registry import ModelRegistry
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def get_ready_registry(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> ModelRegistry:
+    """The registry, or a 503 ``not_ready`` error saying why it cannot serve yet."""
+    if not registry.ready:
+        raise NotReadyError(
+            registry.not_ready_reason or "the models are not loaded", {"skipped": registry.skipped}
+        )
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+ReadyRegistryDep = Annotated[ModelRegistry, Depends(get_ready_registry)]

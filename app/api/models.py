@@ -1,0 +1,70 @@
+"""``GET /v1/models``: what each loaded model is, how it scored, and where it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from app.api.deps import RegistryDep
+from app.registry import ServedModel, validation_score
+
+router = APIRouter(tags=["models"])
+
+
+class ModelInfo(BaseModel):
+    key: str = Field(description="the value of ?model= for this model", examples=["ce"])
+    name: str
+    loss: str
+    architecture: str
+    version: str
+    default: bool
+    provider: str = Field(description="the execution provider the session really runs on")
+    labels: list[str]
+    metrics: dict[str, Any] = Field(description="the metrics stored in the model's metadata")
+    validation_score: float | None = Field(description="the score the default is chosen by")
+    git_commit: str
+    split_sha256: str
+    file: str
+    feature_config: dict[str, Any] = Field(
+        description="the model's front-end (normalisation statistics left out)"
+    )
+
+
+class ModelList(BaseModel):
+    default: str | None
+    ready: bool
+    models: list[ModelInfo]
+    skipped: dict[str, str] = Field(description="model files not served, and why")
+
+
+def describe(model: ServedModel, default: bool) -> ModelInfo:
+    meta = model.metadata
+    return ModelInfo(
+        key=model.key,
+        name=meta.name,
+        loss=meta.loss,
+        architecture=meta.architecture,
+        version=meta.version,
+        default=default,
+        provider=model.provider,
+        labels=list(meta.labels),
+        metrics=meta.metrics,
+        validation_score=validation_score(meta.metrics),
+        git_commit=meta.git_commit,
+        split_sha256=meta.split_sha256,
+        file=model.path.name,
+        feature_config=meta.feature_config.without_stats().to_dict(),
+    )
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(registry: RegistryDep) -> ModelList:
+    """The loaded models (with their metadata and active provider) and any skipped files."""
+    return ModelList(
+        default=registry.default_name,
+        ready=registry.ready,
+        models=[describe(registry.models[k], k == registry.default_name) for k in registry.names],
+        skipped=registry.skipped,
+    )

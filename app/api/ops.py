@@ -1,0 +1,50 @@
+"""Operations: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from app import metrics
+from app.api.deps import RegistryDep
+from app.errors import error_docs, error_response
+
+router = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    models: list[str]
+    default_model: str
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process is up and its event loop answers."""
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, responses=error_docs(503))
+async def readyz(registry: RegistryDep) -> Readiness | Response:
+    """Readiness: models loaded, metadata checked, warm-up done. 503 with the reason if not."""
+    if not registry.ready or registry.default_name is None:
+        return error_response(
+            503,
+            "not_ready",
+            registry.not_ready_reason or "the models are not loaded",
+            {"skipped": registry.skipped},
+        )
+    return Readiness(models=list(registry.names), default_model=registry.default_name)
+
+
+@router.get("/metrics", response_class=Response)
+async def prometheus_metrics() -> Response:
+    """Prometheus metrics of this process, in the text exposition format."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,176 @@
+"""``POST /v1/predict`` (alias ``/predict``): classify one uploaded clip.
+
+The audio comes either as a multipart form field ``file`` or as the raw request body with an
+audio content type. The body is read here, not by FastAPI, so that its size is checked against
+``Content-Length`` first and then counted while it streams in: nothing past the limit is ever
+buffered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from app.api.deps import ReadyRegistryDep, SettingsDep
+from app.errors import (
+    MissingAudioError,
+    ServiceError,
+    UnsupportedMediaTypeError,
+    UploadTooLargeError,
+    error_docs,
+)
+from app.prediction import PredictResponse, predict_clip
+
+router = APIRouter(tags=["predict"])
+
+AUDIO_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/vnd.wave",
+        "audio/flac",
+        "audio/x-flac",
+        "audio/ogg",
+        "application/ogg",
+        "application/octet-stream",
+    }
+)
+MULTIPART: Final[str] = "multipart/form-data"
+MULTIPART_OVERHEAD_BYTES: Final[int] = 64 * 1024  # boundaries and part headers around the file
+FILE_FIELD: Final[str] = "file"
+
+_BODY_SCHEMA: Final[dict[str, Any]] = {"type": "string", "format": "binary"}
+OPENAPI_BODY: Final[dict[str, Any]] = {
+    "requestBody": {
+        "required": True,
+        "description": "WAV (PCM 8/16/24/32-bit or float), FLAC or OGG; any rate 8-192 kHz, "
+        "any channel count. Either a multipart field `file` or the raw body.",
+        "content": {
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "properties": {FILE_FIELD: _BODY_SCHEMA},
+                    "required": [FILE_FIELD],
+                }
+            },
+            **{t: {"schema": _BODY_SCHEMA} for t in sorted(AUDIO_TYPES)},
+        },
+    }
+}
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ServiceError(f"Content-Length {value!r} is not a byte count")
+    return int(value)
+
+
+async def _limited(stream: AsyncIterator[bytes], limit_bytes: int) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > limit_bytes:
+            raise UploadTooLargeError(
+                f"the upload is larger than {limit_bytes} bytes: send a shorter clip"
+            )
+        yield chunk
+
+
+async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
+    cap = limit_bytes + MULTIPART_OVERHEAD_BYTES
+    parser = MultiPartParser(
+        request.headers, _limited(request.stream(), cap), max_files=1, max_fields=16
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise ServiceError(f"malformed multipart body: {e.message}") from e
+    try:
+        upload = form.get(FILE_FIELD)
+        if not isinstance(upload, UploadFile):
+            sent = ", ".join(sorted(form.keys())) or "none"
+            raise MissingAudioError(
+                f"send the audio as a file in the multipart field '{FILE_FIELD}' "
+                f"(fields received: {sent})"
+            )
+        data = await upload.read(limit_bytes + 1)
+    finally:
+        await form.close()
+    if len(data) > limit_bytes:
+        raise UploadTooLargeError(f"the file is larger than {limit_bytes} bytes")
+    return data
+
+
+async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
+    """The uploaded audio bytes, from a multipart ``file`` field or a raw audio body.
+
+    Raises:
+        UploadTooLargeError: (413) Content-Length or the bytes received exceed the limit.
+        UnsupportedMediaTypeError: (415) neither multipart nor an audio content type.
+        MissingAudioError: (400) nothing sent, or no ``file`` field.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    length = _content_length(request)
+    if media_type == MULTIPART:
+        if length is not None and length > limit_bytes + MULTIPART_OVERHEAD_BYTES:
+            raise UploadTooLargeError(f"the upload is larger than {limit_bytes} bytes")
+        return await _read_multipart(request, limit_bytes)
+    if media_type in AUDIO_TYPES:
+        if length is not None and length > limit_bytes:
+            raise UploadTooLargeError(f"the upload is larger than {limit_bytes} bytes")
+        return b"".join([chunk async for chunk in _limited(request.stream(), limit_bytes)])
+    if not media_type and not length:
+        raise MissingAudioError(
+            f"no audio sent: POST a multipart field '{FILE_FIELD}' or a raw audio/wav body"
+        )
+    raise UnsupportedMediaTypeError(
+        f"content type {media_type or 'none'!r} is not accepted: send {MULTIPART} with a "
+        f"'{FILE_FIELD}' field, or a raw body as one of {', '.join(sorted(AUDIO_TYPES))}"
+    )
+
+
+ModelQuery = Annotated[
+    str | None,
+    Query(
+        description="the loss variant to use: ce, bce, smoothl1 or l1 (see GET /v1/models); "
+        "default: the best released model by validation score",
+        examples=["ce"],
+    ),
+]
+
+
+async def predict(
+    request: Request,
+    registry: ReadyRegistryDep,
+    settings: SettingsDep,
+    model: ModelQuery = None,
+) -> PredictResponse:
+    """Classify the emotion in one clip (per-window results for clips longer than a window)."""
+    started = time.perf_counter()
+    served = registry.get(model)
+    data = await read_audio_body(request, settings.max_upload_bytes)
+    hop_s = settings.segment_hop_s or served.feature_config.window_s / 2
+    return await predict_clip(
+        data, served, hop_s, settings.max_audio_s, settings.min_audio_s, started=started
+    )
+
+
+_ROUTE: Final[dict[str, Any]] = {
+    "methods": ["POST"],
+    "response_model": PredictResponse,
+    "responses": error_docs(400, 404, 413, 415, 422, 503),
+    "openapi_extra": OPENAPI_BODY,
+}
+router.add_api_route("/v1/predict", predict, name="predict", **_ROUTE)
+router.add_api_route(
+    "/predict", predict, name="predict_alias", summary="Predict (alias of /v1/predict)", **_ROUTE
+)

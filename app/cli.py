@@ -1,0 +1,76 @@
+"""``python -m app`` / ``ser-serve``: run the service with uvicorn.
+
+Flags override the environment (``SER_HOST``, ``SER_PORT``, ``SER_WORKERS``); every other
+setting is read from ``SER_*`` variables by :class:`app.settings.Settings` in each worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import uvicorn
+
+from app.logs import configure_logging
+from app.settings import Settings
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not an integer") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve speech emotion recognition over HTTP and WebSocket. Other settings: "
+        "SER_MODELS_DIR, SER_PROVIDERS, SER_DEFAULT_MODEL, SER_MAX_BATCH_SIZE, ... (README).",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("SER_HOST", DEFAULT_HOST),
+        help=f"interface to bind (env SER_HOST; default {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=_env_int("SER_PORT", DEFAULT_PORT),
+        help=f"TCP port (env SER_PORT; default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int("SER_WORKERS", 1),
+        help="worker processes, each loading every model (env SER_WORKERS; default 1)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if not 0 < args.port < 65536 or args.workers < 1:
+        raise SystemExit("--port must be 1-65535 and --workers at least 1")
+    try:
+        settings = Settings()  # fail here, once, on a bad SER_* value
+    except ValueError as e:
+        raise SystemExit(f"invalid settings:\n{e}") from None
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,  # keep our JSON logging
+        access_log=False,  # app.logs writes one line per request instead
+        proxy_headers=True,  # trust X-Forwarded-* from FORWARDED_ALLOW_IPS (default localhost)
+    )

@@ -1,0 +1,252 @@
+"""ONNX Runtime sessions and the micro-batcher that feeds them.
+
+:func:`open_session` creates one ``InferenceSession`` with explicit threads and the providers
+the settings ask for, then checks which provider it really runs on: onnxruntime falls back to
+CPU silently when CUDA cannot start, so the active provider is read back with
+``session.get_providers()`` rather than assumed.
+
+:class:`MicroBatcher` owns a session and one worker thread. Callers (``/predict`` requests and
+stream windows, from any event loop) submit feature rows and await a future; the thread takes
+the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
+``max_batch_size`` rows are queued, runs ONE ``session.run`` on the stacked rows and resolves
+each caller's future with its own rows. A failing run fails only the jobs in that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import onnxruntime as ort
+
+from app import metrics
+from app.contract import INPUT_NAME, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+ORT_PROVIDERS: Final[dict[str, str]] = {
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+SHORT_NAMES: Final[dict[str, str]] = {v: k for k, v in ORT_PROVIDERS.items()}
+
+
+class ProviderError(RuntimeError):
+    """The execution providers the settings ask for cannot run this model here."""
+
+
+class InferenceError(RuntimeError):
+    """ONNX Runtime failed on a batch; every caller in that batch gets this error."""
+
+
+def requested_providers(preference: tuple[str, ...], available: list[str]) -> list[str]:
+    """ONNX Runtime provider names to try, best first.
+
+    ``("auto",)`` means CUDA when this onnxruntime build has it, then CPU. An explicit list
+    keeps its order and drops what this build lacks (the caller checks the result).
+    """
+    names = ["cuda", "cpu"] if preference == ("auto",) else list(preference)
+    return [ORT_PROVIDERS[n] for n in names if ORT_PROVIDERS[n] in available]
+
+
+def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: provider fall-back is reported by us
+    return options
+
+
+def open_session(
+    path: Path,
+    preference: tuple[str, ...],
+    intra_op_threads: int,
+    inter_op_threads: int,
+) -> tuple[ort.InferenceSession, str]:
+    """Load ``path`` and return the session with the short name of its active provider.
+
+    Raises:
+        ProviderError: no asked-for provider is in this onnxruntime build, or the session
+            fell back to a provider that was not asked for (e.g. ``SER_PROVIDERS=cuda`` on a
+            machine where CUDA does not start).
+        onnxruntime errors (RuntimeError subclasses): the file is missing or not ONNX.
+    """
+    available = ort.get_available_providers()
+    providers = requested_providers(preference, available)
+    if not providers:
+        raise ProviderError(
+            f"SER_PROVIDERS={','.join(preference)} names no provider this onnxruntime build has "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA, or add cpu"
+        )
+    options = session_options(intra_op_threads, inter_op_threads)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    active = session.get_providers()[0]
+    if preference != ("auto",) and active not in providers:
+        raise ProviderError(
+            f"asked for {', '.join(providers)} but the session runs on {active}: CUDA did not "
+            "start (check the CUDA/cuDNN libraries and the GPU), or set SER_PROVIDERS=cuda,cpu "
+            "to allow CPU"
+        )
+    if active != providers[0]:
+        log.warning(
+            "provider fell back",
+            extra={
+                "event": "provider_fallback",
+                "model_path": str(path),
+                "requested": providers,
+                "active": active,
+            },
+        )
+    return session, SHORT_NAMES.get(active, active)
+
+
+def run_session(session: ort.InferenceSession, features: np.ndarray) -> np.ndarray:
+    """One ``session.run``: features (n, n_mels, frames) float32 -> logits (n, n_labels)."""
+    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: features})
+    return np.asarray(logits, dtype=np.float32)
+
+
+@dataclass
+class _Job:
+    features: np.ndarray  # (n, n_mels, frames)
+    future: asyncio.Future[np.ndarray]
+    loop: asyncio.AbstractEventLoop
+
+
+_STOP: Final = object()
+
+
+class MicroBatcher:
+    """Batch concurrent ``submit`` calls into single runs of ``run`` on a worker thread.
+
+    Args:
+        run: the batched computation, (n, ...) float32 -> (n, ...) (usually :func:`run_session`).
+        name: the model key, used as the metrics label and in the thread name.
+        max_batch_size: the most rows per run; larger submissions are split by the caller.
+        max_wait_s: how long the first job of a batch may wait for others to join it.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        name: str,
+        max_batch_size: int,
+        max_wait_s: float,
+    ) -> None:
+        if max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
+        self._run = run
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._queue: queue.Queue[_Job | object] = queue.Queue()
+        self._carry: _Job | None = None  # a job that did not fit the previous batch
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    async def submit(self, features: np.ndarray) -> np.ndarray:
+        """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows."""
+        if not 1 <= features.shape[0] <= self.max_batch_size:
+            raise ValueError(f"submit 1 to {self.max_batch_size} rows, got {features.shape[0]}")
+        if not self._thread.is_alive():
+            raise InferenceError(f"the {self.name} model is shut down")
+        loop = asyncio.get_running_loop()
+        job = _Job(np.ascontiguousarray(features, dtype=np.float32), loop.create_future(), loop)
+        self._queue.put(job)
+        return await job.future
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Finish the queued jobs, then stop the worker thread."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+
+    def _next_job(self, timeout_s: float | None) -> _Job | object | None:
+        if self._carry is not None:
+            job, self._carry = self._carry, None
+            return job
+        try:
+            return self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """Jobs for one batch, starting with ``first``; also whether a stop was requested."""
+        batch, rows = [first], first.features.shape[0]
+        deadline = time.monotonic() + self.max_wait_s
+        while rows < self.max_batch_size:
+            job = self._next_job(max(0.0, deadline - time.monotonic()))
+            if job is None:
+                break
+            if job is _STOP:
+                return batch, True
+            assert isinstance(job, _Job)
+            if rows + job.features.shape[0] > self.max_batch_size:
+                self._carry = job
+                break
+            batch.append(job)
+            rows += job.features.shape[0]
+        return batch, False
+
+    def _work(self) -> None:
+        stopping = False
+        while not stopping or self._carry is not None:
+            first = self._next_job(None if not stopping else 0.0)
+            if first is None:
+                break
+            if first is _STOP:
+                stopping = True
+                continue
+            assert isinstance(first, _Job)
+            batch, stop_now = self._collect(first)
+            stopping = stopping or stop_now
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        stacked = np.concatenate([job.features for job in batch], axis=0)
+        started = time.perf_counter()
+        try:
+            outputs = self._run(stacked)
+        except Exception as e:  # any ORT failure: fail this batch's callers, keep serving
+            log.exception(
+                "inference failed",
+                extra={"event": "inference_error", "model": self.name, "rows": len(stacked)},
+            )
+            error = InferenceError(f"inference failed on a batch of {len(stacked)} rows: {e}")
+            for job in batch:
+                _deliver(job, None, error)
+            return
+        metrics.INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self.name).observe(len(stacked))
+        offset = 0
+        for job in batch:
+            n = job.features.shape[0]
+            _deliver(job, outputs[offset : offset + n], None)
+            offset += n
+
+
+def _deliver(job: _Job, result: np.ndarray | None, error: Exception | None) -> None:
+    # RuntimeError: the caller's event loop has closed, so nobody is waiting.
+    with contextlib.suppress(RuntimeError):
+        job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+
+
+def _resolve(
+    future: asyncio.Future[np.ndarray], result: np.ndarray | None, error: Exception | None
+) -> None:
+    if future.done():  # the caller went away (cancelled request)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

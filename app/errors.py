@@ -1,0 +1,145 @@
+"""The one error shape of the API, and the handlers that turn every failure into it.
+
+Every error response, including FastAPI's own validation errors and unknown routes, has the
+body ``{"error": {"code": "...", "message": "..."}}``: ``code`` is stable and machine-readable,
+``message`` tells the client what to fix. Nothing a client sends produces a 500; an unexpected
+server fault is a 500 ``internal_error`` without internals in the body (they go to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.audio import AudioError, UnsupportedAudioError
+from app.registry import UnknownModelError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ServiceError(Exception):
+    """A request the service refuses, with its HTTP status and stable code."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class UploadTooLargeError(ServiceError):
+    status_code = 413
+    code = "upload_too_large"
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class MissingAudioError(ServiceError):
+    status_code = 400
+    code = "missing_audio"
+
+
+class UnusableAudioError(ServiceError):
+    status_code = 422
+    code = "unusable_audio"
+
+
+class NotReadyError(ServiceError):
+    status_code = 503
+    code = "not_ready"
+
+
+def error_response(
+    status_code: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(code=code, message=message, details=details))
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
+
+
+def error_docs(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting ``status_codes`` with the error body."""
+    return {
+        code: {"model": ErrorResponse, "description": HTTPStatus(code).phrase}
+        for code in status_codes
+    }
+
+
+def _http_code(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def _audio_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AudioError)
+    status = 415 if isinstance(exc, UnsupportedAudioError) else 422
+    return error_response(status, exc.code, str(exc))
+
+
+async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownModelError)
+    return error_response(404, "unknown_model", str(exc), {"available": list(exc.available)})
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+        for err in exc.errors()
+    ]
+    return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+
+
+async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}; see /docs"
+    response = error_response(exc.status_code, _http_code(exc.status_code), message)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "unhandled error", exc_info=exc, extra={"event": "internal_error", "path": request.url.path}
+    )
+    return error_response(500, "internal_error", "the server failed; this is logged and is a bug")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(AudioError, _audio_error)
+    app.add_exception_handler(UnknownModelError, _unknown_model)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected)

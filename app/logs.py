@@ -1,0 +1,120 @@
+"""Structured logging: one JSON object per line, and one line per HTTP request.
+
+Fields passed as ``extra={...}`` to a logging call become top-level JSON keys, e.g.
+``log.warning("model skipped", extra={"event": "model_skipped", "reason": "..."})`` ->
+``{"ts": "...", "level": "warning", "logger": "app.registry", "message": "model skipped",
+"event": "model_skipped", "reason": "..."}``.
+
+:class:`RequestLogMiddleware` (pure ASGI, so streaming responses and WebSockets pass through
+untouched) logs each HTTP request with method, path, status, duration_ms and client, and
+records it in the Prometheus request metrics under its route template.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+
+_RESERVED: Final[frozenset[str]] = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+_HANDLER_NAME: Final[str] = "ser-service"
+access_log = logging.getLogger("app.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON line; ``extra`` fields become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "info", json_lines: bool = True) -> None:
+    """Send ``app`` and ``uvicorn`` logs to stderr, as JSON lines or plain text.
+
+    Idempotent: it replaces only the handler it installed, so handlers that others (pytest's
+    caplog, an embedding application) put on the root logger stay.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s %(message)s")
+    )
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True  # replaced by app.access lines
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"  # never the raw path: cardinality
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
+class RequestLogMiddleware:
+    """Log and measure every HTTP request (WebSocket and lifespan scopes pass through)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app dies before sending a response start
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            seconds = time.perf_counter() - started
+            route = _route_template(scope)
+            metrics.observe_request(route, scope["method"], status, seconds)
+            access_log.info(
+                "request",
+                extra={
+                    "event": "request",
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1e3, 2),
+                    "client": _client(scope),
+                },
+            )

@@ -1,0 +1,87 @@
+"""The FastAPI application: ``create_app(settings)`` builds it, its lifespan loads the models.
+
+Run it with ``python -m app`` (see :mod:`app.cli`) or any ASGI server:
+``uvicorn --factory app.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__, metrics
+from app.api import models, ops, predict
+from app.errors import install_error_handlers
+from app.logs import RequestLogMiddleware, configure_logging
+from app.registry import ModelRegistry
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "Speech emotion recognition (8 classes) with a CNN-Transformer on log-mel features, "
+    "served with ONNX Runtime. POST a clip to /v1/predict, or stream PCM over /ws/stream."
+)
+
+
+def _publish_models(registry: ModelRegistry) -> None:
+    metrics.MODEL_INFO.clear()
+    for key in registry.names:
+        model = registry.models[key]
+        metrics.MODEL_INFO.labels(
+            model=key,
+            name=model.metadata.name,
+            version=model.metadata.version,
+            provider=model.provider,
+            default=str(key == registry.default_name).lower(),
+        ).set(1)
+    metrics.MODELS_READY.set(1 if registry.ready else 0)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load every model once (off the event loop) before serving; release them at shutdown."""
+    settings: Settings = app.state.settings
+    registry = await asyncio.to_thread(ModelRegistry.load, settings)
+    app.state.registry = registry
+    _publish_models(registry)
+    log.info(
+        "startup complete",
+        extra={
+            "event": "startup",
+            "ready": registry.ready,
+            "models": list(registry.names),
+            "default_model": registry.default_name,
+            "reason": registry.not_ready_reason,
+        },
+    )
+    try:
+        yield
+    finally:
+        app.state.registry = ModelRegistry.empty("the server is shutting down")
+        metrics.MODELS_READY.set(0)
+        await asyncio.to_thread(registry.close)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the models load when its lifespan starts (``with TestClient(app)``)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = FastAPI(
+        title="Speech emotion recognition",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = ModelRegistry.empty("the models are loading")
+    install_error_handlers(app)
+    app.add_middleware(RequestLogMiddleware)
+    app.include_router(predict.router)
+    app.include_router(models.router)
+    app.include_router(ops.router)
+    return app

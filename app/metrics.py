@@ -1,0 +1,69 @@
+"""Prometheus metrics of the service, module-level so every router shares them.
+
+Served at ``/metrics`` in the Prometheus text format. Each server process keeps its own
+counters (behind the gateway, scrape every replica). Durations are in seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS_S: Final[tuple[float, ...]] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+BATCH_BUCKETS: Final[tuple[float, ...]] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+
+HTTP_REQUESTS = Counter(
+    "ser_http_requests",
+    "HTTP requests handled, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "ser_http_request_duration_seconds",
+    "Time from request start to the end of the response, by route, method and status.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS_S,
+)
+INFERENCE_SECONDS = Histogram(
+    "ser_inference_duration_seconds",
+    "ONNX Runtime time of one micro-batch (session.run), by model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS_S,
+)
+BATCH_SIZE = Histogram(
+    "ser_inference_batch_size",
+    "Windows per ONNX Runtime call (micro-batch size), by model.",
+    ["model"],
+    buckets=BATCH_BUCKETS,
+)
+ACTIVE_STREAMS = Gauge("ser_active_streams", "Open WebSocket streaming sessions.")
+PREDICTIONS = Counter(
+    "ser_predictions",
+    "Predictions returned (one per /predict response or classified stream window), by label.",
+    ["model", "label"],
+)
+AUDIO_SECONDS = Counter(
+    "ser_audio_seconds",
+    "Seconds of decoded audio received, by source (upload or stream).",
+    ["source"],
+)
+MODEL_INFO = Gauge(
+    "ser_model_info",
+    "1 for each loaded model, with its name, version, active execution provider and default flag.",
+    ["model", "name", "version", "provider", "default"],
+)
+MODELS_READY = Gauge("ser_models_ready", "1 when the service is ready to predict, else 0.")
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one HTTP request and record its duration."""
+    labels = (route, method, str(status))
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_REQUEST_SECONDS.labels(*labels).observe(seconds)
+
+
+def render() -> tuple[bytes, str]:
+    """The current metrics in the Prometheus text format, and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST

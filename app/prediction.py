@@ -1,0 +1,210 @@
+"""One clip to one response: decode -> windows -> features -> probabilities -> response.
+
+Windows (all at the model rate, 16 kHz):
+
+- the clip is silence-trimmed as in training (:func:`app.segment.trim_bounds`);
+- the FIRST window is exactly the training segment (:func:`app.segment.training_segment`):
+  the model's window from the trim start, zero-padded when the trimmed clip is shorter, so
+  posting a test clip gives the offline evaluation's probabilities;
+- a trimmed clip longer than one window gets more windows every ``hop_s`` from the trim start,
+  plus one window ending exactly at the trim end when the hops do not reach it. Every window
+  then lies wholly inside the trimmed speech and none is padded.
+
+The top-level result is the mean of the windows' probabilities (which still sums to 1).
+Times (``start_s``, ``end_s``) are seconds from the start of the uploaded audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from app import metrics
+from app.audio import Audio, decode_audio
+from app.errors import UnusableAudioError
+from app.features import FeatureConfig, log_mel
+from app.labels import LABELS
+from app.registry import ServedModel
+from app.segment import fixed_window, trim_bounds
+
+FEATURE_CHUNK_WINDOWS = 32  # bounds the memory of log_mel on a long clip
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["ser-ce"])
+    loss: str = Field(examples=["ce"])
+    version: str
+
+
+class SegmentResult(BaseModel):
+    start_s: float = Field(description="window start, seconds from the start of the audio")
+    end_s: float = Field(description="end of the real audio in the window (padding excluded)")
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class AudioInfo(BaseModel):
+    format: str = Field(examples=["WAV"])
+    sample_rate: int = Field(description="the upload's sample rate, Hz, before resampling")
+    channels: int
+
+
+class TimingMs(BaseModel):
+    decode: float
+    features: float
+    inference: float
+    total: float
+
+
+class PredictResponse(BaseModel):
+    label: str = Field(examples=["happy"])
+    confidence: float = Field(description="probability of the label")
+    probabilities: dict[str, float] = Field(description="all 8 labels, summing to 1")
+    model: ModelRef
+    duration_s: float = Field(description="length of the uploaded audio")
+    padded: bool = Field(description="the trimmed clip was shorter than one window")
+    segments: list[SegmentResult] = Field(description="one result per model window")
+    audio: AudioInfo
+    timing_ms: TimingMs
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    """A decoded clip cut into model windows, with their features."""
+
+    audio: Audio
+    features: np.ndarray  # (n_windows, n_mels, frames), normalised with the model's stats
+    spans_s: list[tuple[float, float]]  # (start_s, end_s) of each window's real audio
+    padded: bool
+    decode_ms: float
+    features_ms: float
+
+
+def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> list[int]:
+    """Offsets of the windows over a trimmed clip of ``n_samples`` (see the module docstring)."""
+    if n_samples <= window_samples:
+        return [0]
+    starts = list(range(0, n_samples - window_samples + 1, hop_samples))
+    if starts[-1] + window_samples < n_samples:
+        starts.append(n_samples - window_samples)
+    return starts
+
+
+def cut_windows(
+    wave: np.ndarray, config: FeatureConfig, hop_s: float
+) -> tuple[np.ndarray, list[tuple[float, float]], bool]:
+    """Windows of a mono 16 kHz ``wave``: ``(n, window_samples)`` float32, spans, padded.
+
+    Raises:
+        UnusableAudioError: the audio is digital silence (nothing is left after trimming).
+    """
+    start, end = trim_bounds(wave, config)
+    if end <= start:
+        raise UnusableAudioError("the audio is silent: there is no sound to classify")
+    trimmed = wave[start:end]
+    size, rate = config.window_samples, config.sample_rate
+    offsets = window_starts(trimmed.shape[0], size, max(1, round(hop_s * rate)))
+    windows = np.stack([fixed_window(trimmed[o:], config) for o in offsets])
+    n = trimmed.shape[0]
+    spans = [((start + o) / rate, (start + min(o + size, n)) / rate) for o in offsets]
+    return windows, spans, n < size
+
+
+def prepare_clip(
+    data: bytes,
+    config: FeatureConfig,
+    hop_s: float,
+    max_audio_s: float,
+    min_audio_s: float,
+) -> PreparedClip:
+    """Decode ``data`` and compute the model's features for each window (CPU-bound).
+
+    Raises:
+        app.audio.AudioError: the bytes are not usable audio (see :func:`decode_audio`).
+        UnusableAudioError: shorter than ``min_audio_s``, or silent.
+    """
+    started = time.perf_counter()
+    audio = decode_audio(data, target_rate=config.sample_rate, max_duration_s=max_audio_s)
+    decoded = time.perf_counter()
+    if audio.duration_s < min_audio_s:
+        raise UnusableAudioError(
+            f"the audio lasts {audio.duration_s:.3f} s; send at least {min_audio_s:g} s",
+        )
+    windows, spans, padded = cut_windows(audio.samples, config, hop_s)
+    features = np.concatenate(
+        [
+            log_mel(windows[i : i + FEATURE_CHUNK_WINDOWS], config)
+            for i in range(0, windows.shape[0], FEATURE_CHUNK_WINDOWS)
+        ]
+    )
+    done = time.perf_counter()
+    return PreparedClip(
+        audio, features, spans, padded, (decoded - started) * 1e3, (done - decoded) * 1e3
+    )
+
+
+def _as_dict(row: np.ndarray) -> dict[str, float]:
+    return {label: float(p) for label, p in zip(LABELS, row, strict=True)}
+
+
+async def predict_clip(
+    data: bytes,
+    model: ServedModel,
+    hop_s: float,
+    max_audio_s: float,
+    min_audio_s: float,
+    started: float | None = None,
+) -> PredictResponse:
+    """The full ``/predict`` computation for one upload; nothing CPU-heavy runs on the loop.
+
+    ``started`` (a ``time.perf_counter()`` value) is when the request arrived, so that the
+    reported total includes reading the upload.
+    """
+    started = time.perf_counter() if started is None else started
+    clip = await asyncio.to_thread(
+        prepare_clip, data, model.feature_config, hop_s, max_audio_s, min_audio_s
+    )
+    inference_started = time.perf_counter()
+    rows = await model.predict(clip.features)  # (n_windows, 8)
+    inference_ms = (time.perf_counter() - inference_started) * 1e3
+    mean = rows.mean(axis=0, dtype=np.float64)
+    mean /= mean.sum()
+    top = int(np.argmax(mean))
+    segments = [
+        SegmentResult(
+            start_s=round(s, 4),
+            end_s=round(e, 4),
+            label=LABELS[int(np.argmax(row))],
+            confidence=float(row.max()),
+            probabilities=_as_dict(row),
+        )
+        for (s, e), row in zip(clip.spans_s, rows, strict=True)
+    ]
+    metrics.PREDICTIONS.labels(model.key, LABELS[top]).inc()
+    metrics.AUDIO_SECONDS.labels("upload").inc(clip.audio.duration_s)
+    meta = model.metadata
+    return PredictResponse(
+        label=LABELS[top],
+        confidence=float(mean[top]),
+        probabilities=_as_dict(mean),
+        model=ModelRef(name=meta.name, loss=meta.loss, version=meta.version),
+        duration_s=round(clip.audio.duration_s, 4),
+        padded=clip.padded,
+        segments=segments,
+        audio=AudioInfo(
+            format=clip.audio.source_format,
+            sample_rate=clip.audio.source_rate,
+            channels=clip.audio.source_channels,
+        ),
+        timing_ms=TimingMs(
+            decode=round(clip.decode_ms, 3),
+            features=round(clip.features_ms, 3),
+            inference=round(inference_ms, 3),
+            total=round((time.perf_counter() - started) * 1e3, 3),
+        ),
+    )

@@ -1,0 +1,286 @@
+"""The models this server serves: every ``*.onnx`` in the models folder, loaded once.
+
+At start-up :meth:`ModelRegistry.load` opens each file, reads its :class:`ModelMetadata`,
+checks it against this server's front-end (``FeatureConfig()``) and labels, checks the tensor
+names and shapes, runs one warm-up inference, and starts the model's micro-batcher. A file
+that fails any step is skipped with a JSON log line saying why; the service is ready only when
+at least one model (and the default one) loaded.
+
+Models are keyed by their loss (``ce``, ``bce``, ``smoothl1``, ``l1``), which is what
+``?model=`` names. Each model computes its features with ITS OWN FeatureConfig (the server's
+transform plus that model's normalisation statistics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.contract import INPUT_NAME, LOSSES, OUTPUT_NAME, ModelMetadata, probabilities
+from app.engine import MicroBatcher, run_session
+from app.engine import open_session as open_ort_session
+from app.features import FeatureConfig
+from app.labels import LABELS, N_LABELS
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+FALLBACK_DEFAULT = "ce"
+# Where a model's validation score may sit in its metadata ``metrics``, best key first.
+VALIDATION_KEYS: tuple[tuple[str, ...], ...] = (
+    ("validation", "macro_f1"),
+    ("val", "macro_f1"),
+    ("val_macro_f1",),
+    ("validation", "accuracy"),
+    ("val", "accuracy"),
+    ("val_accuracy",),
+)
+
+
+class ModelLoadError(RuntimeError):
+    """A model file this server cannot serve; the message says why and what to do."""
+
+
+class UnknownModelError(LookupError):
+    """A model name that is not loaded; the message lists the available ones."""
+
+    def __init__(self, name: str, available: tuple[str, ...]) -> None:
+        listed = ", ".join(available) if available else "none"
+        super().__init__(f"unknown model {name!r}: the available models are {listed}")
+        self.name = name
+        self.available = available
+
+
+@dataclass
+class ServedModel:
+    """One loaded model: its metadata, the provider it really runs on, and its batcher."""
+
+    key: str
+    path: Path
+    metadata: ModelMetadata
+    provider: str
+    batcher: MicroBatcher = field(repr=False)
+    load_ms: float = 0.0
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        """The model's front-end: the server's transform with the model's statistics."""
+        return self.metadata.feature_config
+
+    async def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities for normalised features.
+
+        Args:
+            features: float32 ``(n, n_mels, frames)`` from :func:`app.features.log_mel` with
+                :attr:`feature_config`; rows are micro-batched with other callers' rows.
+
+        Returns:
+            float32 ``(n, 8)``, each row summing to 1 (see :func:`app.contract.probabilities`).
+        """
+        config = self.feature_config
+        expected = (config.n_mels, config.window_frames)
+        if features.ndim != 3 or features.shape[1:] != expected or features.shape[0] == 0:
+            raise ValueError(
+                f"features must be (n>=1, {expected[0]}, {expected[1]}), got {features.shape}"
+            )
+        size = self.batcher.max_batch_size
+        chunks = [features[i : i + size] for i in range(0, features.shape[0], size)]
+        logits = await asyncio.gather(*(self.batcher.submit(chunk) for chunk in chunks))
+        return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def _check_io(session: ort.InferenceSession, config: FeatureConfig) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        raise ModelLoadError(
+            f"tensors are {[i.name for i in inputs]} -> {[o.name for o in outputs]}, expected "
+            f"['{INPUT_NAME}'] -> ['{OUTPUT_NAME}']: re-export with `python -m training export`"
+        )
+    shape = list(inputs[0].shape)
+    if shape[1:] != [config.n_mels, config.window_frames]:
+        raise ModelLoadError(
+            f"input shape {shape} does not take (batch, {config.n_mels}, {config.window_frames})"
+        )
+
+
+def _warm_up(session: ort.InferenceSession, config: FeatureConfig) -> None:
+    logits = run_session(session, np.zeros((1, config.n_mels, config.window_frames), np.float32))
+    if logits.shape != (1, N_LABELS) or not np.isfinite(logits).all():
+        raise ModelLoadError(f"warm-up gave logits of shape {logits.shape}, or non-finite ones")
+
+
+def load_model(path: Path, settings: Settings) -> ServedModel:
+    """Open, check and warm up one model file.
+
+    Raises:
+        ModelLoadError: anything that makes the file unusable, with the reason.
+    """
+    started = time.perf_counter()
+    try:
+        session, provider = open_ort_session(
+            path,
+            settings.provider_preference,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+        )
+        metadata = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
+        metadata.check_compatible(FeatureConfig(), LABELS)
+        _check_io(session, metadata.feature_config)
+        _warm_up(session, metadata.feature_config)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # onnxruntime raises bare Exception subclasses for bad files
+        raise ModelLoadError(f"{type(e).__name__}: {e}") from e
+    batcher = MicroBatcher(
+        functools.partial(run_session, session),
+        metadata.loss,
+        settings.max_batch_size,
+        settings.max_batch_wait_ms / 1000.0,
+    )
+    load_ms = (time.perf_counter() - started) * 1000.0
+    return ServedModel(metadata.loss, path, metadata, provider, batcher, load_ms)
+
+
+def validation_score(metrics: Mapping[str, Any]) -> float | None:
+    """The model's validation score from its metadata metrics (macro F1, else accuracy)."""
+    for keys in VALIDATION_KEYS:
+        value: Any = metrics
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+def choose_default(models: Mapping[str, ServedModel]) -> str | None:
+    """The best model by validation score; ``ce`` (else the first) when none has one."""
+    scored = {k: validation_score(m.metadata.metrics) for k, m in models.items()}
+    ranked = sorted((s, k) for k, s in scored.items() if s is not None)
+    if ranked:
+        return ranked[-1][1]
+    if FALLBACK_DEFAULT in models:
+        return FALLBACK_DEFAULT
+    return next(iter(models), None)
+
+
+class ModelRegistry:
+    """The loaded models, the files that were skipped, and whether the service is ready."""
+
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        skipped: dict[str, str],
+        default_name: str | None,
+        reason: str | None = None,
+    ) -> None:
+        self.models = models
+        self.skipped = skipped  # file name -> why it was skipped
+        self.default_name = default_name
+        self.not_ready_reason = reason
+        if reason is None and (default_name is None or default_name not in models):
+            self.not_ready_reason = "no usable model is loaded"
+
+    @classmethod
+    def empty(cls, reason: str) -> ModelRegistry:
+        return cls({}, {}, None, reason)
+
+    @property
+    def ready(self) -> bool:
+        return self.not_ready_reason is None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Loaded model keys, in the order of :data:`app.contract.LOSSES`."""
+        return tuple(k for k in LOSSES if k in self.models)
+
+    def get(self, name: str | None) -> ServedModel:
+        """The model called ``name``, or the default one for None.
+
+        Raises:
+            UnknownModelError: ``name`` is not loaded (or there is no default model).
+        """
+        key = self.default_name if name is None else name
+        if key is None or key not in self.models:
+            raise UnknownModelError("default" if key is None else key, self.names)
+        return self.models[key]
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.close()
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelRegistry:
+        """Load every ``*.onnx`` in ``settings.models_dir`` (blocking: call it off the loop)."""
+        folder = settings.models_dir
+        if not folder.is_dir():
+            reason = f"models folder {folder} does not exist: set SER_MODELS_DIR"
+            log.error("not ready", extra={"event": "not_ready", "reason": reason})
+            return cls.empty(reason)
+        models: dict[str, ServedModel] = {}
+        skipped: dict[str, str] = {}
+        for path in sorted(folder.glob("*.onnx")):
+            try:
+                model = load_model(path, settings)
+            except ModelLoadError as e:
+                skipped[path.name] = str(e)
+                log.warning(
+                    "model skipped",
+                    extra={"event": "model_skipped", "file": path.name, "reason": str(e)},
+                )
+                continue
+            if model.key in models:
+                model.close()
+                skipped[path.name] = (
+                    f"a second '{model.key}' model; {models[model.key].path.name} is served"
+                )
+                log.warning(
+                    "model skipped",
+                    extra={
+                        "event": "model_skipped",
+                        "file": path.name,
+                        "reason": skipped[path.name],
+                    },
+                )
+                continue
+            models[model.key] = model
+            log.info(
+                "model loaded",
+                extra={
+                    "event": "model_loaded",
+                    "model": model.key,
+                    "file": path.name,
+                    "version": model.metadata.version,
+                    "provider": model.provider,
+                    "load_ms": round(model.load_ms, 1),
+                },
+            )
+        return cls._assemble(models, skipped, settings)
+
+    @classmethod
+    def _assemble(
+        cls, models: dict[str, ServedModel], skipped: dict[str, str], settings: Settings
+    ) -> ModelRegistry:
+        reason = None
+        if not models:
+            why = "; ".join(f"{f}: {r}" for f, r in skipped.items()) or "no *.onnx files"
+            reason = f"no usable model in {settings.models_dir} ({why})"
+        default = settings.default_model or choose_default(models)
+        if models and default not in models:
+            reason = (
+                f"SER_DEFAULT_MODEL={default} is not loaded; loaded: {', '.join(sorted(models))}"
+            )
+        registry = cls(models, skipped, default, reason)
+        if reason is not None:
+            log.error("not ready", extra={"event": "not_ready", "reason": reason})
+        return registry

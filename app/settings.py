@@ -1,0 +1,94 @@
+"""Service settings: one typed object, read from ``SER_*`` environment variables.
+
+Every field can be set as ``SER_<FIELD>`` (e.g. ``SER_MODELS_DIR=/srv/models``,
+``SER_PROVIDERS=cuda,cpu``). Invalid values stop the server at start-up with a message that
+names the variable, never at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.contract import Loss
+
+REPO_MODELS_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "models"
+PROVIDER_NAMES: Final[tuple[str, ...]] = ("cuda", "cpu")
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _default_intra_op_threads() -> int:
+    # One request is one small model run: a few threads help it, more only contend with the
+    # other worker processes on the machine.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SER_", extra="ignore", frozen=True)
+
+    # Models and execution.
+    models_dir: Path = REPO_MODELS_DIR
+    default_model: Loss | None = None  # None: the best by validation metric, else "ce"
+    providers: str = "auto"  # "auto", or a comma list of cuda / cpu in order of preference
+    intra_op_threads: int = Field(default_factory=_default_intra_op_threads, ge=1, le=256)
+    inter_op_threads: int = Field(default=1, ge=1, le=64)
+
+    # Micro-batching.
+    max_batch_size: int = Field(default=16, ge=1, le=1024)
+    max_batch_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+
+    # /predict limits.
+    max_upload_bytes: int = Field(default=20_000_000, ge=1024)
+    max_audio_s: float = Field(default=600.0, gt=0.0)
+    min_audio_s: float = Field(default=0.1, ge=0.0)
+    segment_hop_s: float | None = Field(default=None, gt=0.0)  # None: half the model window
+
+    # WebSocket streaming limits.
+    stream_max_sessions: int = Field(default=16, ge=1)
+    stream_max_frame_bytes: int = Field(default=256 * 1024, ge=1024)
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0.0)
+    stream_max_session_s: float = Field(default=3600.0, gt=0.0)
+    stream_hop_s: float = Field(default=0.5, gt=0.0)
+
+    # Logging.
+    log_level: LogLevel = "info"
+    log_json: bool = True
+
+    @field_validator("providers")
+    @classmethod
+    def _check_providers(cls, value: str) -> str:
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if names == ["auto"]:
+            return "auto"
+        unknown = [n for n in names if n not in PROVIDER_NAMES]
+        if not names or unknown:
+            allowed = ", ".join(PROVIDER_NAMES)
+            raise ValueError(
+                f"SER_PROVIDERS={value!r}: use 'auto' or a comma list of {allowed} in order of "
+                "preference, e.g. 'cuda,cpu'"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"SER_PROVIDERS={value!r} names a provider twice")
+        return ",".join(names)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.min_audio_s >= self.max_audio_s:
+            raise ValueError("SER_MIN_AUDIO_S must be below SER_MAX_AUDIO_S")
+        if self.stream_hop_s > self.stream_max_session_s:
+            raise ValueError("SER_STREAM_HOP_S must not exceed SER_STREAM_MAX_SESSION_S")
+        return self
+
+    @property
+    def provider_preference(self) -> tuple[str, ...]:
+        """The providers asked for, best first; ``("auto",)`` when left to the server."""
+        return tuple(self.providers.split(","))
