@@ -1,0 +1,228 @@
+"""Train / validation / test splits, written to CSV so anyone can re-score the same test clips.
+
+Two protocols:
+
+``random`` (the paper's): stratified 80/10/10 within every corpus x emotion cell, seeded.
+
+``speaker``: ``N_FOLDS`` = 4 cross-validation folds; within each corpus the clips are held out by
+a *hold-out unit*, and no unit appears in two splits of a fold:
+
+* RAVDESS by actor. Actors in number order are split into 4 consecutive blocks of 6
+  (01-06, 07-12, ...), so each fold's test set holds 3 male (odd) and 3 female (even) actors.
+* SAVEE by speaker: one of the 4 speakers (DC, JE, JK, KL) per fold.
+* TESS by spoken word. TESS has only 2 speakers (OAF, YAF), both needed for training, so a fold
+  tests on a quarter of the 200 words (shuffled with the seed), spoken by both speakers. The
+  TESS part of the score is therefore word-independent, not speaker-independent.
+* any other corpus (a CSV manifest) by its ``speaker`` column, which must then be filled in.
+
+Fold ``k`` tests on block ``k``; its validation set is the first third (rounded up) of block
+``k + 1`` (RAVDESS: one male and one female actor, SAVEE: one speaker, TESS: 17 words); the rest
+trains. Per fold that is about 25 % test, 10 % validation, 65 % training.
+
+In both protocols, clips with identical audio (:func:`training.corpora.content_sha256`, e.g.
+RAVDESS Actor_07 03-01-03-01-02-01-07 / -02-07) are kept in one split. The random protocol
+draws them as one unit; the speaker protocol, if a duplicate ever crosses units, moves the whole
+group to its most held-out split (test, then validation), so no test audio is trained on.
+
+Split files: ``random.csv``, ``speaker-fold0.csv`` ... with columns
+``path, dataset, speaker, emotion, split, utterance`` (paths relative to the corpus root;
+``split`` is ``train``, ``val`` or ``test``), one row per clip, sorted by path.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from app.labels import LABELS
+from training.corpora import Clip, content_sha256
+
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)
+N_FOLDS = 4
+DEFAULT_SEED = 0
+RANDOM_FRACTIONS = {TEST: 0.1, VAL: 0.1}  # the rest trains
+COLUMNS = ("path", "dataset", "speaker", "emotion", "split", "utterance")
+WORD_HELD_OUT = frozenset({"tess"})  # corpora held out by utterance instead of speaker
+
+Row = tuple[Clip, str]
+
+
+class SplitError(ValueError):
+    """A split that cannot be made or read."""
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    # A generator per named cell: adding a corpus never reshuffles the others.
+    digest = hashlib.sha256("/".join([str(seed), *parts]).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def content_groups(clips: Sequence[Clip], root: str | Path) -> list[list[int]]:
+    """Indices of ``clips`` grouped by identical audio, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, clip in enumerate(clips):
+        groups.setdefault(content_sha256(Path(root) / clip.path), []).append(i)
+    return list(groups.values())
+
+
+def _sorted_rows(clips: Sequence[Clip], splits: Sequence[str]) -> list[Row]:
+    return sorted(zip(clips, splits, strict=True), key=lambda row: row[0].path)
+
+
+def make_random_split(
+    clips: Sequence[Clip], root: str | Path, *, seed: int = DEFAULT_SEED
+) -> list[Row]:
+    """The ``random`` protocol: stratified 80/10/10 by corpus x emotion; rows sorted by path."""
+    strata: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+    for group in content_groups(clips, root):
+        first = clips[group[0]]
+        strata[(first.dataset, first.emotion)].append(group)
+    splits = [TRAIN] * len(clips)
+    for (dataset, emotion), groups in sorted(strata.items()):
+        size = sum(len(g) for g in groups)
+        wanted = {part: round(size * share) for part, share in RANDOM_FRACTIONS.items()}
+        taken = dict.fromkeys(wanted, 0)
+        for index in _rng(seed, dataset, emotion).permutation(len(groups)):
+            part = next((p for p in (TEST, VAL) if taken[p] < wanted[p]), TRAIN)
+            for i in groups[index]:
+                splits[i] = part
+            if part != TRAIN:
+                taken[part] += len(groups[index])
+    return _sorted_rows(clips, splits)
+
+
+def holdout_unit(clip: Clip) -> str:
+    """What the speaker protocol keeps within one split: the speaker, or the TESS word."""
+    if clip.dataset in WORD_HELD_OUT:
+        return clip.utterance
+    if not clip.speaker:
+        raise SplitError(
+            f"{clip.path} has no speaker: the speaker protocol needs a speaker column in the "
+            "manifest (or use the random protocol)"
+        )
+    return clip.speaker
+
+
+def _unit_blocks(dataset: str, units: set[str], n_folds: int, seed: int) -> list[list[str]]:
+    ordered = sorted(units)
+    if dataset in WORD_HELD_OUT:
+        ordered = [ordered[i] for i in _rng(seed, dataset, "units").permutation(len(ordered))]
+    return [list(block) for block in np.array_split(np.array(ordered, dtype=object), n_folds)]
+
+
+def _fold_assignment(blocks: list[list[str]], fold: int) -> dict[str, str]:
+    test = blocks[fold]
+    following = blocks[(fold + 1) % len(blocks)]
+    val = [] if following is test else following[: math.ceil(len(following) / 3)]
+    parts = {unit: TRAIN for block in blocks for unit in block}
+    parts.update(dict.fromkeys(val, VAL))
+    parts.update(dict.fromkeys(test, TEST))
+    return parts
+
+
+def _keep_duplicates_together(splits: list[str], groups: list[list[int]]) -> None:
+    priority = {TEST: 0, VAL: 1, TRAIN: 2}
+    for group in groups:
+        held_out = min((splits[i] for i in group), key=priority.__getitem__)
+        for i in group:
+            splits[i] = held_out
+
+
+def make_speaker_folds(
+    clips: Sequence[Clip],
+    root: str | Path,
+    *,
+    n_folds: int = N_FOLDS,
+    seed: int = DEFAULT_SEED,
+) -> list[list[Row]]:
+    """The ``speaker`` protocol: ``n_folds`` lists of rows (sorted by path), one per fold."""
+    units_by_dataset: dict[str, set[str]] = defaultdict(set)
+    for clip in clips:
+        units_by_dataset[clip.dataset].add(holdout_unit(clip))
+    blocks = {
+        dataset: _unit_blocks(dataset, units, n_folds, seed)
+        for dataset, units in units_by_dataset.items()
+    }
+    groups = content_groups(clips, root)
+    folds = []
+    for fold in range(n_folds):
+        assignment = {dataset: _fold_assignment(b, fold) for dataset, b in blocks.items()}
+        splits = [assignment[c.dataset][holdout_unit(c)] for c in clips]
+        _keep_duplicates_together(splits, groups)
+        folds.append(_sorted_rows(clips, splits))
+    return folds
+
+
+def write_split(path: str | Path, rows: Sequence[Row]) -> Path:
+    """Write ``rows`` as a split CSV (sorted by path, ``\\n`` line ends); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for clip, part in sorted(rows, key=lambda row: row[0].path):
+            if part not in SPLITS:
+                raise SplitError(f"{clip.path}: split must be one of {SPLITS}, got {part!r}")
+            writer.writerow(
+                (clip.path, clip.dataset, clip.speaker, clip.emotion, part, clip.utterance)
+            )
+    return path
+
+
+def _read_row(row: dict[str, str], where: str) -> Row:
+    if row.get("split") not in SPLITS:
+        raise SplitError(f"{where}: split must be one of {SPLITS}, got {row.get('split')!r}")
+    if row.get("emotion") not in LABELS:
+        raise SplitError(f"{where}: emotion must be one of {LABELS}, got {row.get('emotion')!r}")
+    clip = Clip(
+        path=row["path"],
+        dataset=row.get("dataset") or "custom",
+        speaker=row.get("speaker") or "",
+        emotion=row["emotion"],
+        utterance=row.get("utterance") or "",
+    )
+    return clip, row["split"]
+
+
+def read_split(path: str | Path) -> list[Row]:
+    """The ``(clip, split)`` rows of a split CSV written by :func:`write_split`."""
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "emotion", "split"} - set(reader.fieldnames or ())
+        if missing:
+            raise SplitError(f"{path}: not a split file, missing column(s) {sorted(missing)}")
+        return [_read_row(row, f"{path}:{line}") for line, row in enumerate(reader, start=2)]
+
+
+def split_sha256(path: str | Path) -> str:
+    """sha256 of a split file's bytes: names exactly which clips a model was scored on."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def split_file_name(protocol: str, fold: int = 0) -> str:
+    """``random.csv`` or ``speaker-fold<k>.csv``."""
+    return "random.csv" if protocol == "random" else f"{protocol}-fold{fold}.csv"
+
+
+def write_all_splits(
+    clips: Sequence[Clip], root: str | Path, out_dir: str | Path, *, seed: int = DEFAULT_SEED
+) -> dict[str, list[Row]]:
+    """Write ``random.csv`` and every ``speaker-fold<k>.csv`` into ``out_dir``.
+
+    Returns:
+        the rows of each file, by file stem (``random``, ``speaker-fold0``, ...).
+    """
+    written = {"random": make_random_split(clips, root, seed=seed)}
+    for fold, rows in enumerate(make_speaker_folds(clips, root, seed=seed)):
+        written[f"speaker-fold{fold}"] = rows
+    for stem, rows in written.items():
+        write_split(Path(out_dir) / f"{stem}.csv", rows)
+    return written
