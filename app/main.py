@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, metrics
-from app.api import models, ops, predict
+from app.api import models, ops, predict, stream
+from app.api.page import mount_page
 from app.errors import install_error_handlers
 from app.logs import RequestLogMiddleware, configure_logging
 from app.registry import ModelRegistry
@@ -84,4 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(models.router)
     app.include_router(ops.router)
+    app.include_router(stream.router)
+    mount_page(app)
     return app

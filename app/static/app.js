@@ -58,12 +58,15 @@ async function loadModels() {
     const body = await response.json();
     const models = Array.isArray(body) ? body : body.models || [];
     for (const model of models) {
-      const name = typeof model === "string" ? model : model.name;
-      if (!name) continue;
+      const key = typeof model === "string" ? model : model.key || model.name;
+      if (!key) continue;
       const option = document.createElement("option");
-      option.value = name;
-      option.textContent = name + (model.default ? " (default)" : "");
+      option.value = key;
+      option.textContent = `${key} loss` + (model.provider ? ` on ${model.provider}` : "");
       $("model").append(option);
+    }
+    if (body.default) {
+      $("model").options[0].textContent = `default (${body.default})`;
     }
   } catch {
     // The list is a convenience: the default model still works without it.
