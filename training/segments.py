@@ -73,6 +73,7 @@ def _save_atomic(path: Path, samples: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, samples)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like any output
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
