@@ -336,3 +336,18 @@ def test_a_server_fault_is_1011_and_the_next_session_works(
     assert code == 1011
     monkeypatch.undo()
     assert_works(client)
+
+
+def test_a_client_that_vanishes_mid_stream_frees_its_slot(make_client: ClientFactory) -> None:
+    client = make_client(stream_max_sessions=1)
+    with client.websocket_connect("/ws/stream") as ws:
+        ws.send_json(START_16K)
+        ws.receive_json()
+        ws.send_bytes(pcm16(synth_speechlike(4.0, 16_000)))
+        assert ws.receive_json()["type"] == "prediction"
+    # Left without stop or close handshake; the slot must come back for the next client.
+    deadline = time.monotonic() + 5
+    while client.app.state.stream_slots.active and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    assert client.app.state.stream_slots.active == 0  # type: ignore[attr-defined]
+    assert_works(client)

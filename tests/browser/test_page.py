@@ -1,0 +1,145 @@
+"""The web page in real headless Chromium: microphone streaming and upload, read from the DOM.
+
+The fake microphone plays a WAV file written here (Chromium loops it). The app runs under
+uvicorn on a free loopback port, with the tiny random test models.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+from tests.browser.devtools import Page, chromium_page, chromium_path
+from tests.conftest import synth_speechlike
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None,
+        reason="chromium is not installed (apt-get install chromium; .ci/run installs it)",
+    ),
+]
+
+README_SCREENSHOT = Path("/tmp/readme-sections/page.png")
+LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(models_dir: Path) -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(Settings(models_dir=models_dir)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def microphone_wav(tmp_path: Path) -> Path:
+    """What the fake microphone plays: 6 s of speech-like audio at 48 kHz, then looped."""
+    path = tmp_path / "microphone.wav"
+    sf.write(path, synth_speechlike(6.0, 48_000, seed=3), 48_000, subtype="PCM_16")
+    return path
+
+
+async def open_page(page: Page, url: str) -> None:
+    await page.send("Page.navigate", url=url)
+    await page.wait_for(
+        "document.readyState === 'complete' && document.querySelectorAll('.bar-row').length > 0"
+    )
+
+
+def text_of(element_id: str) -> str:
+    return f"document.getElementById('{element_id}').textContent.trim()"
+
+
+async def test_microphone_streaming_shows_live_predictions(
+    base_url: str, microphone_wav: Path, tmp_path: Path
+) -> None:
+    async with chromium_page(
+        microphone_wav, tmp_path / "profile", tmp_path / "chromium.log"
+    ) as page:
+        await open_page(page, base_url + "/")
+        await page.evaluate("document.getElementById('start-button').click()", user_gesture=True)
+        # 3.5 s for the first window, then one every 0.5 s of audio.
+        await page.wait_for(
+            "Number(document.getElementById('live-result').dataset.predictions || 0) >= 3",
+            timeout_s=45,
+        )
+        label = await page.evaluate(text_of("live-label"))
+        speech = await page.evaluate("document.getElementById('speech-indicator').dataset.speech")
+        bars = await page.evaluate(
+            "[...document.querySelectorAll('#live-bars .bar-track')]"
+            ".map(b => Number(b.getAttribute('aria-valuenow')))"
+        )
+        status = await page.evaluate(text_of("live-status"))
+        screenshot = await page.screenshot(tmp_path / "streaming.png")
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, README_SCREENSHOT)
+
+        assert label in LABELS
+        assert speech == "true"
+        assert len(bars) == 8 and sum(bars) == pytest.approx(100, abs=1.0)
+        assert "Streaming to" in status and "Hz" in status
+        assert screenshot.stat().st_size > 10_000
+
+        await page.evaluate("document.getElementById('stop-button').click()", user_gesture=True)
+        await page.wait_for("!document.getElementById('summary').hidden", timeout_s=15)
+        summary = await page.evaluate(text_of("summary-text"))
+        await page.wait_for(f"{text_of('live-status')} === 'Stopped.'", timeout_s=10)
+        assert "streamed" in summary and "overall" in summary
+        assert page.console_errors == []
+
+
+async def test_uploading_a_file_shows_its_probabilities(
+    base_url: str, microphone_wav: Path, tmp_path: Path
+) -> None:
+    async with chromium_page(
+        microphone_wav, tmp_path / "profile", tmp_path / "chromium.log"
+    ) as page:
+        await open_page(page, base_url + "/")
+        document = await page.send("DOM.getDocument")
+        node = await page.send(
+            "DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#file"
+        )
+        await page.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(microphone_wav)])
+        await page.evaluate("document.getElementById('upload-button').click()", user_gesture=True)
+        await page.wait_for("!document.getElementById('upload-result').hidden", timeout_s=30)
+        label = await page.evaluate(text_of("upload-label"))
+        values = await page.evaluate(
+            "[...document.querySelectorAll('#upload-bars .bar-value')].map(v => v.textContent)"
+        )
+        assert label in LABELS
+        assert len(values) == 8 and all(v.endswith("%") for v in values)
+        assert sum(float(v[:-1]) for v in values) == pytest.approx(100, abs=1.0)
+        assert "microphone.wav" in await page.evaluate(text_of("upload-status"))
+        assert page.console_errors == []
