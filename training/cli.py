@@ -150,12 +150,84 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="count clips per corpus x emotion and write the split files",
+        description="Find the corpora under --data (published layouts or a manifest), print "
+        "clips per corpus x emotion and the split sizes of both protocols, and write random.csv "
+        "and speaker-fold<k>.csv to --out. Reads file names and bytes only; decodes no audio.",
+    )
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
+    p.add_argument("--out", type=Path, default=Path("runs/splits"), help="where the splits go")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the training one)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run_data)
+
+
+def run_data(args: argparse.Namespace) -> int:
+    import json
+
+    from training.corpora import CorpusError, corpus_root, emotion_counts, load_corpus
+    from training.splits import DEFAULT_SEED, split_sha256, split_sizes, write_all_splits
+
+    try:
+        clips = load_corpus(args.data)
+    except CorpusError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    written = write_all_splits(clips, corpus_root(args.data), args.out, seed=seed)
+    counts = emotion_counts(clips)
+    sizes = {stem: split_sizes(rows) for stem, rows in written.items()}
+    hashes = {stem: split_sha256(args.out / f"{stem}.csv") for stem in written}
+    if not args.json:
+        print(_data_report_text(str(args.data), counts, seed, sizes, hashes))
+        return 0
+    splits = {
+        stem: {"file": str(args.out / f"{stem}.csv"), "sha256": hashes[stem], "sizes": sizes[stem]}
+        for stem in written
+    }
+    report = {"data": str(args.data), "clips": len(clips), "counts": counts, "seed": seed}
+    print(json.dumps({**report, "splits": splits}, indent=1))
+    return 0
+
+
+def _data_report_text(
+    data: str,
+    counts: dict[str, dict[str, int]],
+    seed: int,
+    sizes: dict[str, dict[str, dict[str, int]]],
+    hashes: dict[str, str],
+) -> str:
+    from app.labels import LABELS
+
+    totals = [sum(c[label] for c in counts.values()) for label in LABELS]
+    head = f"{'corpus':<10}" + "".join(f"{label:>10}" for label in LABELS) + f"{'total':>8}"
+    lines = [f"{data}: {sum(totals)} clips", "", head]
+    for dataset, per_label in counts.items():
+        cells = "".join(f"{per_label[label]:>10}" for label in LABELS)
+        lines.append(f"{dataset:<10}{cells}{sum(per_label.values()):>8}")
+    lines.append(f"{'total':<10}" + "".join(f"{n:>10}" for n in totals) + f"{sum(totals):>8}")
+    corpora = list(counts)
+    lines += ["", f"splits (seed {seed}), clips per split: all ({' / '.join(corpora)})"]
+    lines.append(f"{'file':<20}{'train':>24}{'val':>24}{'test':>24}  sha256")
+    for stem, per_dataset in sizes.items():
+        cells = ""
+        for part in ("train", "val", "test"):
+            breakdown = "/".join(str(per_dataset[d][part]) for d in corpora)
+            cells += f"{per_dataset['all'][part]} ({breakdown})".rjust(24)
+        lines.append(f"{stem + '.csv':<20}{cells}  {hashes[stem][:12]}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     add_freeze_mel(sub)
     add_train(sub)
     add_evaluate(sub)
+    add_data(sub)
     return parser
 
 

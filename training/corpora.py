@@ -290,3 +290,12 @@ def content_sha256(path: str | Path) -> str:
         if ogg is not None:
             return ogg
     return hashlib.sha256(data).hexdigest()
+
+
+def emotion_counts(clips: Iterable[Clip]) -> dict[str, dict[str, int]]:
+    """Clips per corpus and emotion (every label listed, zeros included), corpora sorted."""
+    counts: dict[str, dict[str, int]] = {}
+    for clip in clips:
+        per_label = counts.setdefault(clip.dataset, dict.fromkeys(LABELS, 0))
+        per_label[clip.emotion] += 1
+    return dict(sorted(counts.items()))

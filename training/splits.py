@@ -46,7 +46,7 @@ from training.corpora import Clip, content_sha256
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)
 N_FOLDS = 4
-DEFAULT_SEED = 0
+DEFAULT_SEED = 42  # the training default (training.config.TrainConfig.seed)
 RANDOM_FRACTIONS = {TEST: 0.1, VAL: 0.1}  # the rest trains
 COLUMNS = ("path", "dataset", "speaker", "emotion", "split", "utterance")
 WORD_HELD_OUT = frozenset({"tess"})  # corpora held out by utterance instead of speaker
@@ -226,3 +226,12 @@ def write_all_splits(
     for stem, rows in written.items():
         write_split(Path(out_dir) / f"{stem}.csv", rows)
     return written
+
+
+def split_sizes(rows: Sequence[Row]) -> dict[str, dict[str, int]]:
+    """Clips per corpus and split, plus an ``all`` entry: ``{dataset: {train, val, test}}``."""
+    sizes: dict[str, dict[str, int]] = {"all": dict.fromkeys(SPLITS, 0)}
+    for clip, part in rows:
+        sizes.setdefault(clip.dataset, dict.fromkeys(SPLITS, 0))[part] += 1
+        sizes["all"][part] += 1
+    return sizes
