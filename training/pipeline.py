@@ -108,68 +108,89 @@ def subset(clips: list[Any], limit: int | None, seed: int) -> list[Any]:
     return [clips[i] for i in keep]
 
 
-def split_files(exp: Experiment, clips: list[Any]) -> list[tuple[str, int, Path]]:
-    """(name, fold, path) of each split file, written by the data package when missing."""
+def _check_covers(path: Path, clips: list[Any]) -> None:
+    from training.splits import read_split
+
+    listed = {clip.path for clip, _ in read_split(path)}
+    present = {clip.path for clip in clips}
+    if listed != present:
+        raise ValueError(
+            f"{path} lists {len(listed)} clips, {len(listed - present)} of them not in this "
+            f"corpus selection, which has {len(present)} ({len(present - listed)} unlisted). "
+            "Reusing it would score on different clips: pass another --out (e.g. for --limit "
+            "runs) or delete the file to draw a new split."
+        )
+
+
+def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str, int, Path]]:
+    """(name, fold, path) of each split file; drawn and written only when missing.
+
+    An existing file is reused (after checking it lists exactly these clips), so separate calls
+    into the same ``out`` train and test on the same clips.
+    """
     from training import splits
 
     folder = exp.out / "splits"
-    folder.mkdir(parents=True, exist_ok=True)
     if exp.protocol == "random":
-        path = folder / "random.csv"
+        path = folder / splits.split_file_name("random")
         if not path.exists():
-            splits.write_split(splits.random_split(clips, seed=exp.train.seed), path)
+            splits.write_split(path, splits.make_random_split(clips, root, seed=exp.train.seed))
+        _check_covers(path, clips)
         return [("random", 0, path)]
-    folds = splits.speaker_folds(clips, seed=exp.train.seed)
-    wanted = range(len(folds) if exp.folds is None else min(exp.folds, len(folds)))
-    out = []
+    n_folds = splits.N_FOLDS
+    paths = [folder / splits.split_file_name("speaker", k) for k in range(n_folds)]
+    if not all(p.exists() for p in paths):
+        folds = splits.make_speaker_folds(clips, root, n_folds=n_folds, seed=exp.train.seed)
+        for p, rows in zip(paths, folds, strict=True):
+            splits.write_split(p, rows)
+    wanted = range(n_folds if exp.folds is None else min(exp.folds, n_folds))
     for k in wanted:
-        path = folder / f"speaker-fold{k}.csv"
-        if not path.exists():
-            splits.write_split(folds[k], path)
-        out.append((f"speaker-fold{k}", k, path))
-    return out
+        _check_covers(paths[k], clips)
+    return [(paths[k].stem, k, paths[k]) for k in wanted]
 
 
 def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path) -> SplitData:
     """Segments, noisy copies and normalised features of one split file."""
-    from training.augment import noisy_copies
+    from training.augment import training_set
     from training.segments import load_segments
-    from training.splits import read_split, split_sha256
+    from training.splits import TEST, TRAIN, VAL, read_split, split_sha256
 
     rows = read_split(path)
+    clips = [clip for clip, _ in rows]
+    part_names = [part for _, part in rows]
+    parts = np.array(part_names)
+    for part in (TRAIN, VAL, TEST):
+        if not (parts == part).any():
+            raise ValueError(f"{path} has no {part!r} rows; use more clips (--limit)")
     workers = workers_for(exp.train)
-    by_part = {part: [c for c, s in rows if s == part] for part in ("train", "val", "test")}
-    for part, clips in by_part.items():
-        if not clips:
-            raise ValueError(f"{path} has no {part!r} rows; use more clips (--limit) or data")
-    all_clips = by_part["train"] + by_part["val"] + by_part["test"]
     segments = load_segments(
-        all_clips, root, exp.features, exp.cache_dir, workers=workers, progress=True
+        clips, root, exp.features, exp.cache_dir, workers=workers, progress=True
     ).waves
-    n_train, n_val = len(by_part["train"]), len(by_part["val"])
-    labels = np.array([LABEL_INDEX[c.emotion] for c in all_clips], dtype=np.int64)
-    train_segments = segments[:n_train]
+    labels = np.array([LABEL_INDEX[c.emotion] for c in clips], dtype=np.int64)
     rng = np.random.default_rng(exp.train.seed)
-    noisy = noisy_copies(
-        train_segments, rng, copies=exp.train.noisy_copies, snr_db=exp.train.snr_db
+    train = training_set(
+        segments, labels, part_names, rng, copies=exp.train.noisy_copies, snr_db=exp.train.snr_db
     )
-    train_segments = np.concatenate([train_segments, noisy])
-    train_labels = np.concatenate([labels[:n_train]] * (1 + exp.train.noisy_copies))
     raw = exp.features.without_stats()
-    train_x = compute_features(train_segments, raw, workers, desc=f"{name} train features")
+    train_x = compute_features(train.waves, raw, workers, desc=f"{name} train features")
     config = exp.features.with_stats(*band_stats(train_x))
     normalise_(train_x, config)
-    # Validation and test features straight from log_mel with the statistics, as served.
-    held_out = compute_features(segments[n_train:], config, workers, desc=f"{name} val/test")
+
+    def held_out(part: str) -> LabelledFeatures:
+        # Straight from log_mel with the training statistics, exactly as the server computes.
+        mask = parts == part
+        x = compute_features(segments[mask], config, workers, desc=f"{name} {part} features")
+        return LabelledFeatures(x, labels[mask])
+
     return SplitData(
         name=name,
         fold=fold,
         split_file=path,
         split_sha256=split_sha256(path),
         feature_config=config,
-        train=LabelledFeatures(train_x, train_labels),
-        val=LabelledFeatures(held_out[:n_val], labels[n_train : n_train + n_val]),
-        test=LabelledFeatures(held_out[n_val:], labels[n_train + n_val :]),
+        train=LabelledFeatures(train_x, train.labels),
+        val=held_out(VAL),
+        test=held_out(TEST),
     )
 
 
@@ -200,7 +221,7 @@ def train_one(
         n_mels=split.feature_config.n_mels,
         n_frames=split.train.features.shape[-1],
     )
-    run_dir = exp.runs / exp.protocol / split.name / model_name(loss, architecture)
+    run_dir = exp.runs / split.name / model_name(loss, architecture)
     started = time.perf_counter()
     result = fit(model_config, config, split.feature_config, split.train, split.val, run_dir)
     record: Record = {
@@ -276,7 +297,7 @@ def run_experiment(exp: Experiment) -> list[Record]:
     root = corpus_root(exp.data)
     exp.out.mkdir(parents=True, exist_ok=True)
     records: list[Record] = []
-    for name, fold, path in split_files(exp, clips):
+    for name, fold, path in split_files(exp, clips, root):
         split = prepare_split(exp, root, name, fold, path)
         for architecture in exp.architectures:
             for loss in exp.losses:
