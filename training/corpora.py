@@ -165,8 +165,31 @@ def _audio_files(root: Path) -> list[str]:
     )
 
 
+def _recording_key(clip: Clip) -> tuple[str, ...]:
+    # What the file name says the recording is: two files saying the same are two copies.
+    if clip.dataset == "ravdess":
+        return clip.dataset, PurePosixPath(clip.path).stem
+    return clip.dataset, clip.speaker, clip.emotion, clip.utterance
+
+
+def _refuse_second_copies(clips: list[Clip]) -> None:
+    seen: dict[tuple[str, ...], str] = {}
+    for clip in clips:
+        first = seen.setdefault(_recording_key(clip), clip.path)
+        if first != clip.path:
+            raise CorpusError(
+                f"{first} and {clip.path} are the same {clip.dataset} recording: the folder "
+                "holds two copies of the corpus (some downloads nest one inside the other); "
+                "point --data at one copy"
+            )
+
+
 def scan_published_layouts(root: Path) -> list[Clip]:
-    """Every clip found under ``root`` in the RAVDESS, TESS or SAVEE published layout."""
+    """Every clip found under ``root`` in the RAVDESS, TESS or SAVEE published layout.
+
+    Raises:
+        CorpusError: a label this project does not know, or the same recording found twice.
+    """
     clips = []
     for path in _audio_files(root):
         for parse in (parse_ravdess, parse_tess, parse_savee):
@@ -174,6 +197,7 @@ def scan_published_layouts(root: Path) -> list[Clip]:
             if clip is not None:
                 clips.append(clip)
                 break
+    _refuse_second_copies(clips)
     return clips
 
 

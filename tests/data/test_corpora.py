@@ -82,6 +82,25 @@ def test_unknown_label_names_the_file(tmp_path: Path, name: str, message: str) -
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "copies",
+    [
+        (
+            "Actor_01/03-01-05-01-01-01-01.wav",
+            "audio_speech_actors_01-24/Actor_01/03-01-05-01-01-01-01.wav",
+        ),
+        ("OAF_angry/OAF_back_angry.wav", "TESS/OAF_angry/OAF_back_angry.wav"),
+        ("ALL/DC_a01.wav", "AudioData/DC/a01.wav"),
+    ],
+)
+def test_two_copies_of_a_corpus_are_refused(tmp_path: Path, copies: tuple[str, str]) -> None:
+    for seed, name in enumerate(copies):
+        write_wav(tmp_path / name, 16_000, seed=seed)
+    with pytest.raises(CorpusError, match="two copies of the corpus") as info:
+        load_corpus(tmp_path)
+    assert all(name in str(info.value) for name in copies)
+
+
 def test_nothing_recognisable(tmp_path: Path) -> None:
     write_wav(tmp_path / "music" / "song.wav", 16_000, seed=0)
     with pytest.raises(CorpusNotFoundError, match="RAVDESS Actor_XX"):
