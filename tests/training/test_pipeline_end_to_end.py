@@ -1,0 +1,107 @@
+"""End to end on a tiny synthetic corpus: train, export, then `evaluate` reproduces the metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from app.features import FeatureConfig
+from app.labels import LABELS
+from tests.conftest import synth_speechlike
+from training.cli import main
+from training.config import TrainConfig
+from training.evaluate import evaluate_onnx
+from training.export import read_metadata
+from training.pipeline import Experiment, run_experiment
+from training.splits import read_split, split_sha256
+from training.train import load_checkpoint
+
+CLIPS_PER_LABEL = 10  # the stratified split then gives one val and one test clip per label
+WINDOW_S = 0.5  # a short model window keeps the CPU run to seconds
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 half-second WAV clips (16 and 48 kHz) listed in a manifest.csv, as a custom corpus."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for i in range(CLIPS_PER_LABEL * len(LABELS)):
+        label = LABELS[i % len(LABELS)]
+        rate = 48_000 if i % 2 else 16_000
+        wave = synth_speechlike(0.6, rate, seed=i) * (1 + i % len(LABELS)) / 4
+        path = f"{label}/clip{i:03d}.wav"
+        (root / label).mkdir(exist_ok=True)
+        sf.write(root / path, wave, rate, subtype="PCM_16")
+        rows.append({"path": path, "emotion": label, "speaker": f"s{i % 4}"})
+    with (root / "manifest.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "emotion", "speaker"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def _experiment(corpus: Path, tmp: Path, loss: str) -> Experiment:
+    return Experiment(
+        data=corpus,
+        out=tmp / "models",
+        runs=tmp / "runs",
+        losses=(loss,),
+        train=TrainConfig(epochs=2, batch_size=32, workers=1, device="cpu"),
+        features=FeatureConfig(window_s=WINDOW_S),
+        cache_dir=tmp / "cache",
+    )
+
+
+@pytest.mark.slow
+def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
+    (record,) = run_experiment(_experiment(corpus, tmp_path, "ce"))
+    models = tmp_path / "models"
+    onnx_path = models / "ser-ce.onnx"
+    split_path = models / "splits" / "random.csv"
+    parts = [part for _, part in read_split(split_path)]
+    assert (parts.count("val"), parts.count("test")) == (8, 8)
+    assert record["n_clips"] == {"train": 64 * 3, "val": 8, "test": 8}  # two noisy copies
+
+    metadata = read_metadata(onnx_path)
+    assert metadata.split_sha256 == split_sha256(split_path)
+    assert metadata.loss == "ce" and metadata.architecture == "sequential"
+    assert metadata.feature_config.normalised and metadata.feature_config.window_s == WINDOW_S
+    assert metadata.metrics["test"]["accuracy"] == pytest.approx(record["test"]["accuracy"])
+    _, checkpoint = load_checkpoint(tmp_path / "runs" / "random" / "ser-ce" / "best.pt")
+    assert FeatureConfig.from_dict(checkpoint["feature_config"]) == metadata.feature_config
+
+    result = evaluate_onnx(onnx_path, split_path, corpus, cache_dir=tmp_path / "cache2")
+    assert result.metrics["confusion"] == record["test"]["confusion"]
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "uar"):
+        assert result.metrics[key] == pytest.approx(record["test"][key]), key
+    assert result.metrics["loss"] == pytest.approx(record["test"]["loss"], abs=1e-4)
+    np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    # A second loss into the same folder reuses the split and adds to metrics.json.
+    run_experiment(_experiment(corpus, tmp_path, "bce"))
+    assert read_metadata(models / "ser-bce.onnx").split_sha256 == metadata.split_sha256
+    runs = json.loads((models / "metrics.json").read_text())["runs"]
+    assert sorted(r["loss"] for r in runs) == ["bce", "ce"]
+    report = (models / "report" / "report.md").read_text()
+    assert "Binary cross-entropy" in report
+    assert any((models / "report").glob("random-sequential-bce-*.png"))
+
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", str(onnx_path), "--split", str(split_path), "--data", str(corpus)]
+    assert main([*argv, "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["confusion"] == record["test"]["confusion"]
+
+
+def test_a_split_file_for_other_clips_is_not_reused(corpus: Path, tmp_path: Path) -> None:
+    splits = tmp_path / "models" / "splits"
+    splits.mkdir(parents=True)
+    (splits / "random.csv").write_text(
+        "path,dataset,speaker,emotion,split,utterance\nelsewhere.wav,custom,,sad,test,\n"
+    )
+    with pytest.raises(ValueError, match="another --out"):
+        run_experiment(_experiment(corpus, tmp_path, "ce"))
