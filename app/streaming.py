@@ -308,10 +308,10 @@ def _validate(
         raise UnsupportedEncodingError(
             f"encoding {encoding!r} is not supported: use one of {', '.join(ENCODINGS)}"
         )
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int):
+    if not _is_number(sample_rate) or not float(sample_rate).is_integer():
         raise StreamConfigError(f"sample_rate must be an integer in Hz, got {sample_rate!r}")
     try:
-        check_sample_rate(sample_rate)
+        check_sample_rate(int(sample_rate))
     except ValueError as e:
         raise StreamConfigError(str(e)) from e
     if isinstance(channels, bool) or not isinstance(channels, int):

@@ -113,15 +113,17 @@ class Limits:
     deadline: float  # time.monotonic() after which the session is too long
     max_session_s: float
 
-    def receive_timeout_s(self) -> float:
-        left_s = self.deadline - time.monotonic()
-        if left_s <= 0:
+    def check_deadline(self) -> None:
+        if time.monotonic() >= self.deadline:
             raise ProtocolError(
                 "session_too_long",
                 f"the session passed its {self.max_session_s:g} s limit: start a new one",
                 POLICY_VIOLATION,
             )
-        return min(self.idle_timeout_s, left_s)
+
+    def receive_timeout_s(self) -> float:
+        self.check_deadline()
+        return min(self.idle_timeout_s, self.deadline - time.monotonic())
 
 
 @router.websocket("/ws/stream")
@@ -213,8 +215,7 @@ async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping
     try:
         message = await asyncio.wait_for(websocket.receive(), limits.receive_timeout_s())
     except TimeoutError as e:
-        if time.monotonic() >= limits.deadline:
-            limits.receive_timeout_s()  # raises session_too_long
+        limits.check_deadline()
         raise ProtocolError(
             "idle_timeout",
             f"nothing received for {limits.idle_timeout_s:g} s: send audio or stop",

@@ -197,7 +197,10 @@ function showPrediction(message) {
   indicator.classList.toggle("silence", !message.speech);
   $("speech-text").textContent = message.speech ? "speech" : "silence";
   if (message.smoothed) {
-    $("live-label").textContent = message.smoothed_label;
+    // Only on change: the label is a live region, and re-setting it could be re-announced.
+    if ($("live-label").textContent !== message.smoothed_label) {
+      $("live-label").textContent = message.smoothed_label;
+    }
     showBars($("live-bars"), message.smoothed);
   }
   $("live-detail").textContent =

@@ -174,6 +174,21 @@ def test_windows_arrive_as_soon_as_a_window_is_complete(clip_16k: np.ndarray) ->
     assert [w.start_s for w in session.push(data[window_bytes + 2 * 7999 :][:2])] == [0.5]
 
 
+def test_at_48k_a_window_waits_only_for_the_resampler_look_ahead() -> None:
+    session = new_session(48_000)
+    data = pcm16(synth_speechlike(4.0, 48_000))
+    step = 2 * 480  # 10 ms chunks
+    for i in range(0, len(data), step):
+        if session.push(data[i : i + step]):
+            received_s = (i + step) / 2 / 48_000
+            break
+    assert WINDOW_S <= received_s <= WINDOW_S + 0.03
+
+
+def test_an_integral_float_sample_rate_is_accepted() -> None:
+    assert new_session(48_000.0).sample_rate == 48_000
+
+
 def test_flush_adds_a_final_window_ending_at_the_last_sample(clip_16k: np.ndarray) -> None:
     n = int(5.3 * RATE)
     windows = stream(new_session(), pcm16(clip_16k[:n]), [5000])
