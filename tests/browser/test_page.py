@@ -78,6 +78,18 @@ async def open_page(page: Page, url: str) -> None:
     )
 
 
+async def click(page: Page, element_id: str) -> None:
+    """A real mouse click (press and release) at the centre of the element."""
+    x, y = await page.evaluate(
+        f"(() => {{ const r = document.getElementById('{element_id}').getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.send(
+            "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+        )
+
+
 def text_of(element_id: str) -> str:
     return f"document.getElementById('{element_id}').textContent.trim()"
 
@@ -89,7 +101,7 @@ async def test_microphone_streaming_shows_live_predictions(
         microphone_wav, tmp_path / "profile", tmp_path / "chromium.log"
     ) as page:
         await open_page(page, base_url + "/")
-        await page.evaluate("document.getElementById('start-button').click()", user_gesture=True)
+        await click(page, "start-button")
         # 3.5 s for the first window, then one every 0.5 s of audio.
         await page.wait_for(
             "Number(document.getElementById('live-result').dataset.predictions || 0) >= 3",
@@ -112,7 +124,7 @@ async def test_microphone_streaming_shows_live_predictions(
         assert "Streaming to" in status and "Hz" in status
         assert screenshot.stat().st_size > 10_000
 
-        await page.evaluate("document.getElementById('stop-button').click()", user_gesture=True)
+        await click(page, "stop-button")
         await page.wait_for("!document.getElementById('summary').hidden", timeout_s=15)
         summary = await page.evaluate(text_of("summary-text"))
         await page.wait_for(f"{text_of('live-status')} === 'Stopped.'", timeout_s=10)
@@ -132,7 +144,7 @@ async def test_uploading_a_file_shows_its_probabilities(
             "DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#file"
         )
         await page.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(microphone_wav)])
-        await page.evaluate("document.getElementById('upload-button').click()", user_gesture=True)
+        await click(page, "upload-button")
         await page.wait_for("!document.getElementById('upload-result').hidden", timeout_s=30)
         label = await page.evaluate(text_of("upload-label"))
         values = await page.evaluate(

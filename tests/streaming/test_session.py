@@ -21,7 +21,7 @@ from app.streaming import (
     Window,
     window_features,
 )
-from tests.conftest import synth_speechlike
+from tests.conftest import synth_speechlike, synthetic_feature_config
 
 CONFIG = FeatureConfig()
 RATE = CONFIG.sample_rate
@@ -73,8 +73,13 @@ def clip_16k() -> np.ndarray:
     return quantised(synth_speechlike(8.0, RATE, seed=1))
 
 
-def test_16k_windows_equal_file_spans_sample_for_sample(clip_16k: np.ndarray) -> None:
-    windows = stream(new_session(), pcm16(clip_16k), [1001, 3, 7777, 1])
+@pytest.mark.parametrize("normalised", [False, True])
+def test_16k_windows_equal_file_spans_sample_for_sample(
+    clip_16k: np.ndarray, normalised: bool
+) -> None:
+    config = synthetic_feature_config() if normalised else CONFIG
+    session = StreamSession(config, HOP_S, WINDOW_S, RATE, "pcm_s16le", 1)
+    windows = stream(session, pcm16(clip_16k), [1001, 3, 7777, 1])
     window, hop = CONFIG.window_samples, round(HOP_S * RATE)
     n_full = (clip_16k.shape[0] - window) // hop + 1
     assert len(windows) == n_full  # 8 s ends exactly on a hop: nothing left for a final window
@@ -83,7 +88,7 @@ def test_16k_windows_equal_file_spans_sample_for_sample(clip_16k: np.ndarray) ->
         np.testing.assert_array_equal(w.samples, span)
         assert w.start_s == pytest.approx(k * HOP_S) and w.end_s == pytest.approx(k * HOP_S + 3.5)
         np.testing.assert_allclose(
-            window_features([w], CONFIG)[0], log_mel(span, CONFIG), rtol=0, atol=1e-5
+            window_features([w], config)[0], log_mel(span, config), rtol=0, atol=1e-5
         )
 
 
@@ -182,7 +187,7 @@ def test_at_48k_a_window_waits_only_for_the_resampler_look_ahead() -> None:
         if session.push(data[i : i + step]):
             received_s = (i + step) / 2 / 48_000
             break
-    assert WINDOW_S <= received_s <= WINDOW_S + 0.03
+    assert WINDOW_S <= received_s <= WINDOW_S + 0.04  # measured: 30 ms at 48 kHz (soxr HQ)
 
 
 def test_an_integral_float_sample_rate_is_accepted() -> None:
