@@ -351,3 +351,14 @@ def test_a_client_that_vanishes_mid_stream_frees_its_slot(make_client: ClientFac
         time.sleep(0.01)
     assert client.app.state.stream_slots.active == 0  # type: ignore[attr-defined]
     assert_works(client)
+
+
+def test_without_models_a_stream_is_told_to_retry_later(tmp_path: Path) -> None:
+    with (
+        TestClient(create_app(Settings(models_dir=tmp_path / "no-models"))) as client,
+        client.websocket_connect("/ws/stream") as ws,
+    ):
+        ws.send_json(START_16K)
+        messages, code = read_until_close(ws)
+    assert [m["code"] for m in messages] == ["not_ready"] and code == 1013
+    assert "does not exist" in messages[0]["message"]
