@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from app.api.deps import RegistryDep
+from app.contract import ModelMetadata
 from app.registry import ServedModel, validation_score
 
 router = APIRouter(tags=["models"])
@@ -55,8 +56,14 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         git_commit=meta.git_commit,
         split_sha256=meta.split_sha256,
         file=model.path.name,
-        feature_config=meta.feature_config.without_stats().to_dict(),
+        feature_config=_front_end(meta),
     )
+
+
+def _front_end(meta: ModelMetadata) -> dict[str, Any]:
+    """The FeatureConfig without its 2 x n_mels statistics, and whether it has them."""
+    config = {k: v for k, v in meta.feature_config.to_dict().items() if k not in ("mean", "std")}
+    return {**config, "normalised": meta.feature_config.normalised}
 
 
 @router.get("/v1/models", response_model=ModelList)

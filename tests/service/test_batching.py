@@ -1,0 +1,134 @@
+"""The micro-batcher: concurrent callers share one session.run, failures stay in their batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from app.engine import InferenceError, MicroBatcher
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import synth_speechlike, wav_bytes
+
+
+class Recorder:
+    """A fake model: returns row sums, records batch sizes, can be slow or fail."""
+
+    def __init__(self, delay_s: float = 0.0, fail_on: float | None = None) -> None:
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+        self.delay_s = delay_s
+        self.fail_on = fail_on
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.batches.append(x.shape[0])
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay_s)
+        if self.fail_on is not None and np.any(x[:, 0, 0] == self.fail_on):
+            raise RuntimeError("boom")
+        return x.sum(axis=(1, 2))[:, None].repeat(8, axis=1)
+
+
+def rows(value: float, n: int = 1) -> np.ndarray:
+    return np.full((n, 2, 3), value, dtype=np.float32)
+
+
+async def test_concurrent_submits_share_a_batch() -> None:
+    fake = Recorder(delay_s=0.02)
+    batcher = MicroBatcher(fake, "t", max_batch_size=8, max_wait_s=0.05)
+    try:
+        results = await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(8)))
+    finally:
+        batcher.close()
+    for i, out in enumerate(results):  # each caller gets its own row back
+        assert out.shape == (1, 8) and out[0, 0] == pytest.approx(6.0 * i)
+    assert sum(fake.batches) == 8 and max(fake.batches) > 1
+    assert all(size <= 8 for size in fake.batches)
+    assert fake.threads == {"batcher-t"}
+
+
+async def test_batches_never_exceed_max_size() -> None:
+    fake = Recorder()
+    batcher = MicroBatcher(fake, "t", max_batch_size=4, max_wait_s=0.05)
+    try:
+        sizes = [3, 2, 1, 4, 2]
+        results = await asyncio.gather(*(batcher.submit(rows(1.0, n)) for n in sizes))
+    finally:
+        batcher.close()
+    assert [r.shape[0] for r in results] == sizes
+    assert max(fake.batches) <= 4 and sum(fake.batches) == sum(sizes)
+    with pytest.raises(ValueError, match="1 to 4 rows"):
+        await batcher.submit(rows(1.0, 5))
+
+
+async def test_a_failing_batch_fails_only_its_callers() -> None:
+    fake = Recorder(fail_on=13.0)
+    batcher = MicroBatcher(fake, "t", max_batch_size=2, max_wait_s=0.0)
+    try:
+        with pytest.raises(InferenceError, match="inference failed"):
+            await batcher.submit(rows(13.0))
+        out = await batcher.submit(rows(2.0))  # the worker survived
+    finally:
+        batcher.close()
+    assert out[0, 0] == pytest.approx(12.0)
+
+
+async def test_the_event_loop_keeps_running_during_inference() -> None:
+    batcher = MicroBatcher(Recorder(delay_s=0.3), "t", max_batch_size=1, max_wait_s=0.0)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await batcher.submit(rows(1.0))
+    finally:
+        ticker.cancel()
+        batcher.close()
+    assert ticks >= 10
+
+
+def batch_counts(model: str) -> tuple[float, float]:
+    """(batches, batches of one row) seen so far by the batch-size histogram."""
+    count = REGISTRY.get_sample_value("ser_inference_batch_size_count", {"model": model}) or 0.0
+    ones = (
+        REGISTRY.get_sample_value("ser_inference_batch_size_bucket", {"model": model, "le": "1.0"})
+        or 0.0
+    )
+    return count, ones
+
+
+async def test_concurrent_requests_are_micro_batched(models_dir: Path) -> None:
+    # A generous wait: on a busy CI machine the 8 decodes finish far apart.
+    app = create_app(Settings(models_dir=models_dir, max_batch_wait_ms=500, max_batch_size=16))
+    data = wav_bytes(synth_speechlike(2.0, 16_000), 16_000)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        before, before_ones = batch_counts("ce")
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/predict?model=ce", content=data, headers={"content-type": "audio/wav"}
+                )
+                for _ in range(8)
+            )
+        )
+        after, after_ones = batch_counts("ce")
+    assert [r.status_code for r in responses] == [200] * 8
+    assert len({tuple(r.json()["probabilities"].values()) for r in responses}) == 1
+    batches, single = after - before, after_ones - before_ones
+    assert batches < 8 and batches - single >= 1  # at least one batch held more than one row

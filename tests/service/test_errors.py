@@ -1,0 +1,160 @@
+"""Every way a client can get /predict wrong: a 4xx with a JSON error body, never a 500."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from app.api.predict import _limited
+from app.errors import UploadTooLargeError
+from tests.conftest import synth_speechlike, wav_bytes
+
+RATE = 16_000
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code
+    return body["error"]
+
+
+def float_wav(wave: np.ndarray, rate: int = RATE) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def test_too_large_by_content_length(make_client) -> None:
+    client = make_client(max_upload_bytes=50_000)
+    data = wav_bytes(synth_speechlike(2.0, RATE), RATE)  # 64 kB
+    raw = client.post("/predict", content=data, headers={"content-type": "audio/wav"})
+    error = assert_error(raw, 413, "upload_too_large")
+    assert "50000" in error["message"]
+    big = b"x" * 200_000
+    multipart = client.post("/predict", files={"file": ("a.wav", big, "audio/wav")})
+    assert_error(multipart, 413, "upload_too_large")
+
+
+def test_too_large_counted_while_streaming(make_client) -> None:
+    """No Content-Length (chunked): the server stops at the limit instead of buffering."""
+    client = make_client(max_upload_bytes=50_000)
+    chunks = (b"\0" * 10_000 for _ in range(100))
+    response = client.post("/predict", content=chunks, headers={"content-type": "audio/wav"})
+    assert_error(response, 413, "upload_too_large")
+
+
+async def test_reading_stops_at_the_limit() -> None:
+    pulled = 0
+
+    async def body():
+        nonlocal pulled
+        for _ in range(100):
+            pulled += 1
+            yield b"\0" * 10_000
+
+    with pytest.raises(UploadTooLargeError):
+        async for _ in _limited(body(), 50_000):
+            pass
+    assert pulled == 6  # the chunk that crossed the limit, and nothing after it
+
+
+def test_multipart_file_over_limit_within_overhead(make_client) -> None:
+    client = make_client(max_upload_bytes=50_000)
+    response = client.post("/predict", files={"file": ("a.wav", b"y" * 60_000, "audio/wav")})
+    assert_error(response, 413, "upload_too_large")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "image/png"])
+def test_not_audio_content_type_is_415(client: TestClient, content_type: str) -> None:
+    response = client.post("/predict", content=b"hello", headers={"content-type": content_type})
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_bytes_that_are_not_audio_are_415(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("a.wav", b"not audio at all", "audio/wav")})
+    assert_error(response, 415, "unsupported_audio")
+    raw = client.post("/predict", content=b"%PDF-1.4", headers={"content-type": "audio/wav"})
+    assert_error(raw, 415, "unsupported_audio")
+
+
+def test_unusable_audio_is_422(make_client) -> None:
+    client = make_client(max_audio_s=5.0)
+    cases = {
+        "empty_audio": wav_bytes(np.zeros(0, dtype=np.float32), RATE),
+        "non_finite_samples": float_wav(np.full(RATE, np.nan, dtype=np.float32)),
+        "audio_too_long": wav_bytes(synth_speechlike(6.0, RATE), RATE),
+        "unsupported_sample_rate": wav_bytes(synth_speechlike(1.0, 4_000), 4_000),
+        "unusable_audio": wav_bytes(np.zeros(RATE, dtype=np.float32), RATE),  # silence
+    }
+    for code, data in cases.items():
+        response = client.post("/predict", files={"file": ("a.wav", data, "audio/wav")})
+        assert_error(response, 422, code)
+    empty_raw = client.post("/predict", content=b"", headers={"content-type": "audio/wav"})
+    assert_error(empty_raw, 422, "empty_audio")
+
+
+def test_too_short_is_422(client: TestClient) -> None:
+    data = wav_bytes(synth_speechlike(0.05, RATE), RATE)
+    error = assert_error(
+        client.post("/predict", content=data, headers={"content-type": "audio/wav"}), 422
+    )
+    assert "at least" in error["message"]
+
+
+def test_missing_audio_is_400(client: TestClient) -> None:
+    assert_error(client.post("/predict"), 400, "missing_audio")
+    wrong_field = client.post("/predict", files={"audio": ("a.wav", b"RIFF", "audio/wav")})
+    error = assert_error(wrong_field, 400, "missing_audio")
+    assert "'file'" in error["message"] and "audio" in error["message"]
+    # A multipart text field named file (no filename): not a file upload.
+    text_field = client.post("/predict", files={"file": (None, "not a file")})
+    assert_error(text_field, 400, "missing_audio")
+    form = client.post("/predict", data={"file": "not a file"})  # urlencoded form
+    assert_error(form, 415, "unsupported_media_type")
+
+
+def test_malformed_multipart_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/predict",
+        content=b"garbage without boundaries",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code in (400, 422)
+    assert "error" in response.json()
+
+
+def test_bad_content_length_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/predict", content=b"abc", headers={"content-type": "audio/wav", "content-length": "x"}
+    )
+    assert response.status_code == 400
+
+
+def test_unknown_model_is_404_listing_the_models(client: TestClient) -> None:
+    data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
+    for name in ("nope", "l1"):  # l1 is a valid loss, but not loaded here
+        response = client.post(f"/predict?model={name}", files={"file": ("a.wav", data)})
+        error = assert_error(response, 404, "unknown_model")
+        assert "ce, bce" in error["message"]
+        assert error["details"] == {"available": ["ce", "bce"]}
+
+
+def test_framework_errors_use_the_same_body(client: TestClient) -> None:
+    error = assert_error(client.get("/no/such/route"), 404, "not_found")
+    assert "/docs" in error["message"]
+    assert_error(client.get("/predict"), 405, "method_not_allowed")
+
+    @client.app.get("/typed")
+    def typed(n: int) -> int:
+        return n
+
+    error = assert_error(client.get("/typed?n=abc"), 422, "invalid_request")
+    assert "n" in error["message"]

@@ -1,0 +1,172 @@
+"""POST /predict and /v1/predict: formats, windows, probabilities, model choice."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from app.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata, probabilities
+from app.features import log_mel
+from app.labels import LABELS
+from app.prediction import window_starts
+from app.segment import training_segment, trim_bounds
+from tests.conftest import synth_speechlike, wav_bytes
+
+RATE = 16_000
+
+
+def encode(wave: np.ndarray, rate: int, fmt: str = "WAV", subtype: str = "PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def post_file(client: TestClient, data: bytes, path: str = "/predict", **params: str):
+    return client.post(path, params=params, files={"file": ("clip", data, "audio/wav")})
+
+
+def offline_probabilities(models_dir: Path, key: str, wave: np.ndarray) -> np.ndarray:
+    """What offline evaluation computes for a clip: training segment -> ONNX -> probabilities."""
+    session = ort.InferenceSession(str(models_dir / f"{key}.onnx"))
+    meta = stored_metadata(models_dir, key)
+    segment, _ = training_segment(wave, meta.feature_config)
+    features = log_mel(segment[None], meta.feature_config)
+    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: features})
+    return probabilities(logits, meta.loss)[0]
+
+
+def check_body(body: dict) -> None:
+    assert list(body["probabilities"]) == list(LABELS)
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert body["confidence"] == pytest.approx(body["probabilities"][body["label"]])
+    for segment in body["segments"]:
+        assert sum(segment["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(body["timing_ms"]) == {"decode", "features", "inference", "total"}
+    assert body["timing_ms"]["total"] >= body["timing_ms"]["inference"] > 0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype"),
+    [
+        ("WAV", "PCM_U8"),
+        ("WAV", "PCM_16"),
+        ("WAV", "PCM_24"),
+        ("WAV", "PCM_32"),
+        ("WAV", "FLOAT"),
+        ("FLAC", "PCM_16"),
+        ("OGG", "VORBIS"),
+    ],
+)
+def test_formats_decode_and_classify(client: TestClient, fmt: str, subtype: str) -> None:
+    wave = synth_speechlike(2.0, RATE)
+    response = post_file(client, encode(wave, RATE, fmt, subtype))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    check_body(body)
+    assert body["audio"]["format"] == fmt
+    assert body["duration_s"] == pytest.approx(2.0, abs=0.01)
+    assert body["padded"] is True and len(body["segments"]) == 1
+
+
+def test_raw_body_equals_multipart(client: TestClient) -> None:
+    data = wav_bytes(synth_speechlike(3.0, RATE), RATE)
+    multipart = post_file(client, data).json()
+    for content_type in ("audio/wav", "audio/x-wav", "application/octet-stream"):
+        raw = client.post("/v1/predict", content=data, headers={"content-type": content_type})
+        assert raw.status_code == 200, raw.text
+        assert raw.json()["probabilities"] == pytest.approx(multipart["probabilities"], abs=1e-6)
+
+
+def test_raw_flac_and_ogg_content_types(client: TestClient) -> None:
+    wave = synth_speechlike(1.5, RATE)
+    flac = client.post(
+        "/predict", content=encode(wave, RATE, "FLAC"), headers={"content-type": "audio/flac"}
+    )
+    ogg = client.post(
+        "/predict",
+        content=encode(wave, RATE, "OGG", "VORBIS"),
+        headers={"content-type": "audio/ogg"},
+    )
+    assert flac.status_code == ogg.status_code == 200
+    assert flac.json()["audio"]["format"] == "FLAC" and ogg.json()["audio"]["format"] == "OGG"
+
+
+def test_stereo_48k_is_downmixed_and_resampled(client: TestClient) -> None:
+    mono = synth_speechlike(2.5, 48_000)
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    body = post_file(client, encode(stereo, 48_000)).json()
+    check_body(body)
+    assert body["audio"] == {"format": "WAV", "sample_rate": 48_000, "channels": 2}
+    assert body["duration_s"] == pytest.approx(2.5, abs=0.01)
+
+
+def test_first_window_is_the_offline_evaluation(client: TestClient, models_dir: Path) -> None:
+    pad = np.zeros(RATE // 4, dtype=np.float32)
+    wave = np.concatenate([pad, synth_speechlike(2.0, RATE, seed=3), pad])
+    for key in ("ce", "bce"):
+        body = post_file(client, encode(wave, RATE, subtype="FLOAT"), model=key).json()
+        expected = offline_probabilities(models_dir, key, wave)
+        got = np.array([body["segments"][0]["probabilities"][label] for label in LABELS])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        np.testing.assert_allclose(list(body["probabilities"].values()), expected, atol=1e-5)
+        assert body["model"]["loss"] == key and body["padded"] is True
+
+
+def test_long_clip_gets_sliding_windows_with_times(client: TestClient, models_dir: Path) -> None:
+    silence = np.zeros(RATE // 2, dtype=np.float32)
+    wave = np.concatenate([silence, synth_speechlike(9.0, RATE, seed=1), silence])
+    body = post_file(client, encode(wave, RATE, subtype="FLOAT"), model="ce").json()
+    check_body(body)
+    start, end = trim_bounds(wave, stored_metadata(models_dir, "ce").feature_config)
+    offsets = window_starts(end - start, 56_000, 28_000)
+    assert len(offsets) == len(body["segments"]) == 5  # 0, 1.75, 3.5, 5.25 and one ending at end
+    for offset, segment in zip(offsets, body["segments"], strict=True):
+        assert segment["start_s"] == pytest.approx((start + offset) / RATE, abs=1e-3)
+        assert segment["end_s"] - segment["start_s"] == pytest.approx(3.5, abs=1e-3)
+    assert body["segments"][-1]["end_s"] == pytest.approx(end / RATE, abs=1e-3)
+    assert body["segments"][0]["start_s"] == pytest.approx(
+        0.5, abs=0.1
+    )  # trim resolution: 32 ms hops
+    mean = np.mean([list(s["probabilities"].values()) for s in body["segments"]], axis=0)
+    np.testing.assert_allclose(list(body["probabilities"].values()), mean, atol=1e-5)
+    assert body["padded"] is False and body["duration_s"] == pytest.approx(10.0)
+    first = offline_probabilities(models_dir, "ce", wave)
+    got = [body["segments"][0]["probabilities"][label] for label in LABELS]
+    np.testing.assert_allclose(got, first, atol=1e-5)
+
+
+def stored_metadata(models_dir: Path, key: str) -> ModelMetadata:
+    session = ort.InferenceSession(str(models_dir / f"{key}.onnx"))
+    return ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
+
+
+def test_window_starts_cover_the_clip() -> None:
+    assert window_starts(100, 100, 50) == [0]
+    assert window_starts(40, 100, 50) == [0]
+    assert window_starts(200, 100, 50) == [0, 50, 100]
+    assert window_starts(230, 100, 50) == [0, 50, 100, 130]
+
+
+def test_model_query_and_default(client: TestClient) -> None:
+    data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
+    default = post_file(client, data).json()
+    ce = post_file(client, data, model="ce").json()
+    bce = post_file(client, data, path="/v1/predict", model="bce").json()
+    # The fixture gives bce the higher validation macro-F1, so it is the default.
+    assert default["model"] == {"name": "ser-bce", "loss": "bce", "version": "0.0.0-test"}
+    assert ce["model"]["loss"] == "ce" and bce["model"]["loss"] == "bce"
+    assert ce["probabilities"] != bce["probabilities"]
+
+
+def test_default_model_setting(make_client) -> None:
+    client = make_client(default_model="ce")
+    body = post_file(client, wav_bytes(synth_speechlike(1.0, RATE), RATE)).json()
+    assert body["model"]["loss"] == "ce"
+    assert client.get("/readyz").json()["default_model"] == "ce"
