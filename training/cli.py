@@ -40,7 +40,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Train the CNN-Transformer under one or all losses, score it on the test "
         "split, export ONNX models and write metrics.json and the report.",
     )
-    p.add_argument("--loss", choices=[*LOSSES, "all"], default="all")
+    p.add_argument(
+        "--loss",
+        type=_loss_list,
+        default="all",
+        metavar="{" + ",".join(LOSSES) + ",all}",
+        help="one loss, a comma-separated list (ce,bce) or all (default)",
+    )
     p.add_argument("--protocol", choices=["random", "speaker"], default="random")
     p.add_argument(
         "--arch",
@@ -64,7 +70,28 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=None, help="speaker protocol: first N folds")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per model: stop after the epoch that passes this much training time",
+    )
     p.set_defaults(func=run_train)
+
+
+def _loss_list(text: str) -> str | tuple[str, ...]:
+    from app.contract import LOSSES
+
+    if text == "all":
+        return text
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",")))
+    unknown = [n for n in names if n not in LOSSES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown loss(es) {unknown}; use {', '.join(LOSSES)}, a comma list of them, or all"
+        )
+    return names
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -83,12 +110,13 @@ def run_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         workers=args.workers,
         limit=args.limit,
+        time_budget_s=args.time_budget,
     )
     experiment = Experiment(
         data=args.data,
         out=args.out,
         runs=args.runs,
-        losses=tuple(LOSSES) if args.loss == "all" else (args.loss,),
+        losses=tuple(LOSSES) if args.loss == "all" else args.loss,
         protocol=args.protocol,
         architectures=("sequential", "parallel") if args.arch == "both" else (args.arch,),
         train=train,

@@ -40,6 +40,9 @@ class TrainConfig:
     snr_db: tuple[float, float] = (15.0, 30.0)
     eval_batch_size: int = 512
     limit: int | None = None  # keep only this many clips (smoke runs)
+    # Stop after the epoch that passes this many seconds of training (the best epoch is kept):
+    # a guard for hosts that kill long commands (the GPU machine allows 10 minutes a command).
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

@@ -69,7 +69,7 @@ class Experiment:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     cache_dir: Path = Path(".cache/segments")  # decoded segments, keyed by content hash
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
-    version: str = "0.1.0"
+    version: str = field(default_factory=lambda: package_version())
     export: bool = True
 
 
@@ -83,6 +83,16 @@ class SplitData:
     train: LabelledFeatures
     val: LabelledFeatures
     test: LabelledFeatures
+
+
+def package_version() -> str:
+    """The installed ser-service version (pyproject.toml), or "0.0.0+unknown"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ser-service")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
 
 
 def git_commit() -> str:

@@ -11,7 +11,7 @@ Shape of a run (:func:`fit`):
 - validation after every epoch; the best epoch by ``monitor`` (validation macro-F1 by default:
   the classes are unbalanced, calm exists in RAVDESS only) is kept and checkpointed with its
   ModelConfig, TrainConfig and FeatureConfig; training stops after ``patience`` epochs without
-  improvement;
+  improvement, or after the epoch that spends ``time_budget_s``;
 - ``history.json`` and ``history.csv`` (one row per epoch: lr, train/val loss and accuracy,
   val macro-F1, seconds) are rewritten after each epoch.
 
@@ -281,6 +281,7 @@ def fit(
     best_epoch, stale = 0, 0
     checkpoint = run_dir / "best.pt" if run_dir is not None else None
     epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.loss} epochs", unit="epoch")
+    fit_started = time.perf_counter()
     for epoch in epochs:
         started = time.perf_counter()
         model.train()
@@ -343,6 +344,11 @@ def fit(
         )
         if stale >= config.patience:
             tqdm.write(f"early stop at epoch {epoch}: best {config.monitor} at epoch {best_epoch}")
+            break
+        if config.time_budget_s is not None and time.perf_counter() - fit_started > (
+            config.time_budget_s
+        ):
+            tqdm.write(f"time budget of {config.time_budget_s:.0f} s spent after epoch {epoch}")
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -107,3 +107,21 @@ def test_train_config_round_trips_and_validates() -> None:
         TrainConfig(loss="focal")  # type: ignore[arg-type]
     with pytest.raises(TrainConfigError, match="unknown"):
         TrainConfig.from_dict({"epochz": 3})
+
+
+def test_a_spent_time_budget_stops_after_the_current_epoch() -> None:
+    config = TrainConfig(epochs=5, batch_size=16, time_budget_s=0.0)
+    result = fit(
+        ModelConfig(n_frames=64), config, FeatureConfig(), _separable(16, 0), _separable(8, 1)
+    )
+    assert len(result.history) == 1
+
+
+def test_cli_takes_one_loss_a_list_or_all() -> None:
+    from training.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--loss", "ce,bce"]).loss == ("ce", "bce")
+    assert parser.parse_args(["train"]).loss == "all"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--loss", "focal"])
