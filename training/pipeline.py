@@ -10,8 +10,9 @@ Outputs under ``out`` (``models/`` by default):
 
 - ``splits/<protocol>[-fold<k>].csv``: the split files (reused when present, so separate calls,
   e.g. one loss per GPU command, train and test on exactly the same clips);
-- ``ser-<loss>[-<arch>].onnx``: the ``random`` protocol's models (the ``-<arch>`` suffix for
-  the non-default architecture); speaker-protocol folds are scored, not exported;
+- ``ser-<loss>.onnx``: the ``random`` protocol's models (``<arch>/ser-<loss>.onnx`` for the
+  non-default ``parallel`` layout, so the server does not pick it up); speaker-protocol folds are
+  scored, not exported;
 - ``metrics.json``: one record per (protocol, fold, loss, architecture), merged with the records
   already there, so the report always covers every model trained into ``out``;
 - ``report/``: the markdown report and figures (:mod:`training.report`).
@@ -222,6 +223,13 @@ def model_name(loss: str, architecture: str) -> str:
     return f"ser-{loss}" if architecture == DEFAULT_ARCHITECTURE else f"ser-{loss}-{architecture}"
 
 
+def onnx_path(out: Path, loss: str, architecture: str) -> Path:
+    """``out/ser-<loss>.onnx``; other layouts in ``out/<arch>/``, out of the server's sight
+    (it serves every top-level ``*.onnx`` and keys them by loss)."""
+    folder = out if architecture == DEFAULT_ARCHITECTURE else out / architecture
+    return folder / f"ser-{loss}.onnx"
+
+
 def train_one(
     exp: Experiment, split: SplitData, loss: str, architecture: str
 ) -> tuple[Record, FitResult]:
@@ -280,7 +288,7 @@ def export_record(exp: Experiment, split: SplitData, record: Record, result: Fit
             "test": summary(record["test"]),
         },
     )
-    path = exp.out / f"{name}.onnx"
+    path = onnx_path(exp.out, record["loss"], record["architecture"])
     export_onnx(result.model, metadata, path, verify_features=split.test.features[:N_VERIFY_CLIPS])
     return path
 
@@ -313,7 +321,8 @@ def run_experiment(exp: Experiment) -> list[Record]:
             for loss in exp.losses:
                 record, result = train_one(exp, split, loss, architecture)
                 if exp.export and exp.protocol == "random":
-                    record["onnx"] = export_record(exp, split, record, result).name
+                    onnx = export_record(exp, split, record, result)
+                    record["onnx"] = onnx.relative_to(exp.out).as_posix()
                 records.append(record)
                 all_records = merge_metrics(exp.out / "metrics.json", [record])
                 write_report(all_records, exp.out / "report")

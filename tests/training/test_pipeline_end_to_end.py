@@ -17,7 +17,7 @@ from training.cli import main
 from training.config import TrainConfig
 from training.evaluate import evaluate_onnx
 from training.export import read_metadata
-from training.pipeline import Experiment, run_experiment
+from training.pipeline import Experiment, onnx_path, run_experiment
 from training.splits import read_split, split_sha256
 from training.train import load_checkpoint
 
@@ -105,3 +105,8 @@ def test_a_split_file_for_other_clips_is_not_reused(corpus: Path, tmp_path: Path
     )
     with pytest.raises(ValueError, match="another --out"):
         run_experiment(_experiment(corpus, tmp_path, "ce"))
+
+
+def test_only_the_default_layout_lands_where_the_server_looks() -> None:
+    assert onnx_path(Path("models"), "ce", "sequential") == Path("models/ser-ce.onnx")
+    assert onnx_path(Path("models"), "ce", "parallel") == Path("models/parallel/ser-ce.onnx")
