@@ -90,8 +90,12 @@ def _draw_confusion(ax: Any, confusion: np.ndarray, title: str, normalise: bool)
                 )
 
 
-def _draw_curves(ax: Any, history: list[dict[str, float]], key: str, title: str) -> None:
+def _draw_curves(
+    ax: Any, history: list[dict[str, float]], key: str, title: str, best_epoch: int | None = None
+) -> None:
     epochs = [row["epoch"] for row in history]
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
     scale = 100.0 if key == "accuracy" else 1.0
     ax.plot(epochs, [row[f"train_{key}"] * scale for row in history], label="train")
     ax.plot(epochs, [row[f"val_{key}"] * scale for row in history], label="validation")
@@ -103,12 +107,15 @@ def _draw_curves(ax: Any, history: list[dict[str, float]], key: str, title: str)
 
 
 def plot_curves(
-    history: list[dict[str, float]], path: str | os.PathLike[str], title: str = ""
+    history: list[dict[str, float]],
+    path: str | os.PathLike[str],
+    title: str = "",
+    best_epoch: int | None = None,
 ) -> None:
     """Loss and accuracy per epoch (train and validation) side by side, as a PNG."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    _draw_curves(left, history, "loss", f"{title} loss")
-    _draw_curves(right, history, "accuracy", f"{title} accuracy")
+    _draw_curves(left, history, "loss", f"{title} loss", best_epoch)
+    _draw_curves(right, history, "accuracy", f"{title} accuracy", best_epoch)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -138,8 +145,16 @@ def paper_figures(records: dict[str, Record], out_dir: Path, prefix: str) -> lis
         paths[0],
         lambda ax, r, t: _draw_confusion(ax, np.asarray(r["test"]["confusion"]), t, True),
     )
-    _grid(records, paths[1], lambda ax, r, t: _draw_curves(ax, r["history"], "loss", t))
-    _grid(records, paths[2], lambda ax, r, t: _draw_curves(ax, r["history"], "accuracy", t))
+    _grid(
+        records,
+        paths[1],
+        lambda ax, r, t: _draw_curves(ax, r["history"], "loss", t, r.get("best_epoch")),
+    )
+    _grid(
+        records,
+        paths[2],
+        lambda ax, r, t: _draw_curves(ax, r["history"], "accuracy", t, r.get("best_epoch")),
+    )
     return paths
 
 
@@ -252,7 +267,7 @@ def _by_loss(records: list[Record], protocol: str, architecture: str) -> dict[st
 
 
 def summed_record(runs: list[Record]) -> Record:
-    """One record standing for a protocol's folds: confusion summed, history of the first fold."""
+    """One record standing for a protocol's folds: confusion summed; curves of the first fold."""
     first = dict(runs[0])
     first["test"] = dict(first["test"])
     first["test"]["confusion"] = np.sum(
@@ -291,7 +306,10 @@ def write_report(records: list[Record], out_dir: str | os.PathLike[str]) -> Path
                     f"{prefix} {loss}",
                 )
                 plot_curves(
-                    record["history"], out / f"{prefix}-{loss}-curves.png", f"{prefix} {loss}"
+                    record["history"],
+                    out / f"{prefix}-{loss}-curves.png",
+                    f"{prefix} {loss}",
+                    record.get("best_epoch"),
                 )
             sections.append(
                 "Figures (as the paper's Figures 2-4): "
