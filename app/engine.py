@@ -65,6 +65,9 @@ def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.Session
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: provider fall-back is reported by us
+    # Idle ORT threads would otherwise busy-wait after each run, taking the CPU that decoding
+    # and feature extraction of the next requests need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

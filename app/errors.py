@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.audio import AudioError, UnsupportedAudioError
+from app.engine import InferenceError
 from app.registry import UnknownModelError
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, "unknown_model", str(exc), {"available": list(exc.available)})
 
 
+async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
+    # A server fault, not the client's: logged by the batcher with its traceback.
+    return error_response(500, "inference_failed", str(exc))
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
@@ -140,6 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(UnknownModelError, _unknown_model)
+    app.add_exception_handler(InferenceError, _inference_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)

@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 
 _RESERVED: Final[frozenset[str]] = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}  # color_message: uvicorn's ANSI copy
 )
 _HANDLER_NAME: Final[str] = "ser-service"
 access_log = logging.getLogger("app.access")

@@ -132,3 +132,19 @@ async def test_concurrent_requests_are_micro_batched(models_dir: Path) -> None:
     assert len({tuple(r.json()["probabilities"].values()) for r in responses}) == 1
     batches, single = after - before, after_ones - before_ones
     assert batches < 8 and batches - single >= 1  # at least one batch held more than one row
+
+
+def test_a_failing_inference_is_a_json_500(make_client, monkeypatch) -> None:
+    client = make_client()
+    model = client.app.state.registry.get("ce")
+
+    def broken(features: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the GPU fell over")
+
+    monkeypatch.setattr(model.batcher, "_run", broken)
+    data = wav_bytes(synth_speechlike(1.0, 16_000), 16_000)
+    response = client.post("/predict?model=ce", files={"file": ("a.wav", data)})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "inference_failed"
+    ok = client.post("/predict?model=bce", files={"file": ("a.wav", data)})
+    assert ok.status_code == 200  # the other model, and the process, carry on
