@@ -92,8 +92,7 @@ def open_session(
             f"SER_PROVIDERS={','.join(preference)} names no provider this onnxruntime build has "
             f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA, or add cpu"
         )
-    options = session_options(intra_op_threads, inter_op_threads)
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    session = _create(path, providers, session_options(intra_op_threads, inter_op_threads))
     active = session.get_providers()[0]
     if preference != ("auto",) and active not in providers:
         raise ProviderError(
@@ -112,6 +111,27 @@ def open_session(
             },
         )
     return session, SHORT_NAMES.get(active, active)
+
+
+def _create(path: Path, providers: list[str], options: ort.SessionOptions) -> ort.InferenceSession:
+    """An InferenceSession; when a GPU provider raises at creation and CPU was also asked for,
+    retry on CPU alone (the active provider check then reports it)."""
+    cpu = ORT_PROVIDERS["cpu"]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises bare Exception subclasses
+        if providers[0] == cpu or cpu not in providers:
+            raise
+        log.warning(
+            "provider failed, retrying on CPU",
+            extra={
+                "event": "provider_error",
+                "model_path": str(path),
+                "requested": providers,
+                "error": f"{type(e).__name__}: {e}",
+            },
+        )
+        return ort.InferenceSession(str(path), sess_options=options, providers=[cpu])
 
 
 def run_session(session: ort.InferenceSession, features: np.ndarray) -> np.ndarray:

@@ -147,3 +147,24 @@ def test_requested_providers() -> None:
     assert engine.requested_providers(("auto",), both[1:]) == both[1:]
     assert engine.requested_providers(("cpu", "cuda"), both) == both[::-1]
     assert engine.requested_providers(("cuda",), both[1:]) == []
+
+
+def test_a_provider_that_raises_falls_back_to_cpu_when_allowed(monkeypatch, models_dir) -> None:
+    real = engine.ort.InferenceSession
+
+    def picky(path, sess_options=None, providers=()):
+        if "CUDAExecutionProvider" in providers:
+            raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
+        return real(path, sess_options=sess_options, providers=providers)
+
+    monkeypatch.setattr(engine.ort, "InferenceSession", picky)
+    monkeypatch.setattr(
+        engine.ort,
+        "get_available_providers",
+        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
+    for preference in (("auto",), ("cuda", "cpu")):
+        _, provider = engine.open_session(models_dir / "ce.onnx", preference, 1, 1)
+        assert provider == "cpu"
+    with pytest.raises(RuntimeError, match="no CUDA-capable device"):
+        engine.open_session(models_dir / "ce.onnx", ("cuda",), 1, 1)
