@@ -48,11 +48,12 @@ def synthetic_feature_config(seed: int = 0):  # -> app.features.FeatureConfig
     return config.with_stats(mean, std)
 
 
-@pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory):  # -> pathlib.Path
-    """A models folder with two tiny randomly initialised real models, ``ce.onnx`` and
-    ``bce.onnx``, exported by the training package with full metadata (torch is imported
-    only when a test asks for this fixture)."""
+def export_test_models(folder, losses=("ce", "bce")):  # (Path | str, ...) -> Path
+    """Export tiny randomly initialised real models, ``<loss>.onnx``, into ``folder``: the
+    training package's model and exporter, full metadata, statistics from synthetic speech.
+    The validation scores are made up so that ``bce`` is the best (the default model)."""
+    from pathlib import Path
+
     import torch
 
     from app.contract import ModelMetadata
@@ -60,13 +61,13 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory):  # -> pathlib.Path
     from training.export import export_onnx
     from training.model import ModelConfig, build_model
 
-    folder = tmp_path_factory.mktemp("models")
+    folder = Path(folder)
     config = synthetic_feature_config()
-    for seed, loss in enumerate(("ce", "bce")):
+    for seed, loss in enumerate(losses):
         torch.manual_seed(seed)
         metadata = ModelMetadata(
             name=f"ser-{loss}",
-            loss=loss,  # type: ignore[arg-type]
+            loss=loss,
             architecture="sequential",
             version="0.0.0-test",
             labels=LABELS,
@@ -76,3 +77,11 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory):  # -> pathlib.Path
         )
         export_onnx(build_model(ModelConfig()), metadata, folder / f"{loss}.onnx")
     return folder
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory):  # -> pathlib.Path
+    """A models folder with two tiny randomly initialised real models, ``ce.onnx`` and
+    ``bce.onnx`` (see :func:`export_test_models`; torch is imported only when a test asks for
+    this fixture)."""
+    return export_test_models(tmp_path_factory.mktemp("models"))
