@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.audio import AudioError, UnsupportedAudioError
 from app.engine import InferenceError
@@ -115,6 +116,12 @@ async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "inference_failed", str(exc))
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    # The client went away mid-upload: nobody reads this answer; it keeps the logs and the
+    # metrics free of false server errors.
+    return error_response(400, "client_disconnected", "the client closed the connection")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
@@ -147,6 +154,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(UnknownModelError, _unknown_model)
     app.add_exception_handler(InferenceError, _inference_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(Exception, _unexpected)
