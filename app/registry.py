@@ -174,6 +174,13 @@ def choose_default(models: Mapping[str, ServedModel]) -> str | None:
     return next(iter(models), None)
 
 
+def _skip(skipped: dict[str, str], path: Path, reason: str) -> None:
+    skipped[path.name] = reason
+    log.warning(
+        "model skipped", extra={"event": "model_skipped", "file": path.name, "reason": reason}
+    )
+
+
 class ModelRegistry:
     """The loaded models, the files that were skipped, and whether the service is ready."""
 
@@ -233,24 +240,14 @@ class ModelRegistry:
             try:
                 model = load_model(path, settings)
             except ModelLoadError as e:
-                skipped[path.name] = str(e)
-                log.warning(
-                    "model skipped",
-                    extra={"event": "model_skipped", "file": path.name, "reason": str(e)},
-                )
+                _skip(skipped, path, str(e))
                 continue
             if model.key in models:
                 model.close()
-                skipped[path.name] = (
-                    f"a second '{model.key}' model; {models[model.key].path.name} is served"
-                )
-                log.warning(
-                    "model skipped",
-                    extra={
-                        "event": "model_skipped",
-                        "file": path.name,
-                        "reason": skipped[path.name],
-                    },
+                _skip(
+                    skipped,
+                    path,
+                    f"a second '{model.key}' model: {models[model.key].path.name} is served",
                 )
                 continue
             models[model.key] = model

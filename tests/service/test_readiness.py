@@ -168,3 +168,12 @@ def test_a_provider_that_raises_falls_back_to_cpu_when_allowed(monkeypatch, mode
         assert provider == "cpu"
     with pytest.raises(RuntimeError, match="no CUDA-capable device"):
         engine.open_session(models_dir / "ce.onnx", ("cuda",), 1, 1)
+
+
+def test_a_second_model_with_the_same_loss_is_skipped(make_client, model_folder) -> None:
+    folder = model_folder("ce")
+    (folder / "ce_copy.onnx").write_bytes((folder / "ce.onnx").read_bytes())
+    client = make_client(models_dir=folder)
+    listing = client.get("/v1/models").json()
+    assert [m["file"] for m in listing["models"]] == ["ce.onnx"]
+    assert "second 'ce' model" in listing["skipped"]["ce_copy.onnx"]
