@@ -96,6 +96,7 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 class Replica:
     port: int
     process: subprocess.Popen[bytes]
+    log: Path
 
     @property
     def url(self) -> str:
@@ -180,7 +181,7 @@ def start_replica(models_dir: Path, log: Path) -> Replica:
     command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Replica(port, process)
+    return Replica(port, process, log)
 
 
 @pytest.fixture(scope="module")
@@ -282,11 +283,24 @@ def test_requests_spread_over_both_replicas(client: httpx.Client, replicas: list
     assert min(served) >= 5, f"unbalanced: {served}"
 
 
-def test_forwarded_headers_reach_the_service(client: httpx.Client, gateway: Gateway) -> None:
+def test_forwarded_headers_reach_the_service(
+    client: httpx.Client, gateway: Gateway, replicas: list[Replica]
+) -> None:
     assert client.get("/healthz", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
     entry = gateway.access_log()[-1]
     assert entry["uri"] == "/healthz" and entry["request_id"]
     assert str(entry["upstream_addr"]).startswith("127.0.0.1:")
+    # The service trusts X-Forwarded-For from the gateway (uvicorn proxy headers): it logs the
+    # original client, not the gateway's address.
+    time.sleep(0.3)  # the log line is written after the response
+    logged = [
+        json.loads(line)
+        for r in replicas
+        for line in r.log.read_text().splitlines()
+        if line.startswith("{") and '"event": "request"' in line.replace('":"', '": "')
+    ]
+    clients = [str(e.get("client")) for e in logged if e.get("path") == "/healthz"]
+    assert any(c.startswith("203.0.113.7") for c in clients), clients[-3:]
 
 
 def test_metrics_only_on_the_internal_port(client: httpx.Client, gateway: Gateway) -> None:
