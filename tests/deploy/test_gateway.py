@@ -8,6 +8,7 @@ is written here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pwd
@@ -184,6 +185,12 @@ def start_replica(models_dir: Path, log: Path) -> Replica:
     return Replica(port, process, log)
 
 
+def is_ready(replica: Replica) -> bool:
+    if replica.process.poll() is not None:
+        raise RuntimeError(f"replica exited with {replica.process.returncode}: see {replica.log}")
+    return get(f"{replica.url}/readyz").status_code == 200
+
+
 @pytest.fixture(scope="module")
 def replicas(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Replica]]:
     logs = tmp_path_factory.mktemp("replicas")
@@ -191,7 +198,7 @@ def replicas(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     try:
         for replica in started:
             wait_until(
-                lambda r=replica: get(f"{r.url}/readyz").status_code == 200,
+                functools.partial(is_ready, replica),
                 START_TIMEOUT_S,
                 f"replica on port {replica.port} (log: {logs})",
             )
