@@ -134,6 +134,9 @@ def export_onnx(
                 f"ONNX Runtime differs from PyTorch by {max_diff:.3e} > atol {atol:g}; "
                 f"refusing to write {target}"
             )
+        # mkstemp makes the file 0600; a released model must be readable by the serving user
+        # (the container runs as a non-root uid and COPY keeps the mode).
+        tmp.chmod(0o644)
         tmp.replace(target)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -70,6 +70,8 @@ def test_graph_follows_the_contract(tmp_path: Path) -> None:
     assert [d.dim_value for d in dims[1:]] == [128, 348]  # fixed mels and frames
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    # Readable by other users: the container serves it as a non-root uid.
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_metadata_round_trips_through_the_file(tmp_path: Path) -> None:
