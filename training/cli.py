@@ -26,7 +26,8 @@ def run_freeze_mel(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_DATA = Path("../shared/data/ser-corpus")  # relative to the repository root
+# Relative to the working directory, like --out: the commands in the README run from the repo root.
+DEFAULT_DATA = Path("../shared/data/ser-corpus")
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
