@@ -16,6 +16,7 @@ uses that one): softmax for ce, l1 and smoothl1; for bce the sigmoids renormalis
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -52,10 +53,16 @@ def _smoothl1(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 _LOSSES: dict[str, LossFn] = {"ce": _ce, "bce": _bce, "l1": _l1, "smoothl1": _smoothl1}
 
 
-def make_loss(name: str) -> LossFn:
-    """The loss function ``(logits (B, n_labels), targets (B,) int64) -> scalar`` for ``name``."""
+def make_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
+    """The loss function ``(logits (B, n_labels), targets (B,) int64) -> scalar`` for ``name``.
+
+    ``label_smoothing`` applies to ``ce`` only (the paper's other losses compare against the
+    one-hot target, which is what they are defined on); it is ignored for the others.
+    """
     if name not in LOSSES:
         raise UnknownLossError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if name == "ce" and label_smoothing > 0:
+        return partial(F.cross_entropy, label_smoothing=label_smoothing)
     return _LOSSES[name]
 
 

@@ -1,27 +1,34 @@
-"""The training loop: features computed once, resident on the device, AdamW + warm-up/cosine.
+"""The training loop: a device-resident feature pool, one pass per epoch, resumable.
 
 Shape of a run (:func:`fit`):
 
-- seeded (Python, NumPy, torch; the batch order comes from a seeded device generator);
-- the whole training set lives on the device as one float32 tensor ``(n, n_mels, frames)``;
-  batches are index gathers on the device (no DataLoader, no host-to-device copies per step);
-- AdamW, linear warm-up for ``warmup_epochs`` then cosine decay to ``lr * min_lr_ratio``,
-  stepped per batch; gradient clipping at ``grad_clip``;
-- bf16 autocast on CUDA when ``amp`` (no loss scaling needed with bf16); plain fp32 on CPU;
-- validation after every epoch; the best epoch by ``monitor`` (validation macro-F1 by default:
-  the classes are unbalanced, calm exists in RAVDESS only) is kept and checkpointed with its
-  ModelConfig, TrainConfig and FeatureConfig; training stops after ``patience`` epochs without
-  improvement, or after the epoch that spends ``time_budget_s``;
-- ``history.json`` and ``history.csv`` (one row per epoch: lr, train/val loss and accuracy,
-  val macro-F1, seconds) are rewritten after each epoch.
+- set-up (:func:`start_run`): seeded Python / NumPy / torch; the model in ``channels_last``;
+  torch threads = the cores this process may use; AdamW with linear warm-up for
+  ``warmup_epochs`` then cosine decay to ``lr * min_lr_ratio``, stepped per batch;
+- the training pool lives on the device as one half-precision tensor
+  ``(versions * n, n_mels, frames)``: every training clip and its noisy copies, copy-major.
+  An epoch (:func:`run_epoch`) draws one version of each clip (clean or a noisy copy,
+  uniformly), so it costs one pass over the clips while the whole tripled pool is seen over
+  the run; batches are index gathers on the device (no DataLoader);
+- each batch: SpecAugment masks, mixup on a fraction of the batches (training/regularise.py),
+  the forward pass under bf16 autocast where the hardware has it (training/device.py), the
+  loss in fp32 (label smoothing for CE), gradient clipping at ``grad_clip``;
+- validation after every epoch; :class:`BestEpoch` keeps the best epoch by ``monitor``
+  (validation macro-F1 by default: the classes are unbalanced, calm exists in RAVDESS only)
+  and stops after ``patience`` epochs without improvement, or after the epoch that spends
+  ``time_budget_s``;
+- after every epoch, in the run folder: ``last.pt`` (everything :func:`fit` needs to resume,
+  written atomically), ``best.pt`` when the epoch is the best so far (the model with its
+  ModelConfig, TrainConfig and FeatureConfig), ``history.json`` / ``history.csv`` and one line
+  in ``train.log``. ``fit(..., resume=True)`` continues a killed run from ``last.pt`` and gives
+  the same history as a run that was never interrupted.
 
-Train loss and accuracy are running means over the epoch's batches (train mode: dropout on,
-noisy copies included), as most training logs report them.
+Train loss and accuracy are running means over the epoch's batches (train mode: dropout,
+masks and mixup on; accuracy against each clip's own label), as most training logs report them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import json
@@ -29,8 +36,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,93 +47,39 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from app.features import FeatureConfig, log_mel
+from app.features import FeatureConfig
 from training.config import TrainConfig
+from training.device import autocast, resolve_device, resolve_precision, use_all_cores
 from training.losses import make_loss
 from training.model import ModelConfig, build_model
+from training.regularise import Mixup, SpecAugment
 
-FEATURE_CHUNK = 64  # clips per log_mel call: bounds the FFT's temporary memory
-
-
-# ---------------------------------------------------------------- features, computed once
-
-
-def _log_mel_chunk(args: tuple[np.ndarray, FeatureConfig]) -> np.ndarray:
-    wave, config = args
-    return log_mel(wave, config)
-
-
-def compute_features(
-    segments: np.ndarray, config: FeatureConfig, workers: int = 1, desc: str = "features"
-) -> np.ndarray:
-    """Log-mel features of every segment, in the config's normalisation (usually none yet).
-
-    Args:
-        segments: float32 ``(n, window_samples)``.
-        config: the front-end; ``log_mel`` is the one the server runs.
-        workers: processes (1 = in this process).
-
-    Returns:
-        float32 ``(n, n_mels, frames)``.
-    """
-    n = len(segments)
-    out = np.empty((n, config.n_mels, config.n_frames(segments.shape[-1])), dtype=np.float32)
-    starts = range(0, n, FEATURE_CHUNK)
-    jobs = ((segments[s : s + FEATURE_CHUNK], config) for s in starts)
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and n > FEATURE_CHUNK:
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
-            results: Iterator[np.ndarray] = pool.map(_log_mel_chunk, jobs)
-        else:
-            results = map(_log_mel_chunk, jobs)
-        bar = tqdm(total=n, desc=desc, unit="clip", leave=False)
-        for start, chunk in zip(starts, results, strict=True):
-            out[start : start + len(chunk)] = chunk
-            bar.update(len(chunk))
-        bar.close()
-    return out
-
-
-def band_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-mel-band mean and std over clips and frames: (n, n_mels, frames) -> 2 x (n_mels,)."""
-    total = np.zeros(features.shape[1], dtype=np.float64)
-    total_sq = np.zeros(features.shape[1], dtype=np.float64)
-    for start in range(0, len(features), 256):  # float64 sums, without a float64 copy
-        chunk = features[start : start + 256].astype(np.float64)
-        total += chunk.sum(axis=(0, 2))
-        total_sq += np.square(chunk).sum(axis=(0, 2))
-    count = features.shape[0] * features.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return mean, np.maximum(std, 1e-5)
-
-
-def normalise_(features: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Apply ``config``'s statistics in place, exactly as ``log_mel`` does with them."""
-    if config.mean is None or config.std is None:
-        raise ValueError("the FeatureConfig carries no statistics; use FeatureConfig.with_stats")
-    mean = np.asarray(config.mean, dtype=np.float32)[:, None]
-    std = np.asarray(config.std, dtype=np.float32)[:, None]
-    for start in range(0, len(features), 256):
-        chunk = features[start : start + 256]
-        np.subtract(chunk, mean, out=chunk)
-        np.divide(chunk, std, out=chunk)
-    return features
-
-
-# ---------------------------------------------------------------- the loop
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+LOG_FILE = "train.log"
 
 
 @dataclass
 class LabelledFeatures:
-    """Features (n, n_mels, frames) float32 and their label indices (n,) int64."""
+    """Features ``(versions * n, n_mels, frames)`` and label indices ``(versions * n,)``.
+
+    ``versions > 1`` is a training pool: rows ``v * n : (v + 1) * n`` are version ``v`` (0 the
+    clean clips, then the noisy copies) of clips ``0 .. n - 1``. Float32 or float16 features.
+    """
 
     features: np.ndarray
     labels: np.ndarray
+    versions: int = 1
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.labels):
             raise ValueError(f"{len(self.features)} feature rows but {len(self.labels)} labels")
+        if self.versions < 1 or len(self.labels) % self.versions:
+            raise ValueError(f"{len(self.labels)} rows do not split into {self.versions} versions")
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.labels) // self.versions
 
 
 @dataclass
@@ -137,14 +89,6 @@ class FitResult:
     best_score: float
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -161,23 +105,17 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, features: torch.Tensor, batch_size: int = 512, amp: bool = False
+    model: nn.Module, features: torch.Tensor, batch_size: int = 512, precision: str = "fp32"
 ) -> torch.Tensor:
     """Eval-mode logits (n, n_labels) float32 for device-resident features (n, n_mels, frames)."""
     was_training = model.training
     model.eval()
     chunks = []
     for start in range(0, len(features), batch_size):
-        with _autocast(features.device, amp):
-            chunks.append(model(features[start : start + batch_size]).float())
+        with autocast(features.device, precision):
+            chunks.append(model(features[start : start + batch_size].float()).float())
     model.train(was_training)
     return torch.cat(chunks)
 
@@ -197,6 +135,20 @@ def score(logits: torch.Tensor, labels: torch.Tensor, loss_name: str) -> dict[st
     }
 
 
+# ---------------------------------------------------------------- checkpoints
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write to a temporary name, then rename: a kill leaves the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(
     path: Path,
     model: nn.Module,
@@ -205,10 +157,9 @@ def save_checkpoint(
     feature_config: FeatureConfig,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
+    _save_atomic(
         {
-            "model": state,
+            "model": _cpu_state(model),
             "model_config": model_config.to_dict(),
             "train_config": train_config.to_dict(),
             "feature_config": feature_config.to_dict(),
@@ -226,6 +177,196 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
     return model.eval(), data
 
 
+# ---------------------------------------------------------------- best epoch, early stopping
+
+
+@dataclass
+class BestEpoch:
+    """The best validation scores so far, their epoch and weights, and the patience count."""
+
+    monitor: str
+    patience: int
+    scores: dict[str, float] | None = None
+    epoch: int = 0
+    stale: int = 0
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def better(self, new: dict[str, float]) -> bool:
+        if self.scores is None:
+            return True
+        if new[self.monitor] != self.scores[self.monitor]:
+            return new[self.monitor] > self.scores[self.monitor]
+        return new["loss"] < self.scores["loss"]  # a tie on the score: lower validation loss
+
+    def update(self, epoch: int, scores: dict[str, float], model: nn.Module) -> bool:
+        """Record ``epoch``; True when it is the new best."""
+        if not self.better(scores):
+            self.stale += 1
+            return False
+        self.scores, self.epoch, self.stale = scores, epoch, 0
+        self.state = copy.deepcopy(_cpu_state(model))
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stale >= self.patience
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scores": self.scores,
+            "epoch": self.epoch,
+            "stale": self.stale,
+            "state": self.state,
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        self.scores, self.epoch, self.stale = data["scores"], data["epoch"], data["stale"]
+        self.state = data["state"]
+
+
+# ---------------------------------------------------------------- one run
+
+
+@dataclass
+class Run:
+    """Everything that changes while training, and everything needed to resume it."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    feature_config: FeatureConfig
+    device: torch.device
+    precision: str  # resolved: "fp32" or "bf16"
+    model: nn.Module
+    optimiser: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator  # batch order, versions, masks, mixup pairs
+    rng: random.Random  # which batches are mixed, and their weights
+    best: BestEpoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_seconds: float = 0.0  # over all sessions of a resumed run
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": _cpu_state(self.model),
+            "optimiser": self.optimiser.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": self.rng.getstate(),
+            "best": self.best.to_dict(),
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "train_config": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "feature_config": self.feature_config.to_dict(),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        for key, mine in (("train_config", self.config), ("model_config", self.model_config)):
+            if data[key] != mine.to_dict():
+                raise ValueError(
+                    f"the checkpoint to resume was trained with another {key}; resume with the "
+                    "same settings, or start afresh without --resume (or with another --runs)"
+                )
+        self.model.load_state_dict(data["model"])
+        self.optimiser.load_state_dict(data["optimiser"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        self.generator.set_state(data["generator"])
+        torch.set_rng_state(data["torch_rng"])
+        version, internal, gauss = data["python_rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.best.load(data["best"])
+        self.history = list(data["history"])
+        self.train_seconds = float(data["train_seconds"])
+
+
+def start_run(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    feature_config: FeatureConfig,
+    steps_per_epoch: int,
+) -> Run:
+    """A fresh, seeded run: model, optimiser, schedule and random sources."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    if device.type == "cpu":
+        use_all_cores()
+    model = build_model(model_config).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda step: warmup_cosine(step, warmup_steps, total_steps, config.min_lr_ratio),
+    )
+    return Run(
+        config=config,
+        model_config=model_config,
+        feature_config=feature_config,
+        device=device,
+        precision=resolve_precision(config.precision, device),
+        model=model,
+        optimiser=optimiser,
+        scheduler=scheduler,
+        generator=torch.Generator(device=device).manual_seed(config.seed),
+        rng=random.Random(config.seed),
+        best=BestEpoch(config.monitor, config.patience),
+    )
+
+
+def _epoch_rows(n_clips: int, versions: int, run: Run) -> torch.Tensor:
+    """One pool row per clip, in random order: clip i's version drawn uniformly."""
+    order = torch.randperm(n_clips, device=run.device, generator=run.generator)
+    version = torch.randint(0, versions, (n_clips,), device=run.device, generator=run.generator)
+    return version * n_clips + order
+
+
+def run_epoch(run: Run, x_pool: torch.Tensor, y_pool: torch.Tensor, versions: int) -> dict:
+    """One pass over the training clips; returns the epoch's mean train loss and accuracy."""
+    config, model = run.config, run.model
+    loss_fn = make_loss(config.loss, config.label_smoothing)
+    masks = SpecAugment(
+        config.freq_masks, config.freq_mask_width, config.time_masks, config.time_mask_width
+    )
+    mixup = Mixup(config.mixup_alpha, config.mixup_prob)
+    model.train()
+    rows = _epoch_rows(len(y_pool) // versions, versions, run)
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device, dtype=torch.long)
+    for start in tqdm(
+        range(0, len(rows), config.batch_size), leave=False, unit="batch", disable=None
+    ):
+        index = rows[start : start + config.batch_size]
+        xb, yb = masks(x_pool[index].float(), run.generator), y_pool[index]
+        mix = mixup.draw(len(index), run.rng, run.generator, run.device)
+        if mix is not None:
+            lam, pair = mix
+            xb = lam * xb + (1.0 - lam) * xb[pair]
+        with autocast(run.device, run.precision):
+            logits = model(xb)
+        logits = logits.float()
+        loss = loss_fn(logits, yb)
+        if mix is not None:
+            loss = lam * loss + (1.0 - lam) * loss_fn(logits, yb[pair])
+        run.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        run.optimiser.step()
+        run.scheduler.step()
+        # Accumulate on the device: a .item() per step would stall a GPU every step.
+        loss_sum += loss.detach() * len(index)
+        correct += (logits.argmax(dim=-1) == yb).sum()
+    return {"train_loss": float(loss_sum) / len(rows), "train_accuracy": float(correct) / len(rows)}
+
+
 def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
     (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     with (run_dir / "history.csv").open("w", newline="") as f:
@@ -234,12 +375,37 @@ def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-def _improved(new: dict[str, float], best: dict[str, float] | None, monitor: str) -> bool:
-    if best is None:
-        return True
-    if new[monitor] != best[monitor]:
-        return new[monitor] > best[monitor]
-    return new["loss"] < best["loss"]  # a tie on the score: the lower validation loss wins
+def _log_line(run_dir: Path, text: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with (run_dir / LOG_FILE).open("a") as f:
+        f.write(f"{stamp} {text}\n")
+
+
+def _end_epoch(run: Run, row: dict[str, float], val: dict[str, float], run_dir: Path) -> None:
+    """Files after an epoch: best.pt when it is the best, then last.pt, history, log line."""
+    epoch = int(row["epoch"])
+    if run.best.epoch == epoch:
+        save_checkpoint(
+            run_dir / BEST_CHECKPOINT,
+            run.model,
+            run.model_config,
+            run.config,
+            run.feature_config,
+            {"epoch": epoch, "val": val},
+        )
+    _save_atomic(run.state(), run_dir / LAST_CHECKPOINT)
+    _write_history(run_dir, run.history)
+    _log_line(
+        run_dir,
+        f"{run.config.loss} epoch {epoch}/{run.config.epochs} lr {row['lr']:.2e} "
+        f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
+        f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
+        f"macro-F1 {row['val_macro_f1']:.4f} | best epoch {run.best.epoch} | "
+        f"{row['seconds']:.1f} s",
+    )
+
+
+EpochHook = Callable[[Run], None]
 
 
 def fit(
@@ -249,108 +415,77 @@ def fit(
     train: LabelledFeatures,
     val: LabelledFeatures,
     run_dir: Path | None = None,
+    resume: bool = False,
+    on_epoch_end: EpochHook | None = None,
 ) -> FitResult:
-    """Train a fresh model on normalised features and return the best epoch's model."""
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model = build_model(model_config).to(device)
-    step_model: nn.Module = model
-    if config.compile and device.type == "cuda":
-        step_model = torch.compile(model)  # type: ignore[assignment]
-    x_train = torch.from_numpy(train.features).to(device)
-    y_train = torch.from_numpy(train.labels.astype(np.int64)).to(device)
-    x_val = torch.from_numpy(val.features).to(device)
-    y_val = torch.from_numpy(val.labels.astype(np.int64)).to(device)
-    loss_fn = make_loss(config.loss)
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser,
-        lambda step: warmup_cosine(step, warmup_steps, total_steps, config.min_lr_ratio),
-    )
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    """Train a fresh model (or resume ``run_dir/last.pt``) on normalised features.
+
+    Returns the best epoch's model. ``on_epoch_end`` is called after each epoch's files are
+    written (the resume test kills its process there).
+    """
+    steps_per_epoch = math.ceil(train.n_clips / config.batch_size)
+    run = start_run(model_config, config, feature_config, steps_per_epoch)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, float]] = []
-    best: dict[str, float] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    best_epoch, stale = 0, 0
-    checkpoint = run_dir / "best.pt" if run_dir is not None else None
-    epochs = tqdm(range(1, config.epochs + 1), desc=f"{config.loss} epochs", unit="epoch")
-    fit_started = time.perf_counter()
+        last = run_dir / LAST_CHECKPOINT
+        if resume and last.exists():
+            run.restore(torch.load(last, map_location="cpu", weights_only=True))
+            tqdm.write(f"resuming {run_dir} after epoch {run.epoch}")
+            _log_line(run_dir, f"resumed after epoch {run.epoch}")
+    x_pool = torch.from_numpy(train.features).to(run.device)
+    y_pool = torch.from_numpy(train.labels.astype(np.int64)).to(run.device)
+    x_val = torch.from_numpy(val.features).to(run.device)
+    y_val = torch.from_numpy(val.labels.astype(np.int64)).to(run.device)
+    epochs = tqdm(
+        range(run.epoch + 1, config.epochs + 1), desc=f"{config.loss} epochs", unit="epoch"
+    )
     for epoch in epochs:
+        if run.best.exhausted or _budget_spent(run):
+            break
         started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(x_train), device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for start in tqdm(
-            range(0, len(order), config.batch_size), leave=False, unit="batch", disable=None
-        ):
-            index = order[start : start + config.batch_size]
-            xb, yb = x_train[index], y_train[index]
-            with _autocast(device, config.amp):
-                logits = step_model(xb)
-            loss = loss_fn(logits.float(), yb)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimiser.step()
-            scheduler.step()
-            # Accumulate on the device: a .item() per step would stall the GPU every step.
-            loss_sum += loss.detach() * len(index)
-            correct += (logits.argmax(dim=-1) == yb).sum()
-        val_scores = score(
-            predict_logits(model, x_val, config.eval_batch_size, config.amp), y_val, config.loss
-        )
-        row = {
-            "epoch": float(epoch),
-            "lr": float(scheduler.get_last_lr()[0]),
-            "train_loss": float(loss_sum) / len(x_train),
-            "train_accuracy": float(correct) / len(x_train),
-            "val_loss": val_scores["loss"],
-            "val_accuracy": val_scores["accuracy"],
-            "val_macro_f1": val_scores["macro_f1"],
-            "seconds": time.perf_counter() - started,
-        }
-        if not math.isfinite(row["train_loss"]):
-            raise FloatingPointError(f"training loss became {row['train_loss']} at epoch {epoch}")
-        history.append(row)
-        if _improved(val_scores, best, config.monitor):
-            best, best_epoch, stale = val_scores, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-            if checkpoint is not None:
-                save_checkpoint(
-                    checkpoint,
-                    model,
-                    model_config,
-                    config,
-                    feature_config,
-                    {"epoch": epoch, "val": val_scores},
-                )
-        else:
-            stale += 1
+        train_scores = run_epoch(run, x_pool, y_pool, train.versions)
+        if not math.isfinite(train_scores["train_loss"]):
+            raise FloatingPointError(f"training loss became {train_scores['train_loss']}")
+        logits = predict_logits(run.model, x_val, config.eval_batch_size, run.precision)
+        val_scores = score(logits, y_val, config.loss)
+        run.best.update(epoch, val_scores, run.model)
+        seconds = time.perf_counter() - started
+        run.train_seconds += seconds
+        row = {"epoch": float(epoch), "lr": float(run.scheduler.get_last_lr()[0])}
+        row |= train_scores
+        row |= {f"val_{k}": v for k, v in val_scores.items()}
+        row["seconds"] = seconds
+        run.history.append(row)
         if run_dir is not None:
-            _write_history(run_dir, history)
+            _end_epoch(run, row, val_scores, run_dir)
         epochs.set_postfix(
             loss=f"{row['train_loss']:.3f}",
             val_acc=f"{row['val_accuracy']:.3f}",
             val_f1=f"{row['val_macro_f1']:.3f}",
-            best=best_epoch,
+            best=run.best.epoch,
         )
-        if stale >= config.patience:
-            tqdm.write(f"early stop at epoch {epoch}: best {config.monitor} at epoch {best_epoch}")
-            break
-        if config.time_budget_s is not None and time.perf_counter() - fit_started > (
-            config.time_budget_s
-        ):
-            tqdm.write(f"time budget of {config.time_budget_s:.0f} s spent after epoch {epoch}")
-            break
-    model.load_state_dict(best_state)
+        if on_epoch_end is not None:
+            on_epoch_end(run)
+    if run.best.exhausted:
+        tqdm.write(f"early stop: best {config.monitor} at epoch {run.best.epoch}")
+    return _finish(run, run_dir)
+
+
+def _budget_spent(run: Run) -> bool:
+    budget = run.config.time_budget_s
+    if budget is None or run.train_seconds <= budget:
+        return False
+    tqdm.write(f"time budget of {budget:.0f} s spent after epoch {run.epoch}")
+    return True
+
+
+def _finish(run: Run, run_dir: Path | None) -> FitResult:
+    if run.best.scores is None:
+        raise RuntimeError("no epoch was trained (a resumed run that had already finished?)")
+    model = run.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model.load_state_dict(run.best.state)
     model.eval()
-    assert best is not None
-    return FitResult(model, best_epoch, best[config.monitor], history, checkpoint)
+    checkpoint = run_dir / BEST_CHECKPOINT if run_dir is not None else None
+    return FitResult(
+        model, run.best.epoch, run.best.scores[run.config.monitor], run.history, checkpoint
+    )
