@@ -9,8 +9,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.features import FeatureConfig
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 def add_freeze_mel(sub: argparse._SubParsersAction) -> None:
@@ -32,9 +36,7 @@ DEFAULT_DATA = Path("../shared/data/ser-corpus")
 
 def add_train(sub: argparse._SubParsersAction) -> None:
     from app.contract import LOSSES
-    from training.config import TrainConfig
 
-    d = TrainConfig()
     p = sub.add_parser(
         "train",
         help="train, score, export and report (the default command)",
@@ -58,16 +60,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
     p.add_argument("--out", type=Path, default=Path("models"), help="models, splits, report")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="0: all CPU cores")
-    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
-    p.add_argument("--limit", type=int, default=None, help="use only N clips (smoke runs)")
+    _add_recipe_arguments(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each model from its run folder's last.pt (after a kill or a reboot)",
+    )
     p.add_argument("--folds", type=int, default=None, help="speaker protocol: first N folds")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
@@ -79,6 +77,54 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="per model: stop after the epoch that passes this much training time",
     )
     p.set_defaults(func=run_train)
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The TrainConfig flags shared by ``train`` and ``ablate``."""
+    from training.config import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=d.precision,
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=d.workers, help="0: all CPU cores")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    p.add_argument("--limit", type=int, default=None, help="use only N clips (smoke runs)")
+    p.add_argument("--freq-masks", type=int, default=d.freq_masks, help="SpecAugment")
+    p.add_argument("--time-masks", type=int, default=d.time_masks, help="SpecAugment")
+    p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha, help="0: no mixup")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="CE only")
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    from training.config import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        workers=args.workers,
+        limit=args.limit,
+        freq_masks=args.freq_masks,
+        time_masks=args.time_masks,
+        mixup_alpha=args.mixup_alpha,
+        label_smoothing=args.label_smoothing,
+        time_budget_s=getattr(args, "time_budget", None),
+    )
 
 
 def _loss_list(text: str) -> str | tuple[str, ...]:
@@ -97,22 +143,9 @@ def _loss_list(text: str) -> str | tuple[str, ...]:
 
 def run_train(args: argparse.Namespace) -> int:
     from app.contract import LOSSES
-    from training.config import TrainConfig
     from training.pipeline import Experiment, run_experiment
 
-    train = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
-        amp=not args.no_amp,
-        compile=args.compile,
-        workers=args.workers,
-        limit=args.limit,
-        time_budget_s=args.time_budget,
-    )
+    train = _train_config(args)
     experiment = Experiment(
         data=args.data,
         out=args.out,
@@ -124,9 +157,46 @@ def run_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         folds=args.folds,
         export=not args.no_export,
+        resume=args.resume,
     )
     run_experiment(experiment)
     print(f"metrics: {args.out / 'metrics.json'}; report: {args.out / 'report' / 'report.md'}")
+    return 0
+
+
+def add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate",
+        help="short runs of recipe variants, scored on the validation split only",
+        description="Fit one model per regularisation variant (training/ablation.py) on the "
+        "random split and write their validation scores to <out>/ablation.json. The test rows "
+        "are not scored.",
+    )
+    p.add_argument("--loss", choices=["ce", "bce", "smoothl1", "l1"], default="ce")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
+    p.add_argument("--out", type=Path, default=Path("models"), help="split file and ablation.json")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
+    p.add_argument("--resume", action="store_true", help="continue variants from last.pt")
+    _add_recipe_arguments(p)
+    p.set_defaults(func=run_ablate)
+
+
+def run_ablate(args: argparse.Namespace) -> int:
+    from training.ablation import run_ablation
+    from training.pipeline import Experiment
+
+    experiment = Experiment(
+        data=args.data,
+        out=args.out,
+        runs=args.runs,
+        losses=(args.loss,),
+        train=_train_config(args),
+        cache_dir=args.cache_dir,
+        resume=args.resume,
+    )
+    run_ablation(experiment)
+    print(f"ablation: {args.out / 'ablation.json'}")
     return 0
 
 
@@ -168,6 +238,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     for key, value in summary(m).items():
         print(f"  {key:16s} {value:.4f}")
+    for corpus, value in m.get("accuracy_by_corpus", {}).items():
+        print(f"  accuracy {corpus:7s} {value:.4f}")
     stored = result.metadata.metrics.get("test", {})
     if args.part == "test" and stored:
         print(
@@ -256,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_freeze_mel(sub)
     add_train(sub)
     add_evaluate(sub)
+    add_ablate(sub)
     add_data(sub)
     return parser
 

@@ -27,9 +27,15 @@ from app.labels import LABEL_INDEX, LABELS
 
 
 def classification_metrics(
-    truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...] = LABELS
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    labels: tuple[str, ...] = LABELS,
+    corpora: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Metrics of integer predictions (n,) against integer truth (n,); JSON-serialisable."""
+    """Metrics of integer predictions (n,) against integer truth (n,); JSON-serialisable.
+
+    With ``corpora`` (n,) (each clip's corpus name), also the accuracy on each corpus's part.
+    """
     index = list(range(len(labels)))
     precision, recall, f1, _ = precision_recall_fscore_support(
         truth, predicted, labels=index, average="macro", zero_division=0
@@ -51,6 +57,20 @@ def classification_metrics(
         "uar": float(recall),
         "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in labels},
         "confusion": confusion_matrix(truth, predicted, labels=index).tolist(),
+        **(
+            {}
+            if corpora is None
+            else {"accuracy_by_corpus": accuracy_by(corpora, truth, predicted)}
+        ),
+    }
+
+
+def accuracy_by(groups: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy within each group (e.g. corpus) of the clips: {group: accuracy}."""
+    groups = np.asarray(groups)
+    return {
+        str(g): float((predicted[groups == g] == truth[groups == g]).mean())
+        for g in sorted(set(groups.tolist()))
     }
 
 
@@ -79,11 +99,11 @@ class Evaluation:
 
 
 def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> Any:
-    import onnxruntime as ort
+    """The serving session factory on the CPU (``threads`` 0: ONNX Runtime's default)."""
+    from app.engine import open_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    session, _ = open_session(Path(path), ("cpu",), intra_op_threads=threads, inter_op_threads=1)
+    return session
 
 
 def evaluate_onnx_features(
@@ -91,6 +111,7 @@ def evaluate_onnx_features(
     features: np.ndarray,
     truth: np.ndarray,
     batch_size: int = 256,
+    corpora: np.ndarray | None = None,
 ) -> Evaluation:
     """Score an ONNX model on ready (normalised) features (n, n_mels, frames) with labels (n,)."""
     from app.contract import INPUT_NAME, OUTPUT_NAME
@@ -105,7 +126,7 @@ def evaluate_onnx_features(
         ]
     )
     probs = probabilities(logits, metadata.loss)
-    metrics = classification_metrics(truth, probs.argmax(axis=-1))
+    metrics = classification_metrics(truth, probs.argmax(axis=-1), corpora=corpora)
     metrics["loss"] = loss_value(logits, truth, metadata.loss)
     return Evaluation(metadata, metrics, truth, logits, probs)
 
@@ -127,9 +148,9 @@ def evaluate_onnx(
     features are the ones the server computes.
     """
     from training.export import read_metadata
+    from training.featureset import compute_features
     from training.segments import load_segments
     from training.splits import read_split
-    from training.train import compute_features
 
     metadata = read_metadata(model_path)
     config = metadata.feature_config
@@ -146,4 +167,5 @@ def evaluate_onnx(
     ).waves
     features = compute_features(segments, config, workers=workers or (os.cpu_count() or 1))
     truth = np.array([LABEL_INDEX[clip.emotion] for clip in clips], dtype=np.int64)
-    return evaluate_onnx_features(model_path, features, truth)
+    corpora = np.array([clip.dataset for clip in clips])
+    return evaluate_onnx_features(model_path, features, truth, corpora=corpora)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from app.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from app.engine import open_session, run_session
 
 OPSET = 17
 TRACE_BATCH = 2  # not 1: a batch of one invites the tracer to specialise on it
@@ -45,12 +45,9 @@ def _input_shape(model: nn.Module, metadata: ModelMetadata) -> tuple[int, int]:
 
 def onnx_logits(path: str | os.PathLike[str], features: np.ndarray) -> np.ndarray:
     """Logits of the ONNX model at ``path`` on CPU: (B, n_mels, frames) -> (B, n_labels)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(features, np.float32)})
-    return np.asarray(out)
+    # The serving session factory, on the CPU, one thread: the parity check runs what is served.
+    session, _ = open_session(Path(path), ("cpu",), intra_op_threads=1, inter_op_threads=1)
+    return run_session(session, np.ascontiguousarray(features, np.float32))
 
 
 @torch.no_grad()

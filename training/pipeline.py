@@ -38,21 +38,13 @@ from app.contract import ModelMetadata
 from app.features import FeatureConfig
 from app.labels import LABEL_INDEX, LABELS
 from training.config import TrainConfig
-from training.evaluate import classification_metrics, summary
+from training.device import resolve_device, resolve_precision
+from training.evaluate import accuracy_by, classification_metrics, summary
 from training.export import export_onnx
+from training.featureset import band_stats, compute_features, normalise_
 from training.model import ModelConfig
-from training.report import Record, write_report
-from training.train import (
-    FitResult,
-    LabelledFeatures,
-    band_stats,
-    compute_features,
-    fit,
-    normalise_,
-    predict_logits,
-    resolve_device,
-    score,
-)
+from training.report import Record, ablation_table, write_report
+from training.train import FitResult, LabelledFeatures, fit, predict_logits, score
 
 DEFAULT_ARCHITECTURE = "sequential"
 N_VERIFY_CLIPS = 64  # real test clips the export check runs on
@@ -72,6 +64,7 @@ class Experiment:
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
     version: str = field(default_factory=lambda: package_version())
     export: bool = True
+    resume: bool = False  # continue each model's run from runs/.../last.pt where there is one
 
 
 @dataclass
@@ -84,6 +77,7 @@ class SplitData:
     train: LabelledFeatures
     val: LabelledFeatures
     test: LabelledFeatures
+    corpora: dict[str, np.ndarray] = field(default_factory=dict)  # part -> each clip's corpus
 
 
 def package_version() -> str:
@@ -186,6 +180,12 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     train_x = compute_features(train.waves, raw, workers, desc=f"{name} train features")
     config = exp.features.with_stats(*band_stats(train_x))
     normalise_(train_x, config)
+    # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
+    # normalised features are O(1), where float16 keeps ~3 significant digits.
+    pool = LabelledFeatures(
+        train_x.astype(np.float16), train.labels, versions=1 + exp.train.noisy_copies
+    )
+    del train_x
 
     def held_out(part: str) -> LabelledFeatures:
         # Straight from log_mel with the training statistics, exactly as the server computes.
@@ -199,24 +199,41 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
         split_file=path,
         split_sha256=split_sha256(path),
         feature_config=config,
-        train=LabelledFeatures(train_x, train.labels),
+        train=pool,
         val=held_out(VAL),
         test=held_out(TEST),
+        corpora={part: np.array([c.dataset for c in clips])[parts == part] for part in (VAL, TEST)},
     )
 
 
 def _scores(
-    result: FitResult, data: LabelledFeatures, config: TrainConfig, full: bool
+    result: FitResult,
+    data: LabelledFeatures,
+    config: TrainConfig,
+    full: bool,
+    corpora: np.ndarray | None = None,
 ) -> dict[str, Any]:
     device = next(result.model.parameters()).device
     x = torch.from_numpy(data.features).to(device)
     y = torch.from_numpy(data.labels).to(device)
-    logits = predict_logits(result.model, x, config.eval_batch_size, config.amp)
+    # fp32, as the exported ONNX model computes: `python -m training evaluate` reproduces these.
+    logits = predict_logits(result.model, x, config.eval_batch_size, "fp32")
     scores = score(logits, y, config.loss)
+    predicted = logits.argmax(dim=-1).cpu().numpy()
     if not full:
-        return scores
-    metrics = classification_metrics(data.labels, logits.argmax(dim=-1).cpu().numpy())
+        by_corpus = (
+            {}
+            if corpora is None
+            else {"accuracy_by_corpus": accuracy_by(corpora, data.labels, predicted)}
+        )
+        return {**scores, **by_corpus}
+    metrics = classification_metrics(data.labels, predicted, corpora=corpora)
     return {**metrics, "loss": scores["loss"]}
+
+
+def clean_training_clips(pool: LabelledFeatures) -> LabelledFeatures:
+    """Version 0 of every clip of a training pool: the clips without added noise."""
+    return LabelledFeatures(pool.features[: pool.n_clips], pool.labels[: pool.n_clips])
 
 
 def model_name(loss: str, architecture: str) -> str:
@@ -241,7 +258,9 @@ def train_one(
     )
     run_dir = exp.runs / split.name / model_name(loss, architecture)
     started = time.perf_counter()
-    result = fit(model_config, config, split.feature_config, split.train, split.val, run_dir)
+    result = fit(
+        model_config, config, split.feature_config, split.train, split.val, run_dir, exp.resume
+    )
     record: Record = {
         "protocol": exp.protocol,
         "fold": split.fold,
@@ -251,16 +270,19 @@ def train_one(
         "epochs_run": len(result.history),
         "train_seconds": round(time.perf_counter() - started, 1),
         "device": str(resolve_device(config.device)),
+        "precision": resolve_precision(config.precision, resolve_device(config.device)),
+        "torch_threads": torch.get_num_threads(),
         "split_file": split.split_file.name,
         "split_sha256": split.split_sha256,
         "n_clips": {
-            "train": len(split.train.labels),
+            "train": split.train.n_clips,
+            "train_pool": len(split.train.labels),
             "val": len(split.val.labels),
             "test": len(split.test.labels),
         },
-        "train": _scores(result, split.train, config, full=False),
-        "val": _scores(result, split.val, config, full=False),
-        "test": _scores(result, split.test, config, full=True),
+        "train": _scores(result, clean_training_clips(split.train), config, full=False),
+        "val": _scores(result, split.val, config, full=False, corpora=split.corpora.get("val")),
+        "test": _scores(result, split.test, config, full=True, corpora=split.corpora.get("test")),
         "history": result.history,
         "train_config": config.to_dict(),
         "model_config": model_config.to_dict(),
@@ -325,7 +347,9 @@ def run_experiment(exp: Experiment) -> list[Record]:
                     record["onnx"] = onnx.relative_to(exp.out).as_posix()
                 records.append(record)
                 all_records = merge_metrics(exp.out / "metrics.json", [record])
-                write_report(all_records, exp.out / "report")
+                write_report(
+                    all_records, exp.out / "report", ablation_table(exp.out / "ablation.json")
+                )
                 test = record["test"]
                 print(
                     f"{name} {architecture} {loss}: test accuracy {test['accuracy']:.4f}, "

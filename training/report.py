@@ -15,6 +15,7 @@ give the mean and the standard deviation over folds, and its confusion matrix su
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -253,6 +254,81 @@ def architecture_table(records: list[Record]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def ablation_table(path: Path) -> str:
+    """The markdown table of ``ablation.json`` (:mod:`training.ablation`); "" when absent."""
+    if not path.exists():
+        return ""
+    rows = json.loads(path.read_text())["ablation"]
+    corpora = sorted({c for r in rows for c in r["val_accuracy_by_corpus"]})
+    head = "| variant | best epoch | val accuracy | val macro-F1 | "
+    head += " | ".join(f"val {c}" for c in corpora) + " | minutes |"
+    lines = [head, "|" + "---|" * (5 + len(corpora))]
+    for r in rows:
+        by_corpus = " | ".join(
+            f"{r['val_accuracy_by_corpus'].get(c, float('nan')):.3f}" for c in corpora
+        )
+        lines.append(
+            f"| {r['variant']} | {r['best_epoch']}/{r['epochs']} | {r['val']['accuracy']:.4f} | "
+            f"{r['val']['macro_f1']:.4f} | {by_corpus} | {r['train_seconds'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def corpus_table(groups: dict[str, list[Record]]) -> str:
+    """Test accuracy on each corpus's part of the test split, per loss."""
+    corpora = sorted(
+        {
+            c
+            for runs in groups.values()
+            for r in runs
+            for c in r["test"].get("accuracy_by_corpus", {})
+        }
+    )
+    if not corpora:
+        return ""
+    lines = [
+        "| Loss | " + " | ".join(f"{c} %" for c in corpora) + " |",
+        "|---|" + "---|" * len(corpora),
+    ]
+    for loss in PAPER_ORDER:
+        if loss not in groups:
+            continue
+        cells = [
+            _cell(
+                np.array(
+                    [
+                        100.0 * r["test"].get("accuracy_by_corpus", {}).get(c, np.nan)
+                        for r in groups[loss]
+                    ]
+                ),
+                2,
+            )
+            for c in corpora
+        ]
+        lines.append(f"| {LOSS_TITLES[loss]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_table(records: list[Record]) -> str:
+    """How each model was trained: epochs, best epoch, minutes, device and precision."""
+    lines = [
+        "| Protocol | Architecture | Loss | Epochs run (best) | Training minutes "
+        "| Device, precision |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        records,
+        key=lambda r: (r["protocol"], r["architecture"], r["fold"], PAPER_ORDER.index(r["loss"])),
+    ):
+        fold = f" fold {r['fold']}" if r["protocol"] != "random" else ""
+        lines.append(
+            f"| {r['protocol']}{fold} | {r['architecture']} | {LOSS_TITLES[r['loss']]} "
+            f"| {r['epochs_run']} ({r['best_epoch']}) | {r['train_seconds'] / 60:.1f} "
+            f"| {r['device']}, {r.get('precision', 'fp32')} |"
+        )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -276,8 +352,13 @@ def summed_record(runs: list[Record]) -> Record:
     return first
 
 
-def write_report(records: list[Record], out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``report.md`` plus per-run and paper-style figures into ``out_dir``; returns it."""
+def write_report(
+    records: list[Record], out_dir: str | os.PathLike[str], ablation: str = ""
+) -> Path:
+    """Write ``report.md`` plus per-run and paper-style figures into ``out_dir``; returns it.
+
+    ``ablation``: the markdown table of the recipe ablation (:func:`ablation_table`), if any.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sections = ["# Results\n", _protocol_notes()]
@@ -297,6 +378,9 @@ def write_report(records: list[Record], out_dir: str | os.PathLike[str]) -> Path
                 "### Table 2: test precision, recall, F1 (macro)\n\n" + table2(groups) + "\n"
             )
             sections.append("### Test F1 per emotion\n\n" + per_class_table(groups) + "\n")
+            by_corpus = corpus_table(groups)
+            if by_corpus:
+                sections.append("### Test accuracy per corpus\n\n" + by_corpus + "\n")
             merged = {loss: summed_record(runs) for loss, runs in groups.items()}
             figures = paper_figures(merged, out, prefix)
             for loss, record in merged.items():
@@ -320,6 +404,13 @@ def write_report(records: list[Record], out_dir: str | os.PathLike[str]) -> Path
     comparison = architecture_table(records)
     if comparison:
         sections.append("## Sequential vs parallel layout\n\n" + comparison + "\n")
+    if ablation:
+        sections.append(
+            "## Recipe ablation (validation split only)\n\nShort CE runs on the `random` "
+            "split, one variant of the regularisation each, scored on the validation rows "
+            "(the test rows are not scored); `python -m training ablate`.\n\n" + ablation + "\n"
+        )
+    sections.append("## Training cost\n\n" + cost_table(records) + "\n")
     path = out / "report.md"
     path.write_text("\n".join(sections))
     return path

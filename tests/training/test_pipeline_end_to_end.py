@@ -65,7 +65,8 @@ def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
     split_path = models / "splits" / "random.csv"
     parts = [part for _, part in read_split(split_path)]
     assert (parts.count("val"), parts.count("test")) == (8, 8)
-    assert record["n_clips"] == {"train": 64 * 3, "val": 8, "test": 8}  # two noisy copies
+    # The pool holds each training clip and its two noisy copies; an epoch draws one of them.
+    assert record["n_clips"] == {"train": 64, "train_pool": 64 * 3, "val": 8, "test": 8}
 
     metadata = read_metadata(onnx_path)
     assert metadata.split_sha256 == split_sha256(split_path)
