@@ -34,11 +34,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import soundfile as sf
 import websockets
 
 from app.contract import INPUT_NAME, ModelMetadata
+from app.engine import open_session
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -157,7 +157,7 @@ def time_call(fn: Any, repeats: int, warmup: int = 3) -> float:
 def find_model(models_dir: Path, loss: str) -> Path:
     """The ONNX file whose metadata names ``loss`` (the server keys models the same way)."""
     for path in sorted(models_dir.glob("*.onnx")):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session, _ = open_session(path, ("cpu",), intra_op_threads=1, inter_op_threads=1)
         props = session.get_modelmeta().custom_metadata_map
         if ModelMetadata.from_onnx_props(props).loss == loss:
             return path
@@ -166,10 +166,7 @@ def find_model(models_dir: Path, loss: str) -> Path:
 
 def engine_ceiling(model_path: Path, threads: int) -> list[dict]:
     """ONNX Runtime vs PyTorch eager on the same architecture, same features, same threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session, _ = open_session(model_path, ("cpu",), intra_op_threads=threads, inter_op_threads=1)
     meta = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
     frames = meta.feature_config.window_frames
     rows = []

@@ -1,0 +1,133 @@
+"""Training-step throughput: fp32 against the CPU fast path, both token layouts, one run.
+
+Each configuration trains through the project's own epoch function
+(:func:`training.train.run_epoch`: SpecAugment, mixup, forward, fp32 loss, backward, clipping,
+AdamW and the schedule) on a pool of random features the size of real ones (128 mels x 348
+frames). The configurations are interleaved round by round, so a slow moment of a shared
+machine hits them all alike, and each one's figure is its median over the rounds:
+
+- ``fp32``: float32, contiguous (NCHW) memory;
+- ``fp32 + channels_last``: the CNN in channels_last memory;
+- ``bf16 + channels_last``: the fast path, bf16 autocast (what ``--precision auto`` picks on a
+  CPU with native bf16, or on CUDA).
+
+Usage::
+
+    python benchmarks/bench_train.py [--batches 4] [--rounds 3] [--batch-size 64]
+
+Run it on an idle machine. Results go to ``benchmarks/results/train.json`` and ``train.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.features import FeatureConfig
+from training.config import TrainConfig
+from training.device import cpu_flags, resolve_device, resolve_precision
+from training.model import ModelConfig
+from training.train import LabelledFeatures, run_epoch, start_run
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MODES: dict[str, dict[str, object]] = {
+    "fp32": {"precision": "fp32", "channels_last": False},
+    "fp32 + channels_last": {"precision": "fp32", "channels_last": True},
+    "bf16 + channels_last": {"precision": "bf16", "channels_last": True},
+}
+LAYOUTS = ("sequential", "parallel")
+
+
+def random_pool(n_clips: int, n_frames: int) -> LabelledFeatures:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_clips, 128, n_frames)).astype(np.float16)
+    return LabelledFeatures(x, (np.arange(n_clips) % 8).astype(np.int64))
+
+
+def clips_per_second(layout: str, mode: str, pool: LabelledFeatures, batch_size: int) -> float:
+    """One epoch over ``pool`` in a fresh run of this configuration; returns clips per second."""
+    config = TrainConfig(batch_size=batch_size, device="cpu", **MODES[mode])  # type: ignore[arg-type]
+    model_config = ModelConfig(architecture=layout, n_frames=pool.features.shape[-1])  # type: ignore[arg-type]
+    run = start_run(model_config, config, FeatureConfig(), steps_per_epoch=len(pool.labels))
+    x, y = torch.from_numpy(pool.features), torch.from_numpy(pool.labels)
+    run_epoch(run, x[:batch_size], y[:batch_size], versions=1)  # warm-up: allocations, kernels
+    started = time.perf_counter()
+    run_epoch(run, x, y, versions=1)
+    return len(pool.labels) / (time.perf_counter() - started)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# Training-step benchmark ({results['when']}, {results['machine']})",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Batch {results['batch_size']}, {results['batches']} batches per measurement, median "
+        f"of {results['rounds']} interleaved rounds; torch {results['torch']}, "
+        f"{results['threads']} threads; native bf16: {results['native_bf16']} "
+        f"(`--precision auto` picks {results['auto_precision']}).",
+        "",
+        "| layout | " + " | ".join(f"{m} clips/s" for m in MODES) + " | fast path / fp32 |",
+        "|---|" + "---|" * (len(MODES) + 1),
+    ]
+    for layout, row in results["layouts"].items():
+        cells = " | ".join(f"{row[m]:.1f}" for m in MODES)
+        lines.append(f"| {layout} | {cells} | **{row['speedup']:.2f}x** |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=4, help="batches per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=FeatureConfig().window_frames)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    pool = random_pool(args.batches * args.batch_size, args.frames)
+    samples: dict[tuple[str, str], list[float]] = {(la, m): [] for la in LAYOUTS for m in MODES}
+    for round_ in range(args.rounds):
+        for layout, mode in samples:
+            samples[layout, mode].append(clips_per_second(layout, mode, pool, args.batch_size))
+            print(f"round {round_ + 1}: {layout:10s} {mode:22s} {samples[layout, mode][-1]:7.1f}")
+    layouts = {}
+    for layout in LAYOUTS:
+        row = {m: statistics.median(samples[layout, m]) for m in MODES}
+        row["speedup"] = row["bf16 + channels_last"] / row["fp32"]
+        layouts[layout] = row
+    flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    results = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "command": "python " + " ".join(sys.argv),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "native_bf16": ", ".join(flags) or "no",
+        "auto_precision": resolve_precision("auto", resolve_device("cpu")),
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "rounds": args.rounds,
+        "samples": {f"{la} / {m}": v for (la, m), v in samples.items()},
+        "layouts": layouts,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = markdown(results)
+    (args.out / "train.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
