@@ -335,7 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command is None:  # no arguments: retrain everything with the defaults
-        args = parser.parse_args(["train"])
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # No sub-command means `train`: `python -m training` retrains everything with the defaults,
+    # and `python -m training --resume` (or any train flag) continues or adjusts that run.
+    if not args_in or (args_in[0].startswith("-") and args_in[0] not in ("-h", "--help")):
+        args_in = ["train", *args_in]
+    args = parser.parse_args(args_in)
     return int(args.func(args))

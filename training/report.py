@@ -8,9 +8,10 @@ A *run record* is the dict that :mod:`training.pipeline` writes for each trained
      "train": {"loss", "accuracy"}, "val": {"loss", "accuracy", "macro_f1"},
      "test": classification_metrics(...) + {"loss"}, "history": [per-epoch rows]}
 
-Train and validation figures are scored in eval mode on the whole set (train: with its noisy
-copies) with the best epoch's weights. The speaker protocol has one record per fold; its tables
-give the mean and the standard deviation over folds, and its confusion matrix sums the folds.
+Train and validation figures are scored in eval mode on the whole set (train: the clean
+training clips, without their noisy copies) with the best epoch's weights. The speaker protocol
+has one record per fold; its tables give the mean and the standard deviation over folds, and its
+confusion matrix sums the folds.
 """
 
 from __future__ import annotations
@@ -427,8 +428,9 @@ def _protocol_notes() -> str:
     return (
         "Paper figures are from its Tables 1 and 2 (random 80/10/10 split of RAVDESS + SAVEE + "
         "TESS, the training set tripled with Gaussian noise). Ours: train and validation loss "
-        "and accuracy are measured in eval mode with the best epoch's weights (train includes "
-        "the noisy copies); test metrics are macro averages over the 8 classes; UAR = macro "
+        "and accuracy are measured in eval mode with the best epoch's weights (train: the "
+        "training clips without their noisy copies); test metrics are macro averages over the "
+        "8 classes; UAR = macro "
         "recall. Losses are on different scales per loss function and only comparable within a "
         "row.\n"
     )
