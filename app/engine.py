@@ -9,7 +9,9 @@ CPU silently when CUDA cannot start, so the active provider is read back with
 stream windows, from any event loop) submit feature rows and await a future; the thread takes
 the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
 ``max_batch_size`` rows are queued, runs ONE ``session.run`` on the stacked rows and resolves
-each caller's future with its own rows. A failing run fails only the jobs in that batch.
+each caller's future with its own rows. A failing run fails only the jobs in that batch, and
+a job whose output rows are not all finite gets an :class:`InferenceError` instead of NaN: the
+server validates its input, so a non-finite output is a broken model, never a number to send.
 """
 
 from __future__ import annotations
@@ -254,8 +256,16 @@ class MicroBatcher:
         offset = 0
         for job in batch:
             n = job.features.shape[0]
-            _deliver(job, outputs[offset : offset + n], None)
+            rows = outputs[offset : offset + n]
             offset += n
+            if np.isfinite(rows).all():
+                _deliver(job, rows, None)
+                continue
+            log.error(
+                "non-finite model output",
+                extra={"event": "inference_error", "model": self.name, "rows": n},
+            )
+            _deliver(job, None, InferenceError(f"the {self.name} model gave non-finite outputs"))
 
 
 def _deliver(job: _Job, result: np.ndarray | None, error: Exception | None) -> None:

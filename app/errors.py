@@ -19,9 +19,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.audio import AudioError, UnsupportedAudioError
+from app.audio import AudioError, AudioTooLargeError, UnsupportedAudioError
 from app.engine import InferenceError
 from app.registry import UnknownModelError
+from app.workpool import LaneFullError
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,19 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _audio_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AudioError)
-    status = 415 if isinstance(exc, UnsupportedAudioError) else 422
+    status = 422
+    if isinstance(exc, UnsupportedAudioError):
+        status = 415
+    elif isinstance(exc, AudioTooLargeError):
+        status = 413
     return error_response(status, exc.code, str(exc))
+
+
+async def _lane_full(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LaneFullError)
+    response = error_response(503, "server_busy", str(exc))
+    response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
@@ -154,6 +166,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(UnknownModelError, _unknown_model)
     app.add_exception_handler(InferenceError, _inference_error)
+    app.add_exception_handler(LaneFullError, _lane_full)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)

@@ -65,6 +65,9 @@ def configure_logging(level: str = "info", json_lines: bool = True) -> None:
     )
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python warnings (numpy's RuntimeWarnings among them) go through logging, so they are JSON
+    # lines like the rest instead of bare text in the middle of the log.
+    logging.captureWarnings(True)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

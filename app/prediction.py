@@ -16,7 +16,6 @@ Times (``start_s``, ``end_s``) are seconds from the start of the uploaded audio.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -24,12 +23,20 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from app import metrics
-from app.audio import Audio, decode_audio
+from app.audio import (
+    DEFAULT_MAX_DECODED_SAMPLES,
+    Audio,
+    decode_audio,
+    is_silent,
+    probe_audio,
+)
 from app.errors import UnusableAudioError
 from app.features import FeatureConfig, log_mel
 from app.labels import LABELS
 from app.registry import ServedModel
 from app.segment import fixed_window, trim_bounds
+from app.settings import Settings
+from app.workpool import WorkPools
 
 FEATURE_CHUNK_WINDOWS = 32  # bounds the memory of log_mel on a long clip
 
@@ -74,6 +81,19 @@ class PredictResponse(BaseModel):
 
 
 @dataclass(frozen=True)
+class ClipLimits:
+    """What one upload may be: seconds of audio, and samples (frames x channels) to decode."""
+
+    max_audio_s: float
+    min_audio_s: float
+    max_decoded_samples: int = DEFAULT_MAX_DECODED_SAMPLES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClipLimits:
+        return cls(settings.max_audio_s, settings.min_audio_s, settings.max_decoded_samples)
+
+
+@dataclass(frozen=True)
 class PreparedClip:
     """A decoded clip cut into model windows, with their features."""
 
@@ -97,51 +117,60 @@ def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> list
 
 def cut_windows(
     wave: np.ndarray, config: FeatureConfig, hop_s: float
-) -> tuple[np.ndarray, list[tuple[float, float]], bool]:
-    """Windows of a mono 16 kHz ``wave``: ``(n, window_samples)`` float32, spans, padded.
+) -> tuple[np.ndarray, list[int], list[tuple[float, float]], bool]:
+    """The windows of a mono 16 kHz ``wave``: ``(trimmed, offsets, spans, padded)``.
+
+    Window ``k`` is ``fixed_window(trimmed[offsets[k]:])``; windows are cut as they are needed
+    (see :func:`window_features`), never all at once.
 
     Raises:
-        UnusableAudioError: the audio is digital silence (nothing is left after trimming).
+        UnusableAudioError: the audio is silent: nothing is left after trimming, or no sample
+            reaches the silence floor (a clip scaled by 1e-30 is silence, as zeros are).
     """
     start, end = trim_bounds(wave, config)
-    if end <= start:
+    if end <= start or is_silent(wave):
         raise UnusableAudioError("the audio is silent: there is no sound to classify")
     trimmed = wave[start:end]
     size, rate = config.window_samples, config.sample_rate
     offsets = window_starts(trimmed.shape[0], size, max(1, round(hop_s * rate)))
-    windows = np.stack([fixed_window(trimmed[o:], config) for o in offsets])
     n = trimmed.shape[0]
     spans = [((start + o) / rate, (start + min(o + size, n)) / rate) for o in offsets]
-    return windows, spans, n < size
+    return trimmed, offsets, spans, n < size
+
+
+def window_features(trimmed: np.ndarray, offsets: list[int], config: FeatureConfig) -> np.ndarray:
+    """Features ``(len(offsets), n_mels, frames)`` of the windows at ``offsets`` of ``trimmed``,
+    computed FEATURE_CHUNK_WINDOWS windows at a time to bound the memory of a long clip."""
+    parts = []
+    for i in range(0, len(offsets), FEATURE_CHUNK_WINDOWS):
+        chunk = offsets[i : i + FEATURE_CHUNK_WINDOWS]
+        parts.append(log_mel(np.stack([fixed_window(trimmed[o:], config) for o in chunk]), config))
+    return np.concatenate(parts)
 
 
 def prepare_clip(
-    data: bytes,
-    config: FeatureConfig,
-    hop_s: float,
-    max_audio_s: float,
-    min_audio_s: float,
+    data: bytes, config: FeatureConfig, hop_s: float, limits: ClipLimits
 ) -> PreparedClip:
     """Decode ``data`` and compute the model's features for each window (CPU-bound).
 
     Raises:
         app.audio.AudioError: the bytes are not usable audio (see :func:`decode_audio`).
-        UnusableAudioError: shorter than ``min_audio_s``, or silent.
+        UnusableAudioError: shorter than ``limits.min_audio_s``, or silent.
     """
     started = time.perf_counter()
-    audio = decode_audio(data, target_rate=config.sample_rate, max_duration_s=max_audio_s)
-    decoded = time.perf_counter()
-    if audio.duration_s < min_audio_s:
-        raise UnusableAudioError(
-            f"the audio lasts {audio.duration_s:.3f} s; send at least {min_audio_s:g} s",
-        )
-    windows, spans, padded = cut_windows(audio.samples, config, hop_s)
-    features = np.concatenate(
-        [
-            log_mel(windows[i : i + FEATURE_CHUNK_WINDOWS], config)
-            for i in range(0, windows.shape[0], FEATURE_CHUNK_WINDOWS)
-        ]
+    audio = decode_audio(
+        data,
+        target_rate=config.sample_rate,
+        max_duration_s=limits.max_audio_s,
+        max_decoded_samples=limits.max_decoded_samples,
     )
+    decoded = time.perf_counter()
+    if audio.duration_s < limits.min_audio_s:
+        raise UnusableAudioError(
+            f"the audio lasts {audio.duration_s:.3f} s; send at least {limits.min_audio_s:g} s",
+        )
+    trimmed, offsets, spans, padded = cut_windows(audio.samples, config, hop_s)
+    features = window_features(trimmed, offsets, config)
     done = time.perf_counter()
     return PreparedClip(
         audio, features, spans, padded, (decoded - started) * 1e3, (done - decoded) * 1e3
@@ -156,19 +185,26 @@ async def predict_clip(
     data: bytes,
     model: ServedModel,
     hop_s: float,
-    max_audio_s: float,
-    min_audio_s: float,
+    limits: ClipLimits,
+    pools: WorkPools,
     started: float | None = None,
 ) -> PredictResponse:
     """The full ``/predict`` computation for one upload; nothing CPU-heavy runs on the loop.
 
+    The header is read here (a few bytes: it decides the lane and refuses a decompression
+    bomb before it takes a thread); decoding and features run in the lane's pool.
     ``started`` (a ``time.perf_counter()`` value) is when the request arrived, so that the
     reported total includes reading the upload.
+
+    Raises:
+        app.workpool.LaneFullError: the lane's threads and queue are full.
     """
     started = time.perf_counter() if started is None else started
-    clip = await asyncio.to_thread(
-        prepare_clip, data, model.feature_config, hop_s, max_audio_s, min_audio_s
+    header = probe_audio(
+        data, max_duration_s=limits.max_audio_s, max_decoded_samples=limits.max_decoded_samples
     )
+    lane = pools.lane_for(header.decode_samples)
+    clip = await lane.run(prepare_clip, data, model.feature_config, hop_s, limits)
     inference_started = time.perf_counter()
     rows = await model.predict(clip.features)  # (n_windows, 8)
     inference_ms = (time.perf_counter() - inference_started) * 1e3

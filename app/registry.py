@@ -13,7 +13,6 @@ transform plus that model's normalisation statistics).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -49,12 +48,18 @@ class ModelLoadError(RuntimeError):
     """A model file this server cannot serve; the message says why and what to do."""
 
 
+MAX_ECHOED_NAME_CHARS = 64  # a client's model name is quoted back at most this long
+
+
 class UnknownModelError(LookupError):
     """A model name that is not loaded; the message lists the available ones."""
 
     def __init__(self, name: str, available: tuple[str, ...]) -> None:
         listed = ", ".join(available) if available else "none"
-        super().__init__(f"unknown model {name!r}: the available models are {listed}")
+        shown = repr(name[:MAX_ECHOED_NAME_CHARS])
+        if len(name) > MAX_ECHOED_NAME_CHARS:
+            shown += f"... ({len(name)} characters)"
+        super().__init__(f"unknown model {shown}: the available models are {listed}")
         self.name = name
         self.available = available
 
@@ -92,8 +97,12 @@ class ServedModel:
                 f"features must be (n>=1, {expected[0]}, {expected[1]}), got {features.shape}"
             )
         size = self.batcher.max_batch_size
-        chunks = [features[i : i + size] for i in range(0, features.shape[0], size)]
-        logits = await asyncio.gather(*(self.batcher.submit(chunk) for chunk in chunks))
+        # One batch at a time: a long clip's batches take turns with other callers' rows
+        # instead of queueing all at once ahead of them.
+        logits = [
+            await self.batcher.submit(features[i : i + size])
+            for i in range(0, features.shape[0], size)
+        ]
         return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
 
     def close(self) -> None:

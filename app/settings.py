@@ -14,11 +14,17 @@ from typing import Final, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.audio import DEFAULT_MAX_DECODED_SAMPLES
 from app.contract import Loss
 
 REPO_MODELS_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "models"
 PROVIDER_NAMES: Final[tuple[str, ...]] = ("cuda", "cpu")
 LogLevel = Literal["debug", "info", "warning", "error"]
+LONG_LANE_SAMPLES: Final[int] = 30 * 48_000 * 2  # 30 s of 48 kHz stereo
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
 
 
 def _default_intra_op_threads() -> int:
@@ -46,6 +52,17 @@ class Settings(BaseSettings):
     max_audio_s: float = Field(default=600.0, gt=0.0)
     min_audio_s: float = Field(default=0.1, ge=0.0)
     segment_hop_s: float | None = Field(default=None, gt=0.0)  # None: half the model window
+    # Decoded size (frames x channels) a /predict upload may reach, judged from its header.
+    max_decoded_samples: int = Field(default=DEFAULT_MAX_DECODED_SAMPLES, ge=1)
+
+    # /predict decode + feature work: two bounded thread pools ("lanes"). Uploads that decode to
+    # more than long_lane_samples run in the long lane, so short clips never queue behind them.
+    # A lane whose threads are busy and whose queue is full answers 503 with Retry-After.
+    work_threads: int = Field(default_factory=_cpu_count, ge=1, le=256)
+    work_queue_limit: int = Field(default=64, ge=0)
+    long_work_threads: int = Field(default=1, ge=1, le=256)
+    long_work_queue_limit: int = Field(default=4, ge=0)
+    long_lane_samples: int = Field(default=LONG_LANE_SAMPLES, ge=1)
 
     # WebSocket streaming limits.
     stream_max_sessions: int = Field(default=16, ge=1)

@@ -21,7 +21,7 @@ from typing import Final, Literal, get_args
 import numpy as np
 import soxr
 
-from app.audio import check_sample_rate
+from app.audio import AudioError, SampleRangeError, check_sample_rate, check_samples
 from app.features import FeatureConfig, log_mel
 from app.labels import LABELS
 
@@ -66,6 +66,22 @@ class PartialFrameError(StreamError):
 
 class NonFiniteStreamError(StreamError):
     code = "non_finite_samples"
+
+
+class SampleRangeStreamError(NonFiniteStreamError):
+    """Float samples far past full scale (a subclass: an invalid sample value, as NaN is)."""
+
+    code = "sample_out_of_range"
+
+
+def check_stream_samples(samples: np.ndarray) -> None:
+    """:func:`app.audio.check_samples`, the one validity rule, raising stream errors."""
+    try:
+        check_samples(samples)
+    except SampleRangeError as e:
+        raise SampleRangeStreamError(str(e)) from e
+    except AudioError as e:
+        raise NonFiniteStreamError(str(e)) from e
 
 
 class StreamTooLongError(StreamError):
@@ -218,6 +234,7 @@ class StreamSession:
         mono = self._to_float_mono(frames)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
+            check_stream_samples(mono)
         self._append(mono)
         return self._take_windows()
 
@@ -252,9 +269,10 @@ class StreamSession:
         samples = frames.astype(np.float32)
         if self.encoding == "pcm_s16le":
             samples *= np.float32(1.0 / 32768.0)
-        elif not np.isfinite(samples).all():
-            raise NonFiniteStreamError("the stream contains NaN or infinite float samples")
+        else:
+            check_stream_samples(samples)
         mono = samples[:, 0] if self.channels == 1 else samples.mean(axis=1, dtype=np.float32)
+        check_stream_samples(mono)
         return np.ascontiguousarray(mono, dtype=np.float32)
 
     def _append(self, samples: np.ndarray) -> None:

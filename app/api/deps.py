@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: the settings and the model registry of the app."""
+"""Dependencies shared by the routers: the settings, the model registry and the work pools."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.errors import NotReadyError
 from app.registry import ModelRegistry
 from app.settings import Settings
+from app.workpool import WorkPools
 
 
 def get_settings(request: Request) -> Settings:
@@ -30,6 +31,16 @@ def get_ready_registry(registry: Annotated[ModelRegistry, Depends(get_registry)]
     return registry
 
 
+def get_work_pools(request: Request) -> WorkPools:
+    """The app's decode/feature pools, made on first use from its settings."""
+    pools: WorkPools | None = getattr(request.app.state, "work_pools", None)
+    if pools is None:  # no await since the check: one event loop cannot race here
+        pools = WorkPools.from_settings(request.app.state.settings)
+        request.app.state.work_pools = pools
+    return pools
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ReadyRegistryDep = Annotated[ModelRegistry, Depends(get_ready_registry)]
+WorkPoolsDep = Annotated[WorkPools, Depends(get_work_pools)]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.api.deps import ReadyRegistryDep, SettingsDep
+from app.api.deps import ReadyRegistryDep, SettingsDep, WorkPoolsDep
 from app.errors import (
     MissingAudioError,
     ServiceError,
@@ -24,7 +24,7 @@ from app.errors import (
     UploadTooLargeError,
     error_docs,
 )
-from app.prediction import PredictResponse, predict_clip
+from app.prediction import ClipLimits, PredictResponse, predict_clip
 
 router = APIRouter(tags=["predict"])
 
@@ -152,6 +152,7 @@ async def predict(
     request: Request,
     registry: ReadyRegistryDep,
     settings: SettingsDep,
+    pools: WorkPoolsDep,
     model: ModelQuery = None,
 ) -> PredictResponse:
     """Classify the emotion in one clip (per-window results for clips longer than a window)."""
@@ -159,15 +160,14 @@ async def predict(
     served = registry.get(model)
     data = await read_audio_body(request, settings.max_upload_bytes)
     hop_s = settings.segment_hop_s or served.feature_config.window_s / 2
-    return await predict_clip(
-        data, served, hop_s, settings.max_audio_s, settings.min_audio_s, started=started
-    )
+    limits = ClipLimits.from_settings(settings)
+    return await predict_clip(data, served, hop_s, limits, pools, started=started)
 
 
 _ROUTE: Final[dict[str, Any]] = {
     "methods": ["POST"],
     "response_model": PredictResponse,
-    "responses": error_docs(400, 404, 413, 415, 422, 503),
+    "responses": error_docs(400, 404, 413, 415, 422, 500, 503),
     "openapi_extra": OPENAPI_BODY,
 }
 router.add_api_route("/v1/predict", predict, name="predict", **_ROUTE)
