@@ -43,8 +43,9 @@ DEFAULT_MAX_DECODED_SAMPLES: Final[int] = round(DEFAULT_MAX_DURATION_S * MAX_SOU
 SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset({"WAV", "WAVEX", "RF64", "FLAC", "OGG"})
 RESAMPLE_QUALITY: Final[str] = "HQ"
 BLOCK_SAMPLES: Final[int] = 1 << 20  # interleaved samples decoded at once: 4 MB of float32
-MAX_SAMPLE_DBFS: Final[float] = 12.0  # float overs a mix bus can export
-MAX_SAMPLE_MAGNITUDE: Final[float] = 10.0 ** (MAX_SAMPLE_DBFS / 20.0)  # ~3.98
+# Float overs a mix bus can export; exact in float32, so the bound means the same at any stage.
+MAX_SAMPLE_MAGNITUDE: Final[float] = 4.0
+MAX_SAMPLE_DBFS: Final[float] = 20.0 * math.log10(MAX_SAMPLE_MAGNITUDE)  # +12 dBFS
 # Peak below which a clip holds nothing to classify: librosa's trim floor (amin 1e-5), so a
 # clip scaled by 1e-30 is silence exactly as digital zeros are.
 SILENCE_FLOOR_DBFS: Final[float] = -100.0
@@ -181,8 +182,8 @@ def check_samples(samples: np.ndarray) -> None:
     peak = max(-low, high)
     if peak > MAX_SAMPLE_MAGNITUDE:
         raise SampleRangeError(
-            f"the audio peaks at {peak:.3g}, beyond +-{MAX_SAMPLE_MAGNITUDE:.3g} "
-            f"(+{MAX_SAMPLE_DBFS:g} dBFS): scale float samples so that full scale is +-1.0"
+            f"the audio peaks at {peak:.3g}, beyond +-{MAX_SAMPLE_MAGNITUDE:g} "
+            f"(+{MAX_SAMPLE_DBFS:.0f} dBFS): scale float samples so that full scale is +-1.0"
         )
 
 

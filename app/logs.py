@@ -16,8 +16,9 @@ import json
 import logging
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +30,7 @@ _RESERVED: Final[frozenset[str]] = frozenset(
 )
 _HANDLER_NAME: Final[str] = "ser-service"
 access_log = logging.getLogger("app.access")
+warnings_log = logging.getLogger("py.warnings")
 
 
 class JsonFormatter(logging.Formatter):
@@ -49,6 +51,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A ``warnings.showwarning`` that writes one log record instead of text on stderr."""
+    warnings_log.warning(
+        str(message),
+        extra={"event": "warning", "category": category.__name__, "at": f"{filename}:{lineno}"},
+    )
+
+
 def configure_logging(level: str = "info", json_lines: bool = True) -> None:
     """Send ``app`` and ``uvicorn`` logs to stderr, as JSON lines or plain text.
 
@@ -67,7 +84,7 @@ def configure_logging(level: str = "info", json_lines: bool = True) -> None:
     root.setLevel(level.upper())
     # Python warnings (numpy's RuntimeWarnings among them) go through logging, so they are JSON
     # lines like the rest instead of bare text in the middle of the log.
-    logging.captureWarnings(True)
+    warnings.showwarning = _log_warning
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
