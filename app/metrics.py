@@ -39,6 +39,19 @@ BATCH_SIZE = Histogram(
     buckets=BATCH_BUCKETS,
 )
 ACTIVE_STREAMS = Gauge("ser_active_streams", "Open WebSocket streaming sessions.")
+STREAM_ERRORS = Counter(
+    "ser_stream_errors",
+    "WebSocket streams ended by an error, by its code (the JSON error's code; invalid_frame "
+    "for frames the WebSocket layer refused: bad UTF-8, over the size limit, bad framing).",
+    ["code"],
+)
+HTTP_EDGE_ERRORS = Counter(
+    "ser_http_edge_errors",
+    "HTTP connections answered or closed by the server's protocol layer before the app saw a "
+    "request, by code (bad_request, header_timeout, headers_too_large; idle_timeout for a "
+    "connection closed before it sent a byte).",
+    ["code"],
+)
 PREDICTIONS = Counter(
     "ser_predictions",
     "Predictions returned (one per /predict response or classified stream window), by label.",

@@ -70,6 +70,25 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(default=30.0, gt=0.0)
     stream_max_session_s: float = Field(default=3600.0, gt=0.0)
     stream_hop_s: float = Field(default=0.5, gt=0.0)
+    # WebSocket admission: a slot is taken only by a valid start, which must come in time;
+    # per client (the address uvicorn resolves from X-Forwarded-For): open connections and
+    # connection attempts in a sliding window; text frames are small JSON control messages.
+    stream_start_timeout_s: float = Field(default=5.0, gt=0.0)
+    stream_max_sessions_per_client: int = Field(default=4, ge=1)
+    stream_max_connects_per_client: int = Field(default=30, ge=1)
+    stream_connect_window_s: float = Field(default=60.0, gt=0.0)
+    stream_max_control_bytes: int = Field(default=4096, ge=256)
+
+    # HTTP edges (uvicorn reached directly): request line and headers must arrive within
+    # http_header_timeout_s and stay under http_max_header_bytes; idle keep-alive connections
+    # close after http_keep_alive_s; an upload body must arrive within upload_timeout_s and,
+    # after upload_rate_grace_s, at upload_min_rate_bytes_s on average (0: no rate rule).
+    http_header_timeout_s: float = Field(default=10.0, gt=0.0)
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    http_keep_alive_s: int = Field(default=5, ge=1)
+    upload_timeout_s: float = Field(default=120.0, gt=0.0)
+    upload_min_rate_bytes_s: int = Field(default=8192, ge=0)
+    upload_rate_grace_s: float = Field(default=5.0, ge=0.0)
 
     # Logging.
     log_level: LogLevel = "info"

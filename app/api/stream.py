@@ -17,13 +17,12 @@ again later, 1011 only for faults of the server itself). The state of a stream l
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -31,6 +30,21 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import metrics
+from app.api.admission import AdmissionRefused, StreamAdmission, client_host
+from app.api.stream_messages import (
+    INTERNAL_ERROR,
+    INVALID_PAYLOAD,
+    MESSAGE_TOO_BIG,
+    NORMAL,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    UNSUPPORTED_DATA,
+    ErrorMessage,
+    ProtocolError,
+    StartMessage,
+    parse_control,
+    parse_start,
+)
 from app.labels import LABELS
 from app.registry import ModelRegistry, ServedModel, UnknownModelError
 from app.settings import Settings
@@ -50,15 +64,6 @@ from app.streaming import (
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streaming"])
 
-# WebSocket close codes (RFC 6455, section 7.4.1).
-NORMAL: Final[int] = 1000
-UNSUPPORTED_DATA: Final[int] = 1003
-INVALID_PAYLOAD: Final[int] = 1007
-POLICY_VIOLATION: Final[int] = 1008
-MESSAGE_TOO_BIG: Final[int] = 1009
-INTERNAL_ERROR: Final[int] = 1011
-TRY_AGAIN_LATER: Final[int] = 1013
-
 STREAM_ERROR_CLOSE: Final[dict[type[StreamError], int]] = {
     UnsupportedEncodingError: UNSUPPORTED_DATA,
     StreamConfigError: INVALID_PAYLOAD,
@@ -66,60 +71,70 @@ STREAM_ERROR_CLOSE: Final[dict[type[StreamError], int]] = {
     NonFiniteStreamError: INVALID_PAYLOAD,
     StreamTooLongError: POLICY_VIOLATION,
 }
+# Close codes of a connection the WebSocket layer (uvicorn + websockets) ended because of a
+# frame: protocol error, invalid UTF-8 in a text frame, a frame over --ws-max-size.
+FRAME_REFUSED_CLOSES: Final[frozenset[int]] = frozenset({1002, 1007, 1009})
 
 
-class ProtocolError(Exception):
-    """Ends a session with an ``error`` message and ``close_code``."""
-
-    def __init__(self, code: str, message: str, close_code: int) -> None:
-        super().__init__(message)
-        self.code, self.message, self.close_code = code, message, close_code
-
-    @classmethod
-    def from_stream_error(cls, e: StreamError) -> ProtocolError:
-        close = next(c for kind, c in STREAM_ERROR_CLOSE.items() if isinstance(e, kind))
-        return cls(e.code, str(e), close)
+def _from_stream_error(e: StreamError) -> ProtocolError:
+    close = next(c for kind, c in STREAM_ERROR_CLOSE.items() if isinstance(e, kind))
+    return ProtocolError(e.code, str(e), close)
 
 
-class StreamSlots:
-    """Counts the live sessions of one app against ``stream_max_sessions``."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.active = limit, 0
-
-    def acquire(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active -= 1
-
-
-def _slots(app: FastAPI) -> StreamSlots:
-    slots = getattr(app.state, "stream_slots", None)
-    if slots is None:
-        slots = app.state.stream_slots = StreamSlots(app.state.settings.stream_max_sessions)
-    return slots
+def _admission(app: FastAPI) -> StreamAdmission:
+    admission = getattr(app.state, "stream_admission", None)
+    if admission is None:
+        settings: Settings = app.state.settings
+        admission = app.state.stream_admission = StreamAdmission(
+            max_sessions=settings.stream_max_sessions,
+            max_per_client=settings.stream_max_sessions_per_client,
+            max_attempts=settings.stream_max_connects_per_client,
+            window_s=settings.stream_connect_window_s,
+        )
+    return admission
 
 
 @dataclass
 class Limits:
-    """The server-side limits of one session, from the app settings."""
+    """The server-side limits of one connection, from the app settings."""
 
     max_frame_bytes: int
+    max_control_bytes: int
     idle_timeout_s: float
-    deadline: float  # time.monotonic() after which the session is too long
+    start_timeout_s: float
     max_session_s: float
+    connected_at: float = field(default_factory=time.monotonic)
+    started: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_frame_bytes=settings.stream_max_frame_bytes,
+            max_control_bytes=settings.stream_max_control_bytes,
+            idle_timeout_s=settings.stream_idle_timeout_s,
+            start_timeout_s=settings.stream_start_timeout_s,
+            max_session_s=settings.stream_max_session_s,
+        )
+
+    @property
+    def deadline(self) -> float:
+        """time.monotonic() by which a start must arrive, or after which the session ends."""
+        return self.connected_at + (self.max_session_s if self.started else self.start_timeout_s)
 
     def check_deadline(self) -> None:
-        if time.monotonic() >= self.deadline:
+        if time.monotonic() < self.deadline:
+            return
+        if not self.started:
             raise ProtocolError(
-                "session_too_long",
-                f"the session passed its {self.max_session_s:g} s limit: start a new one",
+                "start_timeout",
+                f"no start message within {self.start_timeout_s:g} s of connecting",
                 POLICY_VIOLATION,
             )
+        raise ProtocolError(
+            "session_too_long",
+            f"the session passed its {self.max_session_s:g} s limit: start a new one",
+            POLICY_VIOLATION,
+        )
 
     def receive_timeout_s(self) -> float:
         self.check_deadline()
@@ -130,42 +145,49 @@ class Limits:
 @router.websocket("/v1/stream")
 async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
-    slots = _slots(websocket.app)
-    if not slots.acquire():
-        await _fail(
-            websocket,
-            ProtocolError(
-                "too_many_sessions",
-                f"the server is at its limit of {slots.limit} streams: retry later",
-                TRY_AGAIN_LATER,
-            ),
-        )
-        return
-    metrics.ACTIVE_STREAMS.inc()
+    admission = _admission(websocket.app)
+    client = client_host(websocket.scope)
     try:
-        await _serve(websocket)
+        admission.connect(client)
+    except AdmissionRefused as e:
+        await _fail(websocket, ProtocolError(e.code, e.message, POLICY_VIOLATION))
+        return
+    try:
+        await _run(websocket, admission)
     except ProtocolError as e:
         await _fail(websocket, e)
-    except WebSocketDisconnect:
-        pass  # the client left; nothing to answer
+    except WebSocketDisconnect as e:
+        if e.code in FRAME_REFUSED_CLOSES:  # the WebSocket layer refused a frame and closed
+            metrics.STREAM_ERRORS.labels(code="invalid_frame").inc()
     except Exception:
         log.exception("stream failed")
         await _fail(websocket, ProtocolError("internal_error", "the server failed", INTERNAL_ERROR))
     finally:
-        slots.release()
+        admission.disconnect(client)
+
+
+async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
+    """Wait for a valid start (within the start deadline), then hold a slot while serving."""
+    settings: Settings = websocket.app.state.settings
+    limits = Limits.from_settings(settings)
+    start = await _receive_start(websocket, limits)
+    served, session = _open_session(websocket.app, start, settings)
+    try:
+        admission.take_slot()
+    except AdmissionRefused as e:
+        raise ProtocolError(e.code, e.message, TRY_AGAIN_LATER) from e
+    limits.started = True
+    metrics.ACTIVE_STREAMS.inc()
+    try:
+        await _serve(websocket, limits, served, session)
+    finally:
+        admission.release_slot()
         metrics.ACTIVE_STREAMS.dec()
 
 
-async def _serve(websocket: WebSocket) -> None:
-    settings: Settings = websocket.app.state.settings
-    limits = Limits(
-        max_frame_bytes=settings.stream_max_frame_bytes,
-        idle_timeout_s=settings.stream_idle_timeout_s,
-        deadline=time.monotonic() + settings.stream_max_session_s,
-        max_session_s=settings.stream_max_session_s,
-    )
-    start = await _receive_start(websocket, limits)
-    served, session = _open_session(websocket.app, start, settings)
+async def _serve(
+    websocket: WebSocket, limits: Limits, served: ServedModel, session: StreamSession
+) -> None:
     session_id = uuid.uuid4().hex
     track = PredictionTrack(session.hop_s)
     name = served.key
@@ -195,7 +217,7 @@ async def _serve(websocket: WebSocket) -> None:
             metrics.AUDIO_SECONDS.labels(source="stream").inc(session.duration_s - before_s)
             await _predict(websocket, served, track, windows, received_at, final=False)
             continue
-        kind = _parse(message.get("text") or "").get("type")
+        kind = parse_control(message.get("text") or "", limits.max_control_bytes).get("type")
         if kind == "stop":
             windows = _guarded(session.flush)
             await _predict(websocket, served, track, windows, received_at, final=True)
@@ -223,60 +245,54 @@ async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping
         ) from e
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
-    payload = message.get("bytes") if message.get("bytes") is not None else message.get("text")
-    size = len(payload.encode() if isinstance(payload, str) else payload or b"")
-    if size > limits.max_frame_bytes:
+    payload = message.get("bytes")
+    if payload is not None and len(payload) > limits.max_frame_bytes:
         raise ProtocolError(
             "frame_too_large",
-            f"a frame of {size} bytes is over the {limits.max_frame_bytes} byte limit: "
+            f"a frame of {len(payload)} bytes is over the {limits.max_frame_bytes} byte limit: "
             "send smaller chunks",
             MESSAGE_TOO_BIG,
         )
-    return time.perf_counter(), message
+    return time.perf_counter(), message  # text frames are bounded by parse_control
 
 
-async def _receive_start(websocket: WebSocket, limits: Limits) -> dict[str, Any]:
+async def _receive_start(websocket: WebSocket, limits: Limits) -> StartMessage:
     _, message = await _receive(websocket, limits)
     if message.get("bytes") is not None:
         raise ProtocolError(
             "not_started", "send a JSON start message before any audio", POLICY_VIOLATION
         )
-    start = _parse(message.get("text") or "")
-    kind = start.get("type")
+    data = parse_control(message.get("text") or "", limits.max_control_bytes)
+    kind = data.get("type")
     if kind == "start":
-        return start
+        return parse_start(data)
     if kind == "stop":
         raise ProtocolError("not_started", "stop before start: nothing to stop", POLICY_VIOLATION)
     raise _unknown_type(kind)
 
 
 def _open_session(
-    app: FastAPI, start: dict[str, Any], settings: Settings
+    app: FastAPI, start: StartMessage, settings: Settings
 ) -> tuple[ServedModel, StreamSession]:
     registry: ModelRegistry = app.state.registry
     if not registry.ready:
         reason = registry.not_ready_reason or "the models are not loaded"
         raise ProtocolError("not_ready", f"{reason}: retry later", TRY_AGAIN_LATER)
-    model = start.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ProtocolError("invalid_start", "model must be a string", INVALID_PAYLOAD)
     try:
-        served = registry.get(model)
+        served = registry.get(start.model)
     except UnknownModelError as e:
         raise ProtocolError("unknown_model", str(e), INVALID_PAYLOAD) from e
     config = served.metadata.feature_config
-    if "sample_rate" not in start:
-        raise ProtocolError(
-            "invalid_start", "start needs sample_rate (Hz) of the audio you send", INVALID_PAYLOAD
-        )
     session = _guarded(
         StreamSession,
         config,
-        hop_s=start.get("hop_s", settings.stream_hop_s),
-        window_s=start.get("window_s", config.window_samples / config.sample_rate),
-        sample_rate=start["sample_rate"],
-        encoding=start.get("encoding", "pcm_s16le"),
-        channels=start.get("channels", 1),
+        hop_s=settings.stream_hop_s if start.hop_s is None else start.hop_s,
+        window_s=config.window_samples / config.sample_rate
+        if start.window_s is None
+        else start.window_s,
+        sample_rate=start.sample_rate,
+        encoding=start.encoding,
+        channels=start.channels,
         max_duration_s=settings.stream_max_session_s,
     )
     return served, session
@@ -287,7 +303,7 @@ def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return call(*args, **kwargs)
     except StreamError as e:
-        raise ProtocolError.from_stream_error(e) from e
+        raise _from_stream_error(e) from e
 
 
 async def _predict(
@@ -355,18 +371,6 @@ def _by_label(p: np.ndarray | None) -> dict[str, float] | None:
     return None if p is None else {label: float(v) for label, v in zip(LABELS, p, strict=True)}
 
 
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProtocolError(
-            "bad_json", f"text frames must be JSON objects: {e.msg}", INVALID_PAYLOAD
-        ) from e
-    if not isinstance(data, dict):
-        raise ProtocolError("bad_json", "text frames must be JSON objects", INVALID_PAYLOAD)
-    return data
-
-
 def _unknown_type(kind: object) -> ProtocolError:
     return ProtocolError(
         "unknown_type",
@@ -377,11 +381,13 @@ def _unknown_type(kind: object) -> ProtocolError:
 
 async def _fail(websocket: WebSocket, error: ProtocolError) -> None:
     """Tell the client what went wrong and close; a client that already left is fine."""
+    metrics.STREAM_ERRORS.labels(code=error.code).inc()
     if websocket.application_state == WebSocketState.DISCONNECTED:
         return
     log.info("stream error", extra={"code": error.code, "close_code": error.close_code})
     try:
-        await websocket.send_json({"type": "error", "code": error.code, "message": error.message})
+        message = ErrorMessage(code=error.code, message=error.message)
+        await websocket.send_json(message.model_dump())
         await websocket.close(code=error.close_code)
     except (WebSocketDisconnect, RuntimeError):
         pass

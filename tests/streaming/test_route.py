@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,34 +16,12 @@ from app.main import create_app
 from app.settings import Settings
 from tests.conftest import synth_speechlike, wav_bytes
 
+from .conftest import ClientFactory
 from .test_session import chunks, pcm16, quantised
 
 HOP_S = 0.5
 WINDOW_S = 3.5
 START_48K = {"type": "start", "sample_rate": 48_000, "encoding": "pcm_s16le", "channels": 1}
-
-ClientFactory = Callable[..., TestClient]
-
-
-@pytest.fixture
-def make_client(models_dir: Path) -> Iterator[ClientFactory]:
-    """Start an app over the test models with some settings changed; closed after the test."""
-    clients: list[TestClient] = []
-
-    def make(**settings: Any) -> TestClient:
-        client = TestClient(create_app(Settings(models_dir=models_dir, **settings)))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: ClientFactory) -> TestClient:
-    return make_client()
 
 
 def read_until_close(ws: Any) -> tuple[list[dict[str, Any]], int]:
@@ -271,12 +249,16 @@ def test_protocol_errors_get_a_code_and_a_close_code(client: TestClient, case: s
 
 
 def test_too_many_sessions_are_refused_until_one_ends(make_client: ClientFactory) -> None:
-    client = make_client(stream_max_sessions=2)
-    with client.websocket_connect("/ws/stream") as first, client.websocket_connect("/ws/stream"):
-        for ws in (first,):
+    client = make_client(stream_max_sessions=2, stream_max_sessions_per_client=3)
+    with (
+        client.websocket_connect("/ws/stream") as first,
+        client.websocket_connect("/ws/stream") as second,
+    ):
+        for ws in (first, second):
             ws.send_json(START_16K)
             assert ws.receive_json()["type"] == "ready"
         with client.websocket_connect("/ws/stream") as third:
+            third.send_json(START_16K)  # slots are taken by a valid start, not by connecting
             messages, code = read_until_close(third)
         assert [m["code"] for m in messages] == ["too_many_sessions"] and code == 1013
         first.send_json({"type": "stop"})
@@ -347,9 +329,9 @@ def test_a_client_that_vanishes_mid_stream_frees_its_slot(make_client: ClientFac
         assert ws.receive_json()["type"] == "prediction"
     # Left without stop or close handshake; the slot must come back for the next client.
     deadline = time.monotonic() + 5
-    while client.app.state.stream_slots.active and time.monotonic() < deadline:  # type: ignore[attr-defined]
+    while client.app.state.stream_admission.active and time.monotonic() < deadline:  # type: ignore[attr-defined]
         time.sleep(0.01)
-    assert client.app.state.stream_slots.active == 0  # type: ignore[attr-defined]
+    assert client.app.state.stream_admission.active == 0  # type: ignore[attr-defined]
     assert_works(client)
 
 
