@@ -26,6 +26,8 @@ from app.audio import (
     resample,
     to_mono,
 )
+from app.features import FeatureConfig
+from app.streaming import NonFiniteStreamError, SampleRangeStreamError, StreamSession
 from tests.conftest import synth_speechlike, wav_bytes
 
 
@@ -181,3 +183,15 @@ def test_fuzzed_wav_headers_decode_or_raise_audio_errors(data: bytes) -> None:
     assert audio.samples.dtype == np.float32
     assert np.isfinite(audio.samples).all()
     assert np.abs(audio.samples).max(initial=0.0) <= MAX_SAMPLE_MAGNITUDE
+
+
+@pytest.mark.parametrize(
+    ("scale", "error"), [(1e20, SampleRangeStreamError), (np.nan, NonFiniteStreamError)]
+)
+def test_streams_apply_the_same_rule(scale: float, error: type[Exception]) -> None:
+    """The same float audio over a pcm_f32le stream: refused, never NaN on the wire."""
+    session = StreamSession(FeatureConfig(), 0.5, 3.5, 48_000, "pcm_f32le", 2)
+    speech = synth_speechlike(0.5, 48_000)
+    wave = np.stack([speech, speech], axis=1) * np.float32(scale)
+    with pytest.raises(error):
+        session.push(wave.astype("<f4").tobytes())
