@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from app.http_edge import EdgeHttpProtocol
 from app.logs import configure_logging
 from app.settings import Settings
 
@@ -73,4 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_config=None,  # keep our JSON logging
         access_log=False,  # app.logs writes one line per request instead
         proxy_headers=True,  # trust X-Forwarded-* from FORWARDED_ALLOW_IPS (default localhost)
+        # The edges, explicit: header deadline and size (EdgeHttpProtocol reads them from the
+        # settings), idle keep-alive, WebSocket frames refused by uvicorn above twice the
+        # service's own frame limit (the service answers frames up to that with a JSON error).
+        http=EdgeHttpProtocol,
+        timeout_keep_alive=settings.http_keep_alive_s,
+        ws_max_size=2 * settings.stream_max_frame_bytes,
     )

@@ -42,6 +42,7 @@ class ServiceError(Exception):
 
     status_code = 400
     code = "bad_request"
+    close_connection = False  # answer with Connection: close (the request was not read whole)
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -67,6 +68,14 @@ class MissingAudioError(ServiceError):
 class UnusableAudioError(ServiceError):
     status_code = 422
     code = "unusable_audio"
+
+
+class UploadTimeoutError(ServiceError):
+    """The body did not arrive in time (see :mod:`app.api.upload`)."""
+
+    status_code = 408
+    code = "upload_timeout"
+    close_connection = True
 
 
 class NotReadyError(ServiceError):
@@ -98,7 +107,10 @@ def _http_code(status_code: int) -> str:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+    response = error_response(exc.status_code, exc.code, exc.message, exc.details)
+    if exc.close_connection:
+        response.headers["connection"] = "close"
+    return response
 
 
 async def _audio_error(request: Request, exc: Exception) -> JSONResponse:

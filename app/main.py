@@ -16,7 +16,9 @@ from fastapi import FastAPI
 from app import __version__, metrics
 from app.api import models, ops, predict, stream
 from app.api.page import mount_page
+from app.api.upload import UploadDeadlineMiddleware
 from app.errors import install_error_handlers
+from app.http_edge import install_log_filter
 from app.logs import RequestLogMiddleware, configure_logging
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -72,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the models load when its lifespan starts (``with TestClient(app)``)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
+    install_log_filter()
     app = FastAPI(
         title="Speech emotion recognition",
         version=__version__,
@@ -81,6 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = ModelRegistry.empty("the models are loading")
     install_error_handlers(app)
+    app.add_middleware(
+        UploadDeadlineMiddleware,
+        timeout_s=settings.upload_timeout_s,
+        min_rate_bytes_s=settings.upload_min_rate_bytes_s,
+        grace_s=settings.upload_rate_grace_s,
+    )
     app.add_middleware(RequestLogMiddleware)
     app.include_router(predict.router)
     app.include_router(models.router)

@@ -121,24 +121,22 @@ class Limits:
         """time.monotonic() by which a start must arrive, or after which the session ends."""
         return self.connected_at + (self.max_session_s if self.started else self.start_timeout_s)
 
-    def check_deadline(self) -> None:
-        if time.monotonic() < self.deadline:
-            return
+    def deadline_error(self) -> ProtocolError:
         if not self.started:
-            raise ProtocolError(
+            return ProtocolError(
                 "start_timeout",
                 f"no start message within {self.start_timeout_s:g} s of connecting",
                 POLICY_VIOLATION,
             )
-        raise ProtocolError(
+        return ProtocolError(
             "session_too_long",
             f"the session passed its {self.max_session_s:g} s limit: start a new one",
             POLICY_VIOLATION,
         )
 
-    def receive_timeout_s(self) -> float:
-        self.check_deadline()
-        return min(self.idle_timeout_s, self.deadline - time.monotonic())
+    def check_deadline(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise self.deadline_error()
 
 
 @router.websocket("/ws/stream")
@@ -233,11 +231,17 @@ async def _serve(
 
 
 async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping[str, Any]]:
-    """The next text or binary frame within the idle timeout, and when it arrived."""
+    """The next text or binary frame within the idle timeout and before the deadline, and when
+    it arrived."""
+    limits.check_deadline()
+    to_deadline_s = limits.deadline - time.monotonic()
     try:
-        message = await asyncio.wait_for(websocket.receive(), limits.receive_timeout_s())
+        message = await asyncio.wait_for(
+            websocket.receive(), min(limits.idle_timeout_s, to_deadline_s)
+        )
     except TimeoutError as e:
-        limits.check_deadline()
+        if to_deadline_s <= limits.idle_timeout_s:  # the deadline, not the idle time, ran out
+            raise limits.deadline_error() from e
         raise ProtocolError(
             "idle_timeout",
             f"nothing received for {limits.idle_timeout_s:g} s: send audio or stop",
