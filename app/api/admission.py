@@ -4,8 +4,9 @@ A connection counts against its client from the moment it is accepted; a session
 process-wide ``stream_max_sessions``) is taken only once a valid ``start`` has arrived, so
 sockets that never start cannot hold slots, and the start deadline closes them. A client is
 the host of the ASGI ``client`` address: with ``--proxy-headers`` (``python -m app`` turns it
-on) uvicorn has already replaced the gateway's address there by the first address of its
-``X-Forwarded-For`` when the gateway is in ``FORWARDED_ALLOW_IPS``.
+on) uvicorn has already replaced a trusted proxy's address there (``FORWARDED_ALLOW_IPS``) by
+the client address in its ``X-Forwarded-For`` (the first one when that is ``*``, as in the
+image); the gateway writes that header itself, so clients cannot choose it.
 """
 
 from __future__ import annotations

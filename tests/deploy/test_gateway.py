@@ -179,6 +179,7 @@ def start_replica(models_dir: Path, log: Path) -> Replica:
         "SER_INTRA_OP_THREADS": "1",
         "SER_LOG_JSON": "true",
         "PYTHONUNBUFFERED": "1",
+        "FORWARDED_ALLOW_IPS": "*",  # as the Dockerfile and docker-compose.yml set it
     }
     command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
@@ -303,17 +304,23 @@ def test_requests_spread_over_both_replicas(client: httpx.Client, replicas: list
     assert min(served) >= 5, f"unbalanced: {served}"
 
 
-def test_forwarded_headers_reach_the_service(
-    client: httpx.Client, gateway: Gateway, replicas: list[Replica]
-) -> None:
-    assert client.get("/healthz", headers={"X-Forwarded-For": "203.0.113.7"}).status_code == 200
+def test_forwarded_headers_reach_the_service(gateway: Gateway, replicas: list[Replica]) -> None:
+    # A client on 127.0.0.2 (the gateway and the replicas talk over 127.0.0.1) that forges its
+    # own X-Forwarded-For.
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=gateway.url, transport=transport, trust_env=False) as client:
+        forged = {"X-Forwarded-For": "203.0.113.7"}
+        assert client.get("/healthz", headers=forged).status_code == 200
     entry = gateway.access_log()[-1]
     assert entry["uri"] == "/healthz" and entry["request_id"]
+    assert entry["remote_addr"] == "127.0.0.2"
     assert str(entry["upstream_addr"]).startswith("127.0.0.1:")
     # The service trusts X-Forwarded-For from the gateway (uvicorn proxy headers): it logs the
-    # original client, not the gateway's address.
+    # client that connected to the gateway, neither the gateway's address nor what the client
+    # claimed (its per-client stream limits count against the same address).
     # The log line is written just after the response: poll for it.
-    wait_until(lambda: logged_client(replicas, "/healthz", "203.0.113.7"), 5, "request log")
+    wait_until(lambda: logged_client(replicas, "/healthz", "127.0.0.2:"), 5, "request log")
+    assert not logged_client(replicas, "/healthz", "203.0.113.7")
 
 
 def test_metrics_only_on_the_internal_port(client: httpx.Client, gateway: Gateway) -> None:
