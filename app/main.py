@@ -22,6 +22,7 @@ from app.http_edge import install_log_filter
 from app.logs import RequestLogMiddleware, configure_logging
 from app.registry import ModelRegistry
 from app.settings import Settings
+from app.workpool import WorkPools
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ def _publish_models(registry: ModelRegistry) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load every model once (off the event loop) before serving; release them at shutdown."""
+    """Load every model once (off the event loop) and make the work pools before serving;
+    close both at shutdown."""
     settings: Settings = app.state.settings
     registry = await asyncio.to_thread(ModelRegistry.load, settings)
+    pools = WorkPools.from_settings(settings)
     app.state.registry = registry
+    app.state.work_pools = pools
     _publish_models(registry)
     log.info(
         "startup complete",
@@ -66,7 +70,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         app.state.registry = ModelRegistry.empty("the server is shutting down")
+        app.state.work_pools = None
         metrics.MODELS_READY.set(0)
+        await asyncio.to_thread(pools.close)  # waits for the running decodes, drops the queued
         await asyncio.to_thread(registry.close)
 
 
@@ -83,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry.empty("the models are loading")
+    app.state.work_pools = None  # made by the lifespan
     install_error_handlers(app)
     app.add_middleware(
         UploadDeadlineMiddleware,

@@ -52,6 +52,16 @@ HTTP_EDGE_ERRORS = Counter(
     "connection closed before it sent a byte).",
     ["code"],
 )
+WORK_LANE_JOBS = Gauge(
+    "ser_work_lane_jobs",
+    "/predict decode and feature jobs in a work lane (running or queued), by lane (short, long).",
+    ["lane"],
+)
+WORK_LANE_REFUSALS = Counter(
+    "ser_work_lane_refusals",
+    "Jobs refused because their work lane was full (answered 503 server_busy), by lane.",
+    ["lane"],
+)
 PREDICTIONS = Counter(
     "ser_predictions",
     "Predictions returned (one per /predict response or classified stream window), by label.",

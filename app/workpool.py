@@ -9,6 +9,10 @@ request that submitted it has gone away, so the bound holds on the real work.
 :class:`WorkPools` holds two lanes: uploads whose decoded size (frames x channels) is above
 ``long_lane_samples`` run in the long lane, everything else in the short lane, so a 3.5 s clip
 never queues behind a handful of 10-minute uploads.
+
+Each lane publishes its jobs (``ser_work_lane_jobs``) and its refusals
+(``ser_work_lane_refusals_total``) in :mod:`app.metrics`. The app's lifespan makes the pools
+and closes them at shutdown.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from app import metrics
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -51,6 +56,8 @@ class WorkLane:
         )
         self._lock = threading.Lock()
         self._jobs = 0  # submitted and not yet finished (running or queued)
+        self._jobs_gauge = metrics.WORK_LANE_JOBS.labels(lane=name)
+        self._refusals = metrics.WORK_LANE_REFUSALS.labels(lane=name)
 
     @property
     def jobs(self) -> int:
@@ -64,8 +71,10 @@ class WorkLane:
         """
         with self._lock:
             if self._jobs >= self.capacity:
+                self._refusals.inc()
                 raise LaneFullError(self.name, self.retry_after_s)
             self._jobs += 1
+            self._jobs_gauge.inc()
         try:
             future = self._executor.submit(functools.partial(fn, *args))
         except BaseException:
@@ -77,10 +86,11 @@ class WorkLane:
     def _release(self, _: concurrent.futures.Future[T] | None) -> None:
         with self._lock:
             self._jobs -= 1
+            self._jobs_gauge.dec()
 
     def close(self) -> None:
-        """Let running jobs finish; drop the queued ones."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Drop the queued jobs and wait for the running ones (each is one bounded upload)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -109,5 +119,6 @@ class WorkPools:
         return self.long if decode_samples > self.long_lane_samples else self.short
 
     def close(self) -> None:
+        """Close both lanes; their threads have ended when this returns."""
         self.short.close()
         self.long.close()

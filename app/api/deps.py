@@ -32,11 +32,11 @@ def get_ready_registry(registry: Annotated[ModelRegistry, Depends(get_registry)]
 
 
 def get_work_pools(request: Request) -> WorkPools:
-    """The app's decode/feature pools, made on first use from its settings."""
-    pools: WorkPools | None = getattr(request.app.state, "work_pools", None)
-    if pools is None:  # no await since the check: one event loop cannot race here
-        pools = WorkPools.from_settings(request.app.state.settings)
-        request.app.state.work_pools = pools
+    """The app's decode/feature pools (made by the lifespan), or a 503 ``not_ready`` error
+    before start-up and once shutdown has begun."""
+    pools: WorkPools | None = request.app.state.work_pools
+    if pools is None:
+        raise NotReadyError("the server is starting or shutting down")
     return pools
 
 

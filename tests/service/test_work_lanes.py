@@ -13,10 +13,13 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.deps import get_work_pools
 from app.engine import InferenceError, MicroBatcher
 from app.logs import configure_logging
+from app.main import create_app
+from app.settings import Settings
 from app.workpool import LaneFullError, WorkLane, WorkPools
 from tests.conftest import synth_speechlike, wav_bytes
 
@@ -105,6 +108,55 @@ def test_short_clips_pass_while_the_long_lane_is_full(make_client, gate: threadi
     long = post(client, 3.0)  # 48,000 samples: the long lane, which is full
     assert long.status_code == 503 and long.headers["retry-after"] == "10"
     assert post(client, 1.5).status_code == 200
+
+
+def lane_metric(client: TestClient, name: str, lane: str) -> float:
+    """The value of the sample ``name`` for ``lane`` in the app's ``/metrics``."""
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("lane") == lane:
+                return float(sample.value)
+    return 0.0
+
+
+def test_lane_metrics_count_jobs_and_refusals(make_client, gate: threading.Event) -> None:
+    client = make_client(work_threads=1, work_queue_limit=1)
+    short = pools_of(client).short
+    jobs_before = lane_metric(client, "ser_work_lane_jobs", "short")
+    refused_before = lane_metric(client, "ser_work_lane_refusals_total", "short")
+    occupy(client, short, gate)
+    assert lane_metric(client, "ser_work_lane_jobs", "short") == jobs_before + 2
+    assert post(client, 1.0).status_code == 503
+    assert post(client, 1.0).status_code == 503
+    assert lane_metric(client, "ser_work_lane_refusals_total", "short") == refused_before + 2
+    assert lane_metric(client, "ser_work_lane_refusals_total", "long") >= 0.0
+    gate.set()
+    for _ in range(200):
+        if short.jobs == 0:
+            break
+        threading.Event().wait(0.01)
+    assert lane_metric(client, "ser_work_lane_jobs", "short") == jobs_before
+
+
+def work_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("work-")}
+
+
+def test_the_lifespan_makes_the_pools_and_shutdown_ends_their_threads(models_dir) -> None:
+    before = work_threads()
+    app = create_app(Settings(models_dir=models_dir, long_lane_samples=2 * RATE))
+    assert app.state.work_pools is None  # nothing is made before start-up
+    with TestClient(app) as client:
+        pools = pools_of(client)
+        assert post(client, 1.0).status_code == 200  # the short lane starts a thread
+        assert post(client, 3.0).status_code == 200  # and the long lane one
+        started = work_threads() - before
+        assert {t.name.split("_")[0] for t in started} == {"work-short", "work-long"}
+    assert app.state.work_pools is None
+    assert not any(t.is_alive() for t in started), "a pool thread outlived the app"
+    with pytest.raises(RuntimeError, match="after shutdown"):  # closed: takes no new work
+        asyncio.run(pools.short.run(print))
+    assert pools.short.jobs == 0
 
 
 async def test_non_finite_rows_fail_only_their_caller() -> None:
