@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,12 +25,23 @@ from training.train import fit, predict_logits, score
 
 # name -> TrainConfig changes, against a base recipe with every regulariser on.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "all (SpecAugment + mixup + smoothing)": {},
-    "no SpecAugment": {"freq_masks": 0, "time_masks": 0},
-    "no mixup": {"mixup_alpha": 0.0},
-    "no label smoothing": {"label_smoothing": 0.0},
+    "all": {},  # SpecAugment + mixup + label smoothing
+    "no-specaugment": {"freq_masks": 0, "time_masks": 0},
+    "no-mixup": {"mixup_alpha": 0.0},
+    "no-label-smoothing": {"label_smoothing": 0.0},
     "none": {"freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0},
 }
+
+
+def merge_ablation(path: Path, result: dict) -> list[dict]:
+    """Add ``result`` to ``path`` (replacing the same variant at the same number of epochs)."""
+    rows = json.loads(path.read_text())["ablation"] if path.exists() else []
+    key = (result["variant"], result["epochs"])
+    rows = [r for r in rows if (r["variant"], r["epochs"]) != key] + [result]
+    rows.sort(key=lambda r: (r["epochs"], list(VARIANTS).index(r["variant"])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ablation": rows}, indent=1))
+    return rows
 
 
 def run_ablation(exp: Experiment, variants: dict[str, dict[str, Any]] = VARIANTS) -> list[dict]:
@@ -49,7 +61,7 @@ def run_ablation(exp: Experiment, variants: dict[str, dict[str, Any]] = VARIANTS
         model_config = ModelConfig(
             n_mels=split.feature_config.n_mels, n_frames=split.train.features.shape[-1]
         )
-        run_dir = exp.runs / "ablation" / variant.split(" (")[0].replace(" ", "-")
+        run_dir = exp.runs / "ablation" / f"{variant}-{config.epochs}ep"
         started = time.perf_counter()
         result = fit(
             model_config, config, split.feature_config, split.train, split.val, run_dir, exp.resume
@@ -73,7 +85,6 @@ def run_ablation(exp: Experiment, variants: dict[str, dict[str, Any]] = VARIANTS
                 "train_config": config.to_dict(),
             }
         )
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps({"ablation": results}, indent=1))
+        merge_ablation(out_file, results[-1])
         print(f"{variant}: val accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}")
     return results

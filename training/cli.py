@@ -165,6 +165,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_ablate(sub: argparse._SubParsersAction) -> None:
+    from training.ablation import VARIANTS
+
     p = sub.add_parser(
         "ablate",
         help="short runs of recipe variants, scored on the validation split only",
@@ -178,12 +180,18 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--resume", action="store_true", help="continue variants from last.pt")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS),
+        help="run only this variant (repeatable; default: all of them)",
+    )
     _add_recipe_arguments(p)
     p.set_defaults(func=run_ablate)
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from training.ablation import run_ablation
+    from training.ablation import VARIANTS, run_ablation
     from training.pipeline import Experiment
 
     experiment = Experiment(
@@ -195,7 +203,8 @@ def run_ablate(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         resume=args.resume,
     )
-    run_ablation(experiment)
+    names = args.variant or list(VARIANTS)
+    run_ablation(experiment, {name: VARIANTS[name] for name in names})
     print(f"ablation: {args.out / 'ablation.json'}")
     return 0
 

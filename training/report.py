@@ -409,7 +409,9 @@ def write_report(
         sections.append(
             "## Recipe ablation (validation split only)\n\nShort CE runs on the `random` "
             "split, one variant of the regularisation each, scored on the validation rows "
-            "(the test rows are not scored); `python -m training ablate`.\n\n" + ablation + "\n"
+            "(the test rows are not scored); `python -m training ablate`. `all` is SpecAugment + "
+            "mixup + label smoothing, `no-<x>` is `all` without `<x>`, `none` has no "
+            "regulariser.\n\n" + ablation + "\n"
         )
     sections.append("## Training cost\n\n" + cost_table(records) + "\n")
     path = out / "report.md"
