@@ -209,6 +209,28 @@ def run_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rewrite the report from metrics.json and ablation.json",
+        description="Rewrite <out>/report/ (report.md and figures) from <out>/metrics.json and "
+        "<out>/ablation.json, e.g. after an ablation run; trains nothing.",
+    )
+    p.add_argument("--out", type=Path, default=Path("models"), help="folder with metrics.json")
+    p.set_defaults(func=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import json
+
+    from training.report import ablation_table, write_report
+
+    records = json.loads((args.out / "metrics.json").read_text())["runs"]
+    path = write_report(records, args.out / "report", ablation_table(args.out / "ablation.json"))
+    print(f"wrote {path}")
+    return 0
+
+
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -338,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_evaluate(sub)
     add_ablate(sub)
+    add_report(sub)
     add_data(sub)
     return parser
 
