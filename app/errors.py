@@ -170,7 +170,13 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unhandled error", exc_info=exc, extra={"event": "internal_error", "path": request.url.path}
     )
-    return error_response(500, "internal_error", "the server failed; this is logged and is a bug")
+    response = error_response(
+        500, "internal_error", "the server failed; this is logged and is a bug"
+    )
+    # Starlette re-raises the exception after sending this, and uvicorn then closes the
+    # connection: say so, or a keep-alive client finds a dead socket on its next request.
+    response.headers["connection"] = "close"
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -195,3 +195,18 @@ async def test_a_client_that_disconnects_mid_upload_is_not_a_server_error(models
     async with app.router.lifespan_context(app):
         await app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+
+
+def test_a_server_fault_is_a_json_500_that_closes_the_connection(make_client, monkeypatch) -> None:
+    """The server closes the connection after an unhandled error: the answer says so."""
+    client = make_client()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("app.api.predict.predict_clip", broken)
+    data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
+    response = client.post("/predict", content=data, headers={"content-type": "audio/wav"})
+    error = assert_error(response, 500, "internal_error")
+    assert "secret" not in error["message"]  # internals go to the log, not to the client
+    assert response.headers["connection"] == "close"
