@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -43,11 +42,11 @@ import numpy as np
 import soundfile as sf
 
 from app.settings import Settings
+from benchmarks.record import RESULTS, write
 from tests.conftest import synth_speechlike, wav_bytes
 from tests.live import LiveServer, live_server
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-RESULTS: Final = ROOT / "benchmarks" / "results"
 SHORT_CLIP_S: Final[float] = 3.5
 LONG_RATE: Final[int] = 8_000
 WORST_RATE: Final[int] = 192_000
@@ -289,11 +288,7 @@ def main() -> int:
             "fairness": measure_fairness(args, work / "fairness.log"),
             "memory": measure_memory(args, work),
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write(args.out, result, markdown(result))
     fair, memory = result["fairness"], result["memory"]
     met = (
         fair["ratio_p99_loaded_to_p50_idle"] <= TARGET_RATIO

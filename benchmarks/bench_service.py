@@ -12,7 +12,7 @@ One run, one machine, side by side:
 
 Usage::
 
-    python benchmarks/bench_service.py [--models-dir models] [--model ce] [--requests 200]
+    python -m benchmarks.bench_service [--models-dir models] [--model ce] [--requests 200]
 
 Results go to ``benchmarks/results/latest.json`` and ``latest.md`` (and the terminal).
 """
@@ -24,7 +24,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -39,9 +38,9 @@ import websockets
 
 from app.contract import INPUT_NAME, ModelMetadata
 from app.engine import open_session
+from benchmarks.record import RESULTS, header, write
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -244,7 +243,7 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--stream-audio-s", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest")
     args = parser.parse_args()
 
     buf = io.BytesIO()
@@ -265,20 +264,14 @@ def main() -> int:
         server.wait(timeout=30)
     model_path = find_model(args.models_dir, args.model)
     results = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "command": "python " + " ".join(sys.argv),
+        **header("bench_service"),
         "model": args.model,
         "threads": args.threads,
         "predict": predict,
         "stream": stream,
         "engine": engine_ceiling(model_path, args.threads),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    (args.out / "latest.md").write_text(report)
-    print(report)
+    write(args.out, results, markdown(results))
     return 0
 
 

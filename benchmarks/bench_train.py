@@ -13,7 +13,7 @@ machine hits them all alike, and each one's figure is its median over the rounds
 
 Usage::
 
-    python benchmarks/bench_train.py [--batches 4] [--rounds 3] [--batch-size 64]
+    python -m benchmarks.bench_train [--batches 4] [--rounds 3] [--batch-size 64]
 
 Run it on an idle machine. Results go to ``benchmarks/results/train.json`` and ``train.md``.
 """
@@ -21,11 +21,7 @@ Run it on an idle machine. Results go to ``benchmarks/results/train.json`` and `
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -33,13 +29,12 @@ import numpy as np
 import torch
 
 from app.features import FeatureConfig
+from benchmarks.record import RESULTS, header, write
 from training.config import TrainConfig
 from training.device import cpu_flags, resolve_device, resolve_precision
 from training.model import ModelConfig
 from training.train import LabelledFeatures, run_epoch, start_run
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 MODES: dict[str, dict[str, object]] = {
     "fp32": {"precision": "fp32", "channels_last": False},
     "fp32 + channels_last": {"precision": "fp32", "channels_last": True},
@@ -92,7 +87,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=FeatureConfig().window_frames)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "train")
     args = parser.parse_args()
 
     pool = random_pool(args.batches * args.batch_size, args.frames)
@@ -108,9 +103,7 @@ def main() -> int:
         layouts[layout] = row
     flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     results = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "command": "python " + " ".join(sys.argv),
+        **header("bench_train"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "native_bf16": ", ".join(flags) or "no",
@@ -121,11 +114,7 @@ def main() -> int:
         "samples": {f"{la} / {m}": v for (la, m), v in samples.items()},
         "layouts": layouts,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    (args.out / "train.md").write_text(report)
-    print(report)
+    write(args.out, results, markdown(results))
     return 0
 
 

@@ -35,11 +35,11 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from benchmarks.record import RESULTS, write
 from tests.conftest import export_test_models, synth_speechlike, wav_bytes
 from tests.deploy.conftest import GATEWAY_TEMPLATE, render_template
 from tests.deploy.test_gateway import free_port, run_gateway, stop, wait_until
 
-RESULTS = Path(__file__).resolve().parent / "results"
 STREAM_CLOSE_TIMEOUT_S = 30.0
 
 
@@ -249,10 +249,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         result = run(args, Path(folder))
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write(args.out, result, markdown(result))
     with contextlib.suppress(KeyError):
         failed = sum(
             n
