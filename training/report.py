@@ -324,10 +324,12 @@ def cost_table(records: list[Record]) -> str:
         key=lambda r: (r["protocol"], r["architecture"], r["fold"], PAPER_ORDER.index(r["loss"])),
     ):
         fold = f" fold {r['fold']}" if r["protocol"] != "random" else ""
+        epochs = r.get("epochs_run", len(r.get("history", [])))
+        minutes = f"{r['train_seconds'] / 60:.1f}" if "train_seconds" in r else "-"
         lines.append(
             f"| {r['protocol']}{fold} | {r['architecture']} | {LOSS_TITLES[r['loss']]} "
-            f"| {r['epochs_run']} ({r['best_epoch']}) | {r['train_seconds'] / 60:.1f} "
-            f"| {r['device']}, {r.get('precision', 'fp32')} |"
+            f"| {epochs} ({r['best_epoch']}) | {minutes} "
+            f"| {r.get('device', '-')}, {r.get('precision', 'fp32')} |"
         )
     return "\n".join(lines)
 

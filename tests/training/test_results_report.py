@@ -74,3 +74,16 @@ def test_metrics_are_macro_averages_and_uar_is_macro_recall() -> None:
     assert m["uar"] == m["macro_recall"] == (0.75 + 1 + 0.5) / len(LABELS)
     assert np.asarray(m["confusion"]).sum() == 8 and m["confusion"][0][1] == 1
     assert set(m["per_class"]) == set(LABELS)
+
+
+def test_report_has_per_corpus_accuracy_and_training_cost(tmp_path: Path) -> None:
+    record = _record("ce", "random", 0, 0.75)
+    corpora = np.array(["ravdess"] * 40 + ["tess"] * 40)
+    truth = np.arange(80) % 8
+    predicted = np.where(np.arange(80) < 20, (truth + 1) % 8, truth)  # 20 RAVDESS clips wrong
+    record["test"] = {**classification_metrics(truth, predicted, corpora=corpora), "loss": 0.6}
+    record |= {"epochs_run": 24, "train_seconds": 906.0, "device": "cpu", "precision": "bf16"}
+    text = write_report([record], tmp_path).read_text()
+    assert "| Loss | ravdess % | tess % |" in text
+    assert "| Cross-entropy | 50.00 | 100.00 |" in text
+    assert "| random | sequential | Cross-entropy | 24 (5) | 15.1 | cpu, bf16 |" in text
