@@ -93,7 +93,9 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (default: 2e-3; L1: 5e-4)"
+    )
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=d.workers, help="0: all CPU cores")

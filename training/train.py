@@ -299,7 +299,7 @@ def start_run(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay
     )
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))

@@ -133,3 +133,13 @@ def test_train_flags_without_a_sub_command_mean_train(monkeypatch: pytest.Monkey
     assert args.resume and args.precision == "fp32" and args.epochs == 3  # type: ignore[attr-defined]
     config = cli._train_config(args)  # type: ignore[arg-type]
     assert config.precision == "fp32" and config.epochs == 3
+
+
+def test_the_peak_learning_rate_defaults_per_loss() -> None:
+    from training.config import PEAK_LR
+
+    assert TrainConfig(loss="ce").peak_lr == PEAK_LR["ce"] == 2e-3
+    assert TrainConfig(loss="l1").peak_lr == 5e-4  # 2e-3 collapses L1 to one class
+    assert TrainConfig(loss="l1", lr=1e-3).peak_lr == 1e-3  # an explicit lr wins
+    with pytest.raises(TrainConfigError):
+        TrainConfig(lr=0.0)
