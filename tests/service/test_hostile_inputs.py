@@ -177,7 +177,12 @@ CASES = [
     Case("square_3e38", float_wav(square(3e38), 48_000), 422, "sample_out_of_range"),
     Case("scaled_1e20", float_wav(speech(1.0, 48_000) * 1e20, 48_000), 422, "sample_out_of_range"),
     Case("one_sample_1e36", one_spike(1e36), 422, "sample_out_of_range"),
-    Case("double_1e300", encoded(speech() * 1e300, subtype="DOUBLE"), 422, "non_finite_samples"),
+    Case(
+        "double_1e300",
+        encoded(speech().astype(np.float64) * 1e300, subtype="DOUBLE"),
+        422,
+        "non_finite_samples",
+    ),
     Case("overs_12db", float_wav(speech() * (3.9 / np.abs(speech()).max())), 200),
     Case("scaled_1e-30", float_wav(speech() * 1e-30), 422, "unusable_audio"),
     Case("denormals", float_wav(speech() * 1e-40), 422, "unusable_audio"),
