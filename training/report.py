@@ -239,8 +239,9 @@ def architecture_table(records: list[Record]) -> str:
     for r in records:
         by_key[(r["protocol"], r["loss"])][r["architecture"]].append(r)
     lines = [
-        "| Protocol | Loss | Architecture | Test accuracy % | Test macro-F1 | Best epoch |",
-        "|---|---|---|---|---|---|",
+        "| Protocol | Loss | Architecture | Val accuracy % | Val macro-F1 | Test accuracy % "
+        "| Test macro-F1 | Best epoch |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (protocol, loss), archs in sorted(by_key.items()):
         if len(archs) < 2:
@@ -248,6 +249,8 @@ def architecture_table(records: list[Record]) -> str:
         for arch, runs in sorted(archs.items()):
             lines.append(
                 f"| {protocol} | {LOSS_TITLES[loss]} | {arch} "
+                f"| {_cell(_values(runs, 'val', 'accuracy', 100.0), 2)} "
+                f"| {_cell(_values(runs, 'val', 'macro_f1'), 4)} "
                 f"| {_cell(_values(runs, 'test', 'accuracy', 100.0), 2)} "
                 f"| {_cell(_values(runs, 'test', 'macro_f1'), 4)} "
                 f"| {', '.join(str(r['best_epoch']) for r in runs)} |"
