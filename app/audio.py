@@ -16,10 +16,10 @@ Memory is bounded by design, whatever the file claims or holds:
    its own rate and channel count.
 
 One validity rule (:func:`check_samples`) runs after every step that can create non-finite or
-huge values (decoding, down-mixing, resampling): samples are finite and within
-+-:data:`MAX_SAMPLE_MAGNITUDE`. Integer PCM is always in [-1, 1); float files may go past full
-scale, and overs up to +12 dBFS are kept as they are (not clipped); anything beyond is a
-scaling error and is refused.
+huge values (decoding and resampling; the down-mix of checked samples cannot): samples are
+finite and within +-:data:`MAX_SAMPLE_MAGNITUDE`. Integer PCM is always in [-1, 1); float
+files may go past full scale, and overs up to +12 dBFS are kept as they are (not clipped);
+anything beyond is a scaling error and is refused.
 """
 
 from __future__ import annotations
@@ -267,9 +267,9 @@ def _decode_blocks(
             break
         frames_read += block.shape[0]
         check_samples(block)
-        mono = to_mono(block)
-        check_samples(mono)
-        chunks.append(resampler(mono))
+        # No check after the down-mix: the mean of finite samples within the range stays
+        # finite and within it. Resampling can overshoot, so the resampler checks its output.
+        chunks.append(resampler(to_mono(block)))
     if frames_read:
         chunks.append(resampler(np.zeros(0, np.float32), last=True))
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), frames_read
