@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.features import FeatureConfig
+from training.splits import PROTOCOLS
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -50,7 +51,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         metavar="{" + ",".join(LOSSES) + ",all}",
         help="one loss, a comma-separated list (ce,bce) or all (default)",
     )
-    p.add_argument("--protocol", choices=["random", "speaker"], default="random")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="random",
+        help="random 80/10/10, speaker folds, or corpus: leave one corpus out",
+    )
     p.add_argument(
         "--arch",
         choices=["sequential", "parallel", "both"],
@@ -66,7 +72,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue each model from its run folder's last.pt (after a kill or a reboot)",
     )
-    p.add_argument("--folds", type=int, default=None, help="speaker protocol: first N folds")
+    p.add_argument(
+        "--folds", type=int, default=None, help="speaker / corpus protocol: first N folds"
+    )
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
     p.add_argument(
@@ -289,8 +297,9 @@ def add_data(sub: argparse._SubParsersAction) -> None:
         "data",
         help="count clips per corpus x emotion and write the split files",
         description="Find the corpora under --data (published layouts or a manifest), print "
-        "clips per corpus x emotion and the split sizes of both protocols, and write random.csv "
-        "and speaker-fold<k>.csv to --out. Reads file names and bytes only; decodes no audio.",
+        "clips per corpus x emotion and the split sizes of every protocol, and write "
+        "random.csv, speaker-fold<k>.csv and corpus-fold<k>.csv to --out. Reads file names and "
+        "bytes only; decodes no audio.",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
     p.add_argument("--out", type=Path, default=Path("runs/splits"), help="where the splits go")

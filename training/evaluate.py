@@ -5,6 +5,11 @@ Metrics (:func:`classification_metrics`): accuracy, macro precision / recall / F
 per-class report from scikit-learn and the confusion matrix (rows: true label, columns:
 predicted, in :data:`app.labels.LABELS` order). Classes absent from both truth and prediction
 count as 0 in the macro averages (``zero_division=0``), so a tiny split is scored pessimistically.
+
+Per corpus (:func:`corpus_metrics`), the macro averages are taken over the classes that corpus's
+clips have (SAVEE and TESS have no ``calm``), and over the classes the model was trained on: a
+model trained without RAVDESS has never seen ``calm``, so RAVDESS's calm clips count towards
+accuracy (as errors) but not towards that corpus's UAR. The decision stays the 8-way argmax.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ def classification_metrics(
     predicted: np.ndarray,
     labels: tuple[str, ...] = LABELS,
     corpora: np.ndarray | None = None,
+    trained: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Metrics of integer predictions (n,) against integer truth (n,); JSON-serialisable.
 
-    With ``corpora`` (n,) (each clip's corpus name), also the accuracy on each corpus's part.
+    With ``corpora`` (n,) (each clip's corpus name), also the accuracy on each corpus's part and
+    :func:`corpus_metrics`; ``trained``: the label indices the model was trained on (default:
+    all).
     """
     index = list(range(len(labels)))
     precision, recall, f1, _ = precision_recall_fscore_support(
@@ -60,9 +68,43 @@ def classification_metrics(
         **(
             {}
             if corpora is None
-            else {"accuracy_by_corpus": accuracy_by(corpora, truth, predicted)}
+            else {
+                "accuracy_by_corpus": accuracy_by(corpora, truth, predicted),
+                "by_corpus": corpus_metrics(corpora, truth, predicted, trained),
+            }
         ),
     }
+
+
+def corpus_metrics(
+    corpora: np.ndarray,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    trained: np.ndarray | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, macro-F1 and UAR of each corpus's part: {corpus: {n, accuracy, ...}}.
+
+    The macro averages run over the classes present in that part's truth and in ``trained``
+    (the labels the model was trained on; default: all), named in ``classes``.
+    """
+    corpora = np.asarray(corpora)
+    seen = set(range(len(LABELS))) if trained is None else {int(i) for i in np.unique(trained)}
+    out: dict[str, dict[str, Any]] = {}
+    for corpus in sorted(set(corpora.tolist())):
+        mask = corpora == corpus
+        t, p = truth[mask], predicted[mask]
+        classes = sorted(set(np.unique(t).tolist()) & seen)
+        _, recall, f1, _ = precision_recall_fscore_support(
+            t, p, labels=classes, average="macro", zero_division=0
+        )
+        out[str(corpus)] = {
+            "n": int(mask.sum()),
+            "accuracy": float((t == p).mean()),
+            "macro_f1": float(f1),
+            "uar": float(recall),
+            "classes": [LABELS[i] for i in classes],
+        }
+    return out
 
 
 def accuracy_by(groups: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:

@@ -39,7 +39,7 @@ from app.features import FeatureConfig
 from app.labels import LABEL_INDEX, LABELS
 from training.config import TrainConfig
 from training.device import resolve_device, resolve_precision
-from training.evaluate import accuracy_by, classification_metrics, summary
+from training.evaluate import accuracy_by, classification_metrics, corpus_metrics, summary
 from training.export import export_onnx
 from training.featureset import band_stats, compute_features, normalise_
 from training.model import ModelConfig
@@ -136,19 +136,13 @@ def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str
     from training import splits
 
     folder = exp.out / "splits"
-    if exp.protocol == "random":
-        path = folder / splits.split_file_name("random")
-        if not path.exists():
-            splits.write_split(path, splits.make_random_split(clips, root, seed=exp.train.seed))
-        _check_covers(path, clips)
-        return [("random", 0, path)]
-    n_folds = splits.N_FOLDS
-    paths = [folder / splits.split_file_name("speaker", k) for k in range(n_folds)]
+    count = splits.n_folds(exp.protocol, clips)
+    paths = [folder / splits.split_file_name(exp.protocol, k) for k in range(count)]
     if not all(p.exists() for p in paths):
-        folds = splits.make_speaker_folds(clips, root, n_folds=n_folds, seed=exp.train.seed)
+        folds = splits.make_folds(exp.protocol, clips, root, seed=exp.train.seed)
         for p, rows in zip(paths, folds, strict=True):
             splits.write_split(p, rows)
-    wanted = range(n_folds if exp.folds is None else min(exp.folds, n_folds))
+    wanted = range(count if exp.folds is None else min(exp.folds, count))
     for k in wanted:
         _check_covers(paths[k], clips)
     return [(paths[k].stem, k, paths[k]) for k in wanted]
@@ -212,6 +206,7 @@ def _scores(
     config: TrainConfig,
     full: bool,
     corpora: np.ndarray | None = None,
+    trained: np.ndarray | None = None,
 ) -> dict[str, Any]:
     device = next(result.model.parameters()).device
     x = torch.from_numpy(data.features).to(device)
@@ -224,10 +219,13 @@ def _scores(
         by_corpus = (
             {}
             if corpora is None
-            else {"accuracy_by_corpus": accuracy_by(corpora, data.labels, predicted)}
+            else {
+                "accuracy_by_corpus": accuracy_by(corpora, data.labels, predicted),
+                "by_corpus": corpus_metrics(corpora, data.labels, predicted, trained),
+            }
         )
         return {**scores, **by_corpus}
-    metrics = classification_metrics(data.labels, predicted, corpora=corpora)
+    metrics = classification_metrics(data.labels, predicted, corpora=corpora, trained=trained)
     return {**metrics, "loss": scores["loss"]}
 
 
@@ -281,8 +279,12 @@ def train_one(
             "test": len(split.test.labels),
         },
         "train": _scores(result, clean_training_clips(split.train), config, full=False),
-        "val": _scores(result, split.val, config, full=False, corpora=split.corpora.get("val")),
-        "test": _scores(result, split.test, config, full=True, corpora=split.corpora.get("test")),
+        "val": _scores(
+            result, split.val, config, False, split.corpora.get("val"), split.train.labels
+        ),
+        "test": _scores(
+            result, split.test, config, True, split.corpora.get("test"), split.train.labels
+        ),
         "history": result.history,
         "train_config": config.to_dict(),
         "model_config": model_config.to_dict(),

@@ -1,6 +1,6 @@
 """Train / validation / test splits, written to CSV so anyone can re-score the same test clips.
 
-Two protocols:
+Three protocols:
 
 ``random`` (the paper's): stratified 80/10/10 within every corpus x emotion cell, seeded.
 
@@ -19,12 +19,17 @@ Fold ``k`` tests on block ``k``; its validation set is the first third (rounded 
 ``k + 1`` (RAVDESS: one male and one female actor, SAVEE: one speaker, TESS: 17 words); the rest
 trains. Per fold that is about 25 % test, 10 % validation, 65 % training.
 
-In both protocols, clips with identical audio (:func:`training.corpora.content_sha256`, e.g.
+``corpus`` (leave one corpus out): one fold per corpus, in name order (ravdess, savee, tess).
+Fold ``k`` tests on every clip of corpus ``k``; the other corpora train, less a stratified 10 %
+of each of their corpus x emotion cells for validation (drawn as in ``random``). Validation is
+therefore in-domain: nothing of the held-out corpus is seen before the test.
+
+In every protocol, clips with identical audio (:func:`training.corpora.content_sha256`, e.g.
 RAVDESS Actor_07 03-01-03-01-02-01-07 / -02-07) are kept in one split. The random protocol
 draws them as one unit; the speaker protocol, if a duplicate ever crosses units, moves the whole
 group to its most held-out split (test, then validation), so no test audio is trained on.
 
-Split files: ``random.csv``, ``speaker-fold0.csv`` ... with columns
+Split files: ``random.csv``, ``speaker-fold0.csv`` ..., ``corpus-fold0.csv`` ... with columns
 ``path, dataset, speaker, emotion, split, utterance`` (paths relative to the corpus root;
 ``split`` is ``train``, ``val`` or ``test``), one row per clip, sorted by path.
 """
@@ -35,7 +40,7 @@ import csv
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +50,8 @@ from training.corpora import Clip, content_sha256
 
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)
-N_FOLDS = 4
+PROTOCOLS = ("random", "speaker", "corpus")
+N_FOLDS = 4  # speaker protocol
 DEFAULT_SEED = 42  # the training default (training.config.TrainConfig.seed)
 RANDOM_FRACTIONS = {TEST: 0.1, VAL: 0.1}  # the rest trains
 COLUMNS = ("path", "dataset", "speaker", "emotion", "split", "utterance")
@@ -77,9 +83,16 @@ def _sorted_rows(clips: Sequence[Clip], splits: Sequence[str]) -> list[Row]:
 
 
 def make_random_split(
-    clips: Sequence[Clip], root: str | Path, *, seed: int = DEFAULT_SEED
+    clips: Sequence[Clip],
+    root: str | Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    fractions: Mapping[str, float] = RANDOM_FRACTIONS,
 ) -> list[Row]:
-    """The ``random`` protocol: stratified 80/10/10 by corpus x emotion; rows sorted by path."""
+    """The ``random`` protocol: stratified 80/10/10 by corpus x emotion; rows sorted by path.
+
+    ``fractions``: the share of each cell held out per split (test first, then validation).
+    """
     strata: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
     for group in content_groups(clips, root):
         first = clips[group[0]]
@@ -87,7 +100,7 @@ def make_random_split(
     splits = [TRAIN] * len(clips)
     for (dataset, emotion), groups in sorted(strata.items()):
         size = sum(len(g) for g in groups)
-        wanted = {part: round(size * share) for part, share in RANDOM_FRACTIONS.items()}
+        wanted = {part: round(size * fractions.get(part, 0.0)) for part in (TEST, VAL)}
         taken = dict.fromkeys(wanted, 0)
         for index in _rng(seed, dataset, emotion).permutation(len(groups)):
             part = next((p for p in (TEST, VAL) if taken[p] < wanted[p]), TRAIN)
@@ -160,6 +173,46 @@ def make_speaker_folds(
     return folds
 
 
+def corpus_names(clips: Sequence[Clip]) -> list[str]:
+    """The corpora of ``clips`` in fold order (by name): fold ``k`` of ``corpus`` holds out
+    the ``k``-th."""
+    return sorted({clip.dataset for clip in clips})
+
+
+def make_corpus_folds(
+    clips: Sequence[Clip], root: str | Path, *, seed: int = DEFAULT_SEED
+) -> list[list[Row]]:
+    """The ``corpus`` protocol: one list of rows (sorted by path) per held-out corpus."""
+    corpora = corpus_names(clips)
+    if len(corpora) < 2:
+        raise SplitError(f"leaving one corpus out needs two or more corpora, got {corpora}")
+    folds = []
+    for held_out in corpora:
+        rest = [clip for clip in clips if clip.dataset != held_out]
+        rows = make_random_split(rest, root, seed=seed, fractions={VAL: RANDOM_FRACTIONS[VAL]})
+        rows += [(clip, TEST) for clip in clips if clip.dataset == held_out]
+        folds.append(_sorted_rows(*zip(*rows, strict=True)))
+    return folds
+
+
+def make_folds(
+    protocol: str, clips: Sequence[Clip], root: str | Path, *, seed: int = DEFAULT_SEED
+) -> list[list[Row]]:
+    """The split(s) of ``protocol``: one for ``random``, one per fold for the others."""
+    if protocol == "random":
+        return [make_random_split(clips, root, seed=seed)]
+    if protocol == "speaker":
+        return make_speaker_folds(clips, root, seed=seed)
+    if protocol == "corpus":
+        return make_corpus_folds(clips, root, seed=seed)
+    raise SplitError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+def n_folds(protocol: str, clips: Sequence[Clip]) -> int:
+    """How many split files ``protocol`` has for ``clips``."""
+    return {"random": 1, "speaker": N_FOLDS}.get(protocol) or len(corpus_names(clips))
+
+
 def write_split(path: str | Path, rows: Sequence[Row]) -> Path:
     """Write ``rows`` as a split CSV (sorted by path, ``\\n`` line ends); returns the path."""
     path = Path(path)
@@ -208,21 +261,24 @@ def split_sha256(path: str | Path) -> str:
 
 
 def split_file_name(protocol: str, fold: int = 0) -> str:
-    """``random.csv`` or ``speaker-fold<k>.csv``."""
+    """``random.csv``, ``speaker-fold<k>.csv`` or ``corpus-fold<k>.csv``."""
     return "random.csv" if protocol == "random" else f"{protocol}-fold{fold}.csv"
 
 
 def write_all_splits(
     clips: Sequence[Clip], root: str | Path, out_dir: str | Path, *, seed: int = DEFAULT_SEED
 ) -> dict[str, list[Row]]:
-    """Write ``random.csv`` and every ``speaker-fold<k>.csv`` into ``out_dir``.
+    """Write every protocol's split files (:func:`split_file_name`) into ``out_dir``.
 
     Returns:
         the rows of each file, by file stem (``random``, ``speaker-fold0``, ...).
     """
-    written = {"random": make_random_split(clips, root, seed=seed)}
-    for fold, rows in enumerate(make_speaker_folds(clips, root, seed=seed)):
-        written[f"speaker-fold{fold}"] = rows
+    written = {
+        Path(split_file_name(protocol, fold)).stem: rows
+        for protocol in PROTOCOLS
+        if protocol != "corpus" or len(corpus_names(clips)) > 1
+        for fold, rows in enumerate(make_folds(protocol, clips, root, seed=seed))
+    }
     for stem, rows in written.items():
         write_split(Path(out_dir) / f"{stem}.csv", rows)
     return written

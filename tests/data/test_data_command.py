@@ -21,7 +21,9 @@ def test_data_command_json(
     assert report["counts"]["tess"]["surprised"] == 2
     assert report["counts"]["ravdess"]["happy"] == 2
     assert report["counts"]["savee"]["calm"] == 0
-    stems = ["random"] + [f"speaker-fold{k}" for k in range(4)]
+    stems = (
+        ["random"] + [f"speaker-fold{k}" for k in range(4)] + [f"corpus-fold{k}" for k in range(3)]
+    )
     assert list(report["splits"]) == stems
     for stem in stems:
         info = report["splits"][stem]

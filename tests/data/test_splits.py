@@ -13,6 +13,7 @@ from training.corpora import Clip
 from training.splits import (
     SPLITS,
     SplitError,
+    make_corpus_folds,
     make_random_split,
     make_speaker_folds,
     read_split,
@@ -143,6 +144,31 @@ def test_speaker_folds_hold_out_speakers_and_words(corpus: tuple[list[Clip], Pat
     assert len(tested) == 24 + 4 + 200 and set(tested.values()) == {1}
 
 
+def test_corpus_folds_hold_out_one_whole_corpus(corpus: tuple[list[Clip], Path]) -> None:
+    clips, root = corpus
+    folds = make_corpus_folds(clips, root)
+    assert len(folds) == 3
+    sizes = Counter(c.dataset for c in clips)
+    for held_out, rows in zip(("ravdess", "savee", "tess"), folds, strict=True):
+        by_split = _check_partition(clips, rows)
+        assert {c.dataset for c in by_split["test"]} == {held_out}
+        assert len(by_split["test"]) == sizes[held_out]
+        assert held_out not in {c.dataset for c in by_split["train"] + by_split["val"]}
+        # Validation: a stratified tenth of every training corpus x emotion cell.
+        cells = Counter((c.dataset, c.emotion) for c in clips if c.dataset != held_out)
+        val = Counter((c.dataset, c.emotion) for c in by_split["val"])
+        assert set(val) == set(cells)
+        assert all(abs(val[cell] - 0.1 * n) <= 2 for cell, n in cells.items())
+
+
+def test_corpus_protocol_needs_two_corpora(tmp_path: Path) -> None:
+    clips = [Clip(f"{i}.wav", "custom", "a", "sad", "") for i in range(10)]
+    for clip in clips:
+        (tmp_path / clip.path).write_bytes(clip.path.encode())
+    with pytest.raises(SplitError, match="two or more corpora"):
+        make_corpus_folds(clips, tmp_path)
+
+
 def test_speaker_protocol_keeps_cross_speaker_duplicates_held_out(tmp_path: Path) -> None:
     clips = [Clip(f"c/{s}_{i}.wav", "custom", s, "sad", "") for s in "ABCDEFGH" for i in range(3)]
     for i, clip in enumerate(clips):
@@ -172,7 +198,11 @@ def test_files_round_trip_and_are_reproducible(
     first = write_all_splits(clips, root, tmp_path / "a")
     write_all_splits(clips, root, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["random.csv"] + [f"speaker-fold{k}.csv" for k in range(4)]
+    assert names == (
+        [f"corpus-fold{k}.csv" for k in range(3)]
+        + ["random.csv"]
+        + [f"speaker-fold{k}.csv" for k in range(4)]
+    )
     for name in names:
         assert split_sha256(tmp_path / "a" / name) == split_sha256(tmp_path / "b" / name)
     assert read_split(tmp_path / "a" / "random.csv") == first["random"]

@@ -88,3 +88,49 @@ def test_report_has_per_corpus_accuracy_and_training_cost(tmp_path: Path) -> Non
     assert "| Loss | ravdess % | tess % |" in text
     assert "| Cross-entropy | 50.00 | 100.00 |" in text
     assert "| random | sequential | Cross-entropy | 24 (5) | 15.1 | cpu, bf16 |" in text
+
+
+def test_corpus_uar_runs_over_the_classes_the_corpus_has_and_the_model_learnt() -> None:
+    calm = LABELS.index("calm")
+    # RAVDESS part: every class incl. calm, each right but calm (never trained on: predicted 0).
+    truth = np.arange(16) % 8
+    predicted = np.where(truth == calm, 0, truth)
+    corpora = np.array(["ravdess"] * 16)
+    trained = np.array([i for i in range(8) if i != calm])
+    m = classification_metrics(truth, predicted, corpora=corpora, trained=trained)
+    part = m["by_corpus"]["ravdess"]
+    assert part["accuracy"] == 14 / 16  # calm clips still count as errors
+    assert part["uar"] == 1.0 and "calm" not in part["classes"]
+    # Trained on calm too, the same predictions lose calm's recall in the UAR.
+    full = classification_metrics(truth, predicted, corpora=corpora)["by_corpus"]["ravdess"]
+    assert full["uar"] == 7 / 8
+    # A corpus without some classes is averaged over its own classes only.
+    two = classification_metrics(
+        np.array([2, 2, 3, 3]), np.array([2, 3, 3, 3]), corpora=np.array(["savee"] * 4)
+    )["by_corpus"]["savee"]
+    assert two["uar"] == (0.5 + 1.0) / 2 and two["classes"] == [LABELS[2], LABELS[3]]
+
+
+def test_report_tables_the_held_out_corpora_and_unseen_speakers(tmp_path: Path) -> None:
+    records = []
+    for fold, corpus in enumerate(("ravdess", "savee")):
+        record = _record("ce", "corpus", fold, 0.5)
+        truth = np.arange(16) % 8
+        predicted = np.where(truth < 4, truth, 0)  # half right
+        corpora = np.array([corpus] * 16)
+        record["test"] = {**classification_metrics(truth, predicted, corpora=corpora), "loss": 1}
+        record["val"]["by_corpus"] = {"tess": {}, "savee" if fold == 0 else "ravdess": {}}
+        records.append(record)
+    for fold, acc in enumerate((0.5, 0.7)):
+        record = _record("ce", "speaker", fold, acc)
+        truth = np.arange(8)
+        corpora = np.array(["ravdess"] * 4 + ["tess"] * 4)
+        predicted = np.where(np.arange(8) < 2 + 2 * fold, 0, truth)
+        record["test"] = {**classification_metrics(truth, predicted, corpora=corpora), "loss": 1}
+        records.append(record)
+    text = write_report(records, tmp_path).read_text()
+    assert "| ravdess | savee + tess | 16 | 0.5000 | 50.00 |" in text
+    assert "| savee | ravdess + tess | 16 | 0.5000 | 50.00 |" in text
+    assert "unseen speakers per corpus" in text
+    # RAVDESS part: 3/4 right in fold 0, 1/4 in fold 1 (clip 0 is the one "0" that is right).
+    assert "| ravdess | 50.00 ± 35.36 |" in text
