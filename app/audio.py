@@ -189,7 +189,8 @@ def check_samples(samples: np.ndarray) -> None:
 
 def is_silent(samples: np.ndarray) -> bool:
     """Whether no sample of ``samples`` reaches :data:`SILENCE_FLOOR` (-100 dBFS)."""
-    return samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE_FLOOR
+    # max and min rather than max(abs): no temporary copy of a long clip.
+    return samples.size == 0 or max(float(samples.max()), -float(samples.min())) < SILENCE_FLOOR
 
 
 def _read_header(

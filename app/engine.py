@@ -5,8 +5,10 @@ the settings ask for, then checks which provider it really runs on: onnxruntime 
 CPU silently when CUDA cannot start, so the active provider is read back with
 ``session.get_providers()`` rather than assumed.
 
-:class:`MicroBatcher` owns a session and one worker thread. Callers (``/predict`` requests and
-stream windows, from any event loop) submit feature rows and await a future; the thread takes
+:class:`MicroBatcher` owns a session and one worker thread. Callers submit feature rows and wait
+for a future: coroutines (stream windows) with :meth:`MicroBatcher.submit`, worker threads (a long
+upload's windows, classified chunk by chunk on its lane thread) with
+:meth:`MicroBatcher.run_rows`. The batcher's thread takes
 the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
 ``max_batch_size`` rows are queued, runs ONE ``session.run`` on the stacked rows and resolves
 each caller's future with its own rows. A failing run fails only the jobs in that batch, and
@@ -17,7 +19,7 @@ server validates its input, so a non-finite output is a broken model, never a nu
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -145,8 +147,8 @@ def run_session(session: ort.InferenceSession, features: np.ndarray) -> np.ndarr
 @dataclass
 class _Job:
     features: np.ndarray  # (n, n_mels, frames)
-    future: asyncio.Future[np.ndarray]
-    loop: asyncio.AbstractEventLoop
+    # A thread-safe future: the batcher's thread resolves it; coroutines await it wrapped.
+    future: concurrent.futures.Future[np.ndarray]
 
 
 _STOP: Final = object()
@@ -177,24 +179,48 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._queue: queue.Queue[_Job | object] = queue.Queue()
         self._carry: _Job | None = None  # a job that did not fit the previous batch
+        self._closing = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    async def submit(self, features: np.ndarray) -> np.ndarray:
-        """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows."""
+    def enqueue(self, features: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
+        """Queue ``features`` (n <= max_batch_size rows) for a batch; the future gets its n
+        output rows."""
         if not 1 <= features.shape[0] <= self.max_batch_size:
             raise ValueError(f"submit 1 to {self.max_batch_size} rows, got {features.shape[0]}")
         if not self._thread.is_alive():
             raise InferenceError(f"the {self.name} model is shut down")
-        loop = asyncio.get_running_loop()
-        job = _Job(np.ascontiguousarray(features, dtype=np.float32), loop.create_future(), loop)
-        self._queue.put(job)
-        return await job.future
+        future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
+        job = _Job(np.ascontiguousarray(features, dtype=np.float32), future)
+        with self._closing:
+            if self._closed:
+                raise InferenceError(f"the {self.name} model is shut down")
+            self._queue.put(job)
+        return future
+
+    async def submit(self, features: np.ndarray) -> np.ndarray:
+        """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows."""
+        return await asyncio.wrap_future(self.enqueue(features))
+
+    def run_rows(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`submit` for a worker thread: blocks it until the rows are done."""
+        return self.enqueue(features).result()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Finish the queued jobs, then stop the worker thread."""
-        self._queue.put(_STOP)
+        """Finish the queued jobs, then stop the worker thread.
+
+        Nothing is queued after the stop, and a job the thread did not reach in ``timeout_s``
+        fails, so no caller (a blocked lane thread included) waits forever.
+        """
+        with self._closing:
+            self._closed = True
+            self._queue.put(_STOP)
         self._thread.join(timeout_s)
+        error = InferenceError(f"the {self.name} model is shut down")
+        while not self._thread.is_alive() and (job := self._next_job(0.0)) is not None:
+            if isinstance(job, _Job):
+                _deliver(job, None, error)
 
     def _next_job(self, timeout_s: float | None) -> _Job | object | None:
         if self._carry is not None:
@@ -269,17 +295,10 @@ class MicroBatcher:
 
 
 def _deliver(job: _Job, result: np.ndarray | None, error: Exception | None) -> None:
-    # RuntimeError: the caller's event loop has closed, so nobody is waiting.
-    with contextlib.suppress(RuntimeError):
-        job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
-
-
-def _resolve(
-    future: asyncio.Future[np.ndarray], result: np.ndarray | None, error: Exception | None
-) -> None:
-    if future.done():  # the caller went away (cancelled request)
+    # A cancelled future (its request went away) takes no result: nobody is waiting.
+    if not job.future.set_running_or_notify_cancel():
         return
     if error is not None:
-        future.set_exception(error)
+        job.future.set_exception(error)
     else:
-        future.set_result(result)  # type: ignore[arg-type]
+        job.future.set_result(result)  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ from app.segment import fixed_window, trim_bounds
 from app.settings import Settings
 from app.workpool import WorkPools
 
-FEATURE_CHUNK_WINDOWS = 32  # bounds the memory of log_mel on a long clip
+FEATURE_CHUNK_WINDOWS = 4  # windows featurised at a time: about 18 MB of transient arrays
 
 
 class ModelRef(BaseModel):
@@ -95,14 +95,17 @@ class ClipLimits:
 
 @dataclass(frozen=True)
 class PreparedClip:
-    """A decoded clip cut into model windows, with their features."""
+    """A decoded clip cut into model windows: the features of a short clip's windows, or the
+    probabilities of a long clip's (see :func:`prepare_clip`)."""
 
     audio: Audio
-    features: np.ndarray  # (n_windows, n_mels, frames), normalised with the model's stats
     spans_s: list[tuple[float, float]]  # (start_s, end_s) of each window's real audio
     padded: bool
     decode_ms: float
     features_ms: float
+    features: np.ndarray | None = None  # (n_windows, n_mels, frames), normalised
+    probabilities: np.ndarray | None = None  # (n_windows, 8)
+    inference_ms: float = 0.0
 
 
 def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> list[int]:
@@ -141,22 +144,31 @@ def cut_windows(
 def window_features(trimmed: np.ndarray, offsets: list[int], config: FeatureConfig) -> np.ndarray:
     """Features ``(len(offsets), n_mels, frames)`` of the windows at ``offsets`` of ``trimmed``,
     computed FEATURE_CHUNK_WINDOWS windows at a time to bound the memory of a long clip."""
-    parts = []
+    shape = (len(offsets), config.n_mels, config.n_frames(config.window_samples))
+    out = np.empty(shape, dtype=np.float32)
     for i in range(0, len(offsets), FEATURE_CHUNK_WINDOWS):
         chunk = offsets[i : i + FEATURE_CHUNK_WINDOWS]
-        parts.append(log_mel(np.stack([fixed_window(trimmed[o:], config) for o in chunk]), config))
-    return np.concatenate(parts)
+        out[i : i + len(chunk)] = log_mel(
+            np.stack([fixed_window(trimmed[o:], config) for o in chunk]), config
+        )
+    return out
 
 
-def prepare_clip(
-    data: bytes, config: FeatureConfig, hop_s: float, limits: ClipLimits
-) -> PreparedClip:
-    """Decode ``data`` and compute the model's features for each window (CPU-bound).
+def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimits) -> PreparedClip:
+    """Decode ``data`` and cut it into windows; runs on a lane thread (CPU-bound).
+
+    A clip of at most one batch of windows (every clip up to about half a minute) comes back
+    with its features, for the caller to classify from the event loop, where concurrent
+    requests' windows batch together. A longer clip is classified here, a batch of windows at
+    a time, so that its features are never all held at once: 10 minutes would be 60 MB of
+    features per upload, the largest part of its memory.
 
     Raises:
         app.audio.AudioError: the bytes are not usable audio (see :func:`decode_audio`).
         UnusableAudioError: shorter than ``limits.min_audio_s``, or silent.
+        app.engine.InferenceError: the model failed on a long clip's windows.
     """
+    config = model.feature_config
     started = time.perf_counter()
     audio = decode_audio(
         data,
@@ -170,10 +182,28 @@ def prepare_clip(
             f"the audio lasts {audio.duration_s:.3f} s; send at least {limits.min_audio_s:g} s",
         )
     trimmed, offsets, spans, padded = cut_windows(audio.samples, config, hop_s)
-    features = window_features(trimmed, offsets, config)
-    done = time.perf_counter()
+    step = model.batcher.max_batch_size
+    if len(offsets) <= step:
+        features = window_features(trimmed, offsets, config)
+        featurised = (time.perf_counter() - decoded) * 1e3
+        return PreparedClip(audio, spans, padded, (decoded - started) * 1e3, featurised, features)
+    rows = np.empty((len(offsets), len(LABELS)), dtype=np.float32)
+    features_ms = inference_ms = 0.0
+    for i in range(0, len(offsets), step):
+        chunk_started = time.perf_counter()
+        features = window_features(trimmed, offsets[i : i + step], config)
+        chunk_featurised = time.perf_counter()
+        rows[i : i + features.shape[0]] = model.predict_in_thread(features)
+        features_ms += (chunk_featurised - chunk_started) * 1e3
+        inference_ms += (time.perf_counter() - chunk_featurised) * 1e3
     return PreparedClip(
-        audio, features, spans, padded, (decoded - started) * 1e3, (done - decoded) * 1e3
+        audio,
+        spans,
+        padded,
+        (decoded - started) * 1e3,
+        features_ms,
+        probabilities=rows,
+        inference_ms=inference_ms,
     )
 
 
@@ -204,10 +234,14 @@ async def predict_clip(
         data, max_duration_s=limits.max_audio_s, max_decoded_samples=limits.max_decoded_samples
     )
     lane = pools.lane_for(header.decode_samples)
-    clip = await lane.run(prepare_clip, data, model.feature_config, hop_s, limits)
-    inference_started = time.perf_counter()
-    rows = await model.predict(clip.features)  # (n_windows, 8)
-    inference_ms = (time.perf_counter() - inference_started) * 1e3
+    clip = await lane.run(prepare_clip, data, model, hop_s, limits)
+    if clip.features is not None:
+        inference_started = time.perf_counter()
+        rows = await model.predict(clip.features)  # (n_windows, 8)
+        inference_ms = (time.perf_counter() - inference_started) * 1e3
+    else:
+        assert clip.probabilities is not None  # classified on the lane thread
+        rows, inference_ms = clip.probabilities, clip.inference_ms
     mean = rows.mean(axis=0, dtype=np.float64)
     mean /= mean.sum()
     top = int(np.argmax(mean))

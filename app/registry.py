@@ -90,6 +90,17 @@ class ServedModel:
         Returns:
             float32 ``(n, 8)``, each row summing to 1 (see :func:`app.contract.probabilities`).
         """
+        # One batch at a time: a long clip's batches take turns with other callers' rows
+        # instead of queueing all at once ahead of them.
+        logits = [await self.batcher.submit(rows) for rows in self._batches(features)]
+        return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
+
+    def predict_in_thread(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`predict` for a worker thread (not the event loop's): blocks until done."""
+        logits = [self.batcher.run_rows(rows) for rows in self._batches(features)]
+        return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
+
+    def _batches(self, features: np.ndarray) -> list[np.ndarray]:
         config = self.feature_config
         expected = (config.n_mels, config.window_frames)
         if features.ndim != 3 or features.shape[1:] != expected or features.shape[0] == 0:
@@ -97,13 +108,7 @@ class ServedModel:
                 f"features must be (n>=1, {expected[0]}, {expected[1]}), got {features.shape}"
             )
         size = self.batcher.max_batch_size
-        # One batch at a time: a long clip's batches take turns with other callers' rows
-        # instead of queueing all at once ahead of them.
-        logits = [
-            await self.batcher.submit(features[i : i + size])
-            for i in range(0, features.shape[0], size)
-        ]
-        return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
+        return [features[i : i + size] for i in range(0, features.shape[0], size)]
 
     def close(self) -> None:
         self.batcher.close()

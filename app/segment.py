@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from app.features import FeatureConfig
 
 _AMIN_POWER = 1e-10  # librosa.amplitude_to_db's amin=1e-5, squared
+_RMS_BLOCK_FRAMES = 512  # frames squared at a time: 512 x 2048 float64 = 8 MB
 
 
 def frame_rms(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
@@ -36,10 +37,22 @@ def frame_rms(wave: np.ndarray, frame_length: int, hop_length: int) -> np.ndarra
     Returns:
         float64 array of shape ``(1 + samples // hop_length,)``.
     """
+    x = np.asarray(wave)
     half = frame_length // 2
-    padded = np.pad(np.asarray(wave, dtype=np.float64), (half, half))
-    frames = sliding_window_view(padded, frame_length)[::hop_length]
-    return np.sqrt(np.mean(frames**2, axis=-1))
+    n_frames = -(-(x.shape[0] + 2 * half - frame_length + 1) // hop_length)
+    out = np.empty(max(0, n_frames), dtype=np.float64)
+    # A block of frames at a time, each block zero-padded on its own: squaring all of a 600 s
+    # clip's frames at once (4x overlapping, float64) would take 300 MB, and padding the whole
+    # clip one more copy of it. Each frame is squared and averaged exactly as in one pass.
+    for i in range(0, out.shape[0], _RMS_BLOCK_FRAMES):
+        j = min(out.shape[0], i + _RMS_BLOCK_FRAMES)
+        lo = i * hop_length - half  # the block's first sample, in unpadded coordinates
+        block = np.zeros((j - 1 - i) * hop_length + frame_length, dtype=np.float64)
+        a, b = max(lo, 0), min(lo + block.shape[0], x.shape[0])
+        block[a - lo : b - lo] = x[a:b]
+        frames = sliding_window_view(block, frame_length)[::hop_length]
+        out[i:j] = np.sqrt(np.mean(frames**2, axis=-1))
+    return out
 
 
 def trim_bounds(wave: np.ndarray, config: FeatureConfig) -> tuple[int, int]:

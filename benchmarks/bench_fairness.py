@@ -39,12 +39,11 @@ from typing import Any, Final
 
 import httpx
 import numpy as np
-import soundfile as sf
 
 from app.settings import Settings
 from benchmarks.record import RESULTS, write
-from tests.conftest import synth_speechlike, wav_bytes
-from tests.live import LiveServer, live_server
+from tests.conftest import synth_speechlike, wav_bytes, write_worst_case_flac
+from tests.live import LiveServer, live_server, peak_rss_growth_mb
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SHORT_CLIP_S: Final[float] = 3.5
@@ -154,29 +153,6 @@ def measure_fairness(args: argparse.Namespace, log: Path) -> dict[str, Any]:
     }
 
 
-def write_worst_case(path: Path, seconds: float) -> int:
-    """A mono 192 kHz FLAC of ``seconds`` x 192,000 decoded samples that still fits the upload
-    limit: each second is a 20 ms 400 Hz tone burst at -20 dBFS, then digital silence (which
-    FLAC stores in a few bytes). The bursts are loud enough to survive resampling to 16 kHz
-    (a one-sample click is not: it falls under the silence floor). Returns its size in bytes."""
-    second = np.zeros(WORST_RATE, np.int16)
-    burst = np.arange(WORST_RATE // 50) / WORST_RATE
-    second[: burst.size] = np.round(3277 * np.sin(2 * np.pi * 400 * burst))
-    whole, rest = divmod(round(seconds * WORST_RATE), WORST_RATE)
-    with sf.SoundFile(path, "w", WORST_RATE, 1, "PCM_16", format="FLAC") as f:
-        for _ in range(whole):
-            f.write(second)
-        f.write(second[:rest])
-    return path.stat().st_size
-
-
-def proc_status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/{pid}/status")
-
-
 def peak_growth(args: argparse.Namespace, worst: bytes, uploads: int, log: Path) -> dict:
     """Peak RSS growth (MB) of a fresh warmed-up server while ``uploads`` copies of ``worst``
     run at once, each on its own long-lane thread."""
@@ -184,9 +160,6 @@ def peak_growth(args: argparse.Namespace, worst: bytes, uploads: int, log: Path)
     settings = {"long_work_threads": uploads, "long_work_queue_limit": 0}
     with live_server(args.models_dir, log, **settings) as server:
         short_latencies(server.url, clip, 3)
-        pid = server.process.pid
-        baseline_kb = proc_status_kb(pid, "VmRSS")
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
         started = time.perf_counter()
 
         def one(_: int) -> str:
@@ -196,22 +169,22 @@ def peak_growth(args: argparse.Namespace, worst: bytes, uploads: int, log: Path)
                 return "ok"
             return f"{response.status_code} {response.json()['error']['code']}"
 
-        with ThreadPoolExecutor(uploads) as pool:
-            statuses = Counter(pool.map(one, range(uploads)))
-        peak_kb = proc_status_kb(pid, "VmHWM")
+        def all_at_once() -> Counter[str]:
+            with ThreadPoolExecutor(uploads) as pool:
+                return Counter(pool.map(one, range(uploads)))
+
+        statuses, memory = peak_rss_growth_mb(server.process.pid, all_at_once)
     return {
         "uploads": uploads,
         "statuses": dict(statuses),
-        "baseline_mb": round(baseline_kb / 1024, 1),
-        "peak_mb": round(peak_kb / 1024, 1),
-        "growth_mb": round((peak_kb - baseline_kb) / 1024, 1),
+        **memory,
         "wall_s": round(time.perf_counter() - started, 2),
     }
 
 
 def measure_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     path = work / "worst.flac"
-    size = write_worst_case(path, args.worst_s)
+    size = write_worst_case_flac(path, args.worst_s, WORST_RATE)
     worst = path.read_bytes()
     one = peak_growth(args, worst, 1, work / "rss1.log")
     many = peak_growth(args, worst, args.rss_uploads, work / "rss_many.log")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,23 @@ def wav_bytes(
     buf = io.BytesIO()
     sf.write(buf, wave, sample_rate, subtype=subtype, format=fmt)
     return buf.getvalue()
+
+
+def write_worst_case_flac(path: Path, seconds: float, rate: int = 192_000) -> int:
+    """A mono ``rate`` Hz FLAC of ``seconds`` x ``rate`` decoded samples that still fits the
+    upload limit (at the defaults: the largest upload /predict accepts). Each second is a 20 ms
+    400 Hz tone burst at -20 dBFS, then digital silence (which FLAC stores in a few bytes); the
+    bursts are loud enough to survive resampling to 16 kHz, so the clip is not refused as
+    silent. Returns its size in bytes."""
+    second = np.zeros(rate, np.int16)
+    burst = np.arange(rate // 50) / rate
+    second[: burst.size] = np.round(3277 * np.sin(2 * np.pi * 400 * burst))
+    whole, rest = divmod(round(seconds * rate), rate)
+    with sf.SoundFile(path, "w", rate, 1, "PCM_16", format="FLAC") as f:
+        for _ in range(whole):
+            f.write(second)
+        f.write(second[:rest])
+    return path.stat().st_size
 
 
 @pytest.fixture

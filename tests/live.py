@@ -12,14 +12,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 START_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -102,6 +103,29 @@ def live_server(models_dir: Path, log: Path, **settings: object) -> Iterator[Liv
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_rss_growth_mb(pid: int, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """Run ``work()`` and measure process ``pid``'s peak resident memory meanwhile (Linux):
+    ``VmHWM`` is reset to the current ``VmRSS`` first (``/proc/<pid>/clear_refs``), so the
+    peak is this work's, not the start-up's. Returns ``(work's result, {baseline_mb, peak_mb,
+    growth_mb})``."""
+    baseline_kb = _status_kb(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    result = work()
+    peak_kb = _status_kb(pid, "VmHWM")
+    return result, {
+        "baseline_mb": round(baseline_kb / 1024, 1),
+        "peak_mb": round(peak_kb / 1024, 1),
+        "growth_mb": round((peak_kb - baseline_kb) / 1024, 1),
+    }
 
 
 def closed_within(sock: socket.socket, timeout_s: float) -> tuple[bool, bytes]:

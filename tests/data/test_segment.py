@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from app.features import FeatureConfig
-from app.segment import fixed_window, training_segment, trim_bounds
+from app.segment import fixed_window, frame_rms, training_segment, trim_bounds
 from tests.conftest import synth_speechlike
 
 CONFIG = FeatureConfig()
@@ -47,6 +47,11 @@ def _signals() -> dict[str, np.ndarray]:
         "shorter than one trim frame": synth_speechlike(0.05, RATE, seed=2),
         "loud click in silence": np.concatenate(
             [_silence(0.3), np.ones(3, np.float32), _silence(0.3)]
+        ),
+        # Longer than the frames frame_rms squares at a time (512 hops = 16.4 s): the bounds
+        # fall in different blocks.
+        "long recording, speech across blocks": np.concatenate(
+            [_silence(17.3), synth_speechlike(19.0, RATE, seed=4), _silence(6.1)]
         ),
     }
 
@@ -112,3 +117,13 @@ def test_training_segment_flags_short_clips() -> None:
     assert padded
     np.testing.assert_array_equal(segment[: end - start], wave[start:end])
     assert not segment[end - start :].any()
+
+
+def test_frame_rms_in_blocks_equals_librosa_rms() -> None:
+    wave = _signals()["long recording, speech across blocks"]
+    ours = frame_rms(wave, CONFIG.trim_frame_length, CONFIG.trim_hop_length)
+    theirs = librosa.feature.rms(
+        y=wave, frame_length=CONFIG.trim_frame_length, hop_length=CONFIG.trim_hop_length
+    )[0]
+    assert ours.shape == theirs.shape and ours.shape[0] > 2 * 512
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-9)

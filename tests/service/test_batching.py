@@ -148,3 +148,25 @@ def test_a_failing_inference_is_a_json_500(make_client, monkeypatch) -> None:
     assert response.json()["error"]["code"] == "inference_failed"
     ok = client.post("/predict?model=bce", files={"file": ("a.wav", data)})
     assert ok.status_code == 200  # the other model, and the process, carry on
+
+
+async def test_worker_threads_and_coroutines_share_batches() -> None:
+    fake = Recorder(delay_s=0.02)
+    batcher = MicroBatcher(fake, "t", max_batch_size=8, max_wait_s=0.05)
+    try:
+        in_thread = asyncio.to_thread(batcher.run_rows, rows(1.0, 3))
+        on_loop = batcher.submit(rows(2.0, 2))
+        from_thread, from_loop = await asyncio.gather(in_thread, on_loop)
+    finally:
+        batcher.close()
+    assert from_thread.shape == (3, 8) and from_thread[0, 0] == pytest.approx(6.0)
+    assert from_loop.shape == (2, 8) and from_loop[0, 0] == pytest.approx(12.0)
+    assert sorted(fake.batches) in ([5], [2, 3])
+
+
+def test_a_closed_batcher_refuses_instead_of_leaving_a_thread_waiting() -> None:
+    batcher = MicroBatcher(Recorder(), "t", max_batch_size=4, max_wait_s=0.0)
+    assert batcher.run_rows(rows(1.0)).shape == (1, 8)
+    batcher.close()
+    with pytest.raises(InferenceError, match="shut down"):
+        batcher.run_rows(rows(1.0))

@@ -1,6 +1,7 @@
 """Decompression bombs: a 1.4 MB FLAC that decodes to 123 M samples (8 channels, 192 kHz,
 80 s of near-silence; 490 MB as float32) is refused from its header by /predict, and even with
-the size limit lifted it decodes with bounded memory.
+the size limit lifted it decodes with bounded memory. Eight of the largest uploads /predict
+accepts, at once, keep a real server's peak memory growth under 1 GB.
 
 Peak memory is measured in a fresh subprocess (``ru_maxrss`` after the imports and the file
 are loaded, against the peak after the work), so nothing else in the test run counts.
@@ -11,17 +12,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
 from app.audio import DEFAULT_MAX_DECODED_SAMPLES
+from tests.conftest import write_worst_case_flac
+from tests.live import live_server, peak_rss_growth_mb
 
 pytestmark = pytest.mark.slow
 
 BOMB_RATE, BOMB_CHANNELS, BOMB_SECONDS = 192_000, 8, 80
+WORST_RATE = 192_000  # the highest rate accepted
 MAX_GROWTH_MB = 300  # the issue's bound for one upload (the earlier decoder: ~540 MB here)
 
 # Runs in the subprocess: argv = [mode, bomb path, models dir]; prints one JSON line.
@@ -95,3 +101,39 @@ def test_the_bomb_decodes_in_bounded_memory_without_the_limit(
     result = measure("decode", flac_bomb, models_dir)
     assert result["samples"] == BOMB_SECONDS * 16_000
     assert result["growth_mb"] < MAX_GROWTH_MB, result
+
+
+MAX_CONCURRENT_GROWTH_MB = 1024  # the issue's bound for 8 worst-case uploads at once
+CONCURRENT_UPLOADS = 8
+
+
+def test_eight_worst_case_uploads_at_once_stay_under_a_gigabyte(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """Each upload is exactly at the decoded-size limit (mono, 192 kHz, 600 s), and each gets
+    its own long-lane thread, so all eight decode, featurise and classify at the same time."""
+    worst = tmp_path / "worst.flac"
+    write_worst_case_flac(worst, DEFAULT_MAX_DECODED_SAMPLES / WORST_RATE, WORST_RATE)
+    assert sf.info(str(worst)).frames == DEFAULT_MAX_DECODED_SAMPLES
+    body = worst.read_bytes()
+    settings = {"long_work_threads": CONCURRENT_UPLOADS, "long_work_queue_limit": 0}
+    with live_server(models_dir, tmp_path / "server.log", **settings) as server:
+
+        def post(_: int) -> int:
+            response = httpx.post(
+                server.url + "/predict",
+                content=body,
+                headers={"content-type": "audio/flac"},
+                timeout=300,
+                trust_env=False,
+            )
+            return response.status_code
+
+        def all_at_once() -> list[int]:
+            with ThreadPoolExecutor(CONCURRENT_UPLOADS) as pool:
+                return list(pool.map(post, range(CONCURRENT_UPLOADS)))
+
+        post(0)  # warm: the first long clip grows ONNX Runtime's arena once
+        statuses, memory = peak_rss_growth_mb(server.process.pid, all_at_once)
+    assert statuses == [200] * CONCURRENT_UPLOADS
+    assert memory["growth_mb"] < MAX_CONCURRENT_GROWTH_MB, memory

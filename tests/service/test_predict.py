@@ -170,3 +170,25 @@ def test_default_model_setting(make_client) -> None:
     body = post_file(client, wav_bytes(synth_speechlike(1.0, RATE), RATE)).json()
     assert body["model"]["loss"] == "ce"
     assert client.get("/readyz").json()["default_model"] == "ce"
+
+
+def test_a_clip_of_several_batches_is_classified_chunk_by_chunk_the_same(
+    make_client, models_dir: Path
+) -> None:
+    """More windows than one batch: classified on the lane thread a batch at a time (its
+    features never all held); every window gets what the whole-clip computation gives."""
+    wave = synth_speechlike(12.0, RATE, seed=2)
+    body = post_file(make_client(max_batch_size=2), encode(wave, RATE, subtype="FLOAT"), model="ce")
+    assert body.status_code == 200, body.text
+    segments = body.json()["segments"]
+    meta = stored_metadata(models_dir, "ce")
+    start, end = trim_bounds(wave, meta.feature_config)
+    offsets = window_starts(end - start, 56_000, 28_000)
+    assert len(segments) == len(offsets) > 2
+    windows = np.stack([wave[start + o : start + o + 56_000] for o in offsets])
+    session = ort.InferenceSession(str(models_dir / "ce.onnx"))
+    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: log_mel(windows, meta.feature_config)})
+    expected = probabilities(logits, meta.loss)
+    got = np.array([[s["probabilities"][label] for label in LABELS] for s in segments])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert body.json()["timing_ms"]["inference"] > 0
