@@ -6,12 +6,13 @@ FeatureConfig) and one float32 output ``logits`` of shape ``(batch, n_labels)``.
 ``metadata_props`` hold one key, ``ser_metadata``: the JSON of :class:`ModelMetadata`.
 
 How logits become the served probabilities (always summing to 1) depends on the loss the
-model was trained with, see :func:`probabilities`.
+model was trained with and on its calibration temperature, see :func:`probabilities`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
@@ -44,7 +45,18 @@ class ModelMetadata:
     git_commit: str = "unknown"
     split_sha256: str = ""  # hash of the split file the metrics were measured on
     metrics: dict[str, Any] = field(default_factory=dict)  # test metrics and the like
+    # Calibration: the served probabilities are softmax(scores / temperature), fitted on the
+    # validation split (training/calibrate.py); 1.0 = uncalibrated.
+    temperature: float = 1.0
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise MetadataError(f"temperature must be a positive number, got {self.temperature}")
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """This model's served probabilities for its ``logits`` (see :func:`probabilities`)."""
+        return probabilities(logits, self.loss, self.temperature)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -59,6 +71,7 @@ class ModelMetadata:
                 "git_commit": self.git_commit,
                 "split_sha256": self.split_sha256,
                 "metrics": self.metrics,
+                "temperature": self.temperature,
             },
             sort_keys=True,
         )
@@ -83,8 +96,11 @@ class ModelMetadata:
                 git_commit=str(data.get("git_commit", "unknown")),
                 split_sha256=str(data.get("split_sha256", "")),
                 metrics=dict(data.get("metrics", {})),
+                temperature=float(data.get("temperature", 1.0)),
             )
-        except (KeyError, TypeError, json.JSONDecodeError) as e:
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+            if isinstance(e, MetadataError):
+                raise
             raise MetadataError(f"malformed model metadata: {e!r}") from e
 
     def to_onnx_props(self) -> dict[str, str]:
@@ -109,16 +125,29 @@ class ModelMetadata:
             raise MetadataError("model FeatureConfig carries no normalisation statistics")
 
 
-def probabilities(logits: np.ndarray, loss: Loss) -> np.ndarray:
+def probabilities(logits: np.ndarray, loss: Loss, temperature: float = 1.0) -> np.ndarray:
     """Map a model's logits (..., n_labels) to probabilities that sum to 1.
 
-    - ce, l1, smoothl1: softmax. CE is trained on it directly; L1 and SmoothL1 are trained on
-      the softmax probabilities against one-hot targets, so softmax is their output too.
-    - bce: each logit was trained as an independent sigmoid (one-vs-rest); the sigmoids are
-      renormalised to sum to 1, which keeps their order and relative sizes.
+    The probabilities are ``softmax(scores / temperature)``, where the scores are:
+
+    - ce, l1, smoothl1: the logits. CE is trained on their softmax directly; L1 and SmoothL1 are
+      trained on the softmax probabilities against one-hot targets, so softmax is their output
+      too.
+    - bce: ``log sigmoid(logits)``: each logit was trained as an independent sigmoid
+      (one-vs-rest); at temperature 1 this renormalises the sigmoids to sum to 1, which keeps
+      their order and relative sizes.
+
+    A temperature above 1 softens the distribution and below 1 sharpens it; it never changes
+    which label is on top.
     """
-    z = np.asarray(logits, dtype=np.float64)
     # Work in log space so that no logit, however large, overflows or gives 0/0.
-    log_p = -np.logaddexp(0.0, -z) if loss == "bce" else z
-    p = np.exp(log_p - log_p.max(axis=-1, keepdims=True))
+    z = log_scores(logits, loss) / temperature
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
     return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def log_scores(logits: np.ndarray, loss: Loss) -> np.ndarray:
+    """The scores whose softmax gives a model's probabilities (float64; see
+    :func:`probabilities`): the logits, or for ``bce`` their log-sigmoids."""
+    z = np.asarray(logits, dtype=np.float64)
+    return -np.logaddexp(0.0, -z) if loss == "bce" else z

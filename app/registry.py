@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from app.contract import INPUT_NAME, LOSSES, OUTPUT_NAME, ModelMetadata, probabilities
+from app.contract import INPUT_NAME, LOSSES, OUTPUT_NAME, ModelMetadata
 from app.engine import MicroBatcher, run_session
 from app.engine import open_session as open_ort_session
 from app.features import FeatureConfig
@@ -93,12 +93,12 @@ class ServedModel:
         # One batch at a time: a long clip's batches take turns with other callers' rows
         # instead of queueing all at once ahead of them.
         logits = [await self.batcher.submit(rows) for rows in self._batches(features)]
-        return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
+        return self.metadata.probabilities(np.concatenate(logits, axis=0))
 
     def predict_in_thread(self, features: np.ndarray) -> np.ndarray:
         """:meth:`predict` for a worker thread (not the event loop's): blocks until done."""
         logits = [self.batcher.run_rows(rows) for rows in self._batches(features)]
-        return probabilities(np.concatenate(logits, axis=0), self.metadata.loss)
+        return self.metadata.probabilities(np.concatenate(logits, axis=0))
 
     def _batches(self, features: np.ndarray) -> list[np.ndarray]:
         config = self.feature_config

@@ -231,13 +231,47 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    import json
+    from training.report import rewrite_report
 
-    from training.report import ablation_table, write_report
+    print(f"wrote {rewrite_report(args.out)}")
+    return 0
 
-    records = json.loads((args.out / "metrics.json").read_text())["runs"]
-    path = write_report(records, args.out / "report", ablation_table(args.out / "ablation.json"))
-    print(f"wrote {path}")
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit each released model's temperature on the validation split",
+        description="For each model (default: every ser-*.onnx in --out), fit the temperature "
+        "that minimises the validation rows' negative log-likelihood, store it in the model's "
+        "metadata, measure test ECE and NLL before and after into <out>/calibration.json, and "
+        "rewrite the report.",
+    )
+    p.add_argument("models", type=Path, nargs="*", help="exported .onnx files")
+    p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
+    p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
+    p.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.calibrate import calibrate_model, merge_calibration
+    from training.report import rewrite_report
+
+    models = args.models or sorted(args.out.glob("ser-*.onnx"))
+    split = args.split or args.out / "splits" / "random.csv"
+    records = []
+    for model in models:
+        record = calibrate_model(model, split, args.data, cache_dir=args.cache_dir)
+        before, after = record["test"]["before"], record["test"]["after"]
+        print(
+            f"{model}: T = {record['temperature']:.3f}; test ECE {before['ece']:.4f} -> "
+            f"{after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}"
+        )
+        records.append(record)
+    merge_calibration(args.out / "calibration.json", records)
+    if (args.out / "metrics.json").exists():
+        print(f"wrote {rewrite_report(args.out)}")
     return 0
 
 
@@ -372,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate(sub)
     add_ablate(sub)
     add_report(sub)
+    add_calibrate(sub)
     add_data(sub)
     return parser
 

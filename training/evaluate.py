@@ -27,7 +27,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from app.contract import ModelMetadata, probabilities
+from app.contract import ModelMetadata
 from app.labels import LABEL_INDEX, LABELS
 
 
@@ -167,7 +167,7 @@ def evaluate_onnx_features(
             for s in range(0, len(features), batch_size)
         ]
     )
-    probs = probabilities(logits, metadata.loss)
+    probs = metadata.probabilities(logits)
     metrics = classification_metrics(truth, probs.argmax(axis=-1), corpora=corpora)
     metrics["loss"] = loss_value(logits, truth, metadata.loss)
     return Evaluation(metadata, metrics, truth, logits, probs)

@@ -141,6 +141,21 @@ def export_onnx(
     return max_diff
 
 
+def write_metadata(path: str | os.PathLike[str], metadata: ModelMetadata) -> None:
+    """Replace the metadata of the exported model at ``path`` (the graph is unchanged); the
+    file is replaced atomically, so a server reading it never sees half a model."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(target.read_bytes())
+    try:
+        _attach_metadata(tmp, metadata)
+        tmp.chmod(target.stat().st_mode & 0o777)
+        tmp.replace(target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """The ModelMetadata stored in an exported model."""
     proto = onnx.load(os.fspath(path), load_external_data=False)

@@ -43,7 +43,7 @@ from training.evaluate import accuracy_by, classification_metrics, corpus_metric
 from training.export import export_onnx
 from training.featureset import band_stats, compute_features, normalise_
 from training.model import ModelConfig
-from training.report import Record, ablation_table, write_report
+from training.report import Record, rewrite_report
 from training.train import FitResult, LabelledFeatures, fit, predict_logits, score
 
 DEFAULT_ARCHITECTURE = "sequential"
@@ -348,10 +348,8 @@ def run_experiment(exp: Experiment) -> list[Record]:
                     onnx = export_record(exp, split, record, result)
                     record["onnx"] = onnx.relative_to(exp.out).as_posix()
                 records.append(record)
-                all_records = merge_metrics(exp.out / "metrics.json", [record])
-                write_report(
-                    all_records, exp.out / "report", ablation_table(exp.out / "ablation.json")
-                )
+                merge_metrics(exp.out / "metrics.json", [record])
+                rewrite_report(exp.out)
                 test = record["test"]
                 print(
                     f"{name} {architecture} {loss}: test accuracy {test['accuracy']:.4f}, "

@@ -25,6 +25,9 @@ class ModelInfo(BaseModel):
     labels: list[str]
     metrics: dict[str, Any] = Field(description="the metrics stored in the model's metadata")
     validation_score: float | None = Field(description="the score the default is chosen by")
+    temperature: float = Field(
+        description="calibration: probabilities are softmax(scores / temperature); 1 = none"
+    )
     git_commit: str
     split_sha256: str
     file: str
@@ -53,6 +56,7 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         labels=list(meta.labels),
         metrics=meta.metrics,
         validation_score=validation_score(meta.metrics),
+        temperature=meta.temperature,
         git_commit=meta.git_commit,
         split_sha256=meta.split_sha256,
         file=model.path.name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -94,3 +95,39 @@ def test_front_end_imports_no_torch() -> None:
         "assert 'torch' not in sys.modules and 'librosa' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_temperature_softens_or_sharpens_without_changing_the_label(loss: str) -> None:
+    logits = np.random.default_rng(1).normal(scale=3.0, size=(32, 8))
+    plain = probabilities(logits, loss)  # type: ignore[arg-type]
+    soft = probabilities(logits, loss, temperature=2.0)  # type: ignore[arg-type]
+    sharp = probabilities(logits, loss, temperature=0.5)  # type: ignore[arg-type]
+    for p in (soft, sharp):
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+        assert (p.argmax(axis=1) == plain.argmax(axis=1)).all()
+    assert (soft.max(axis=1) < plain.max(axis=1)).all()
+    assert (sharp.max(axis=1) > plain.max(axis=1)).all()
+    # softmax(scores / T): for CE the scores are the logits themselves.
+    if loss == "ce":
+        z = logits / 2.0
+        expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(soft, expected, rtol=1e-5)
+
+
+def test_temperature_travels_in_the_metadata_and_must_be_positive() -> None:
+    meta = metadata(temperature=0.8)
+    again = ModelMetadata.from_json(meta.to_json())
+    assert again.temperature == 0.8
+    logits = np.random.default_rng(2).normal(size=(4, 8))
+    np.testing.assert_allclose(again.probabilities(logits), probabilities(logits, "ce", 0.8))
+    # Models exported before calibration existed carry no temperature: 1.0.
+    data = json.loads(meta.to_json())
+    del data["temperature"]
+    assert ModelMetadata.from_json(json.dumps(data)).temperature == 1.0
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(MetadataError, match="temperature"):
+            metadata(temperature=bad)
+    data["temperature"] = "warm"
+    with pytest.raises(MetadataError):
+        ModelMetadata.from_json(json.dumps(data))

@@ -17,6 +17,7 @@ from app.labels import LABELS
 from app.prediction import window_starts
 from app.segment import training_segment, trim_bounds
 from tests.conftest import synth_speechlike, wav_bytes
+from tests.service.conftest import rewrite_metadata
 
 RATE = 16_000
 
@@ -38,7 +39,7 @@ def offline_probabilities(models_dir: Path, key: str, wave: np.ndarray) -> np.nd
     segment, _ = training_segment(wave, meta.feature_config)
     features = log_mel(segment[None], meta.feature_config)
     (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: features})
-    return probabilities(logits, meta.loss)[0]
+    return meta.probabilities(logits)[0]
 
 
 def check_body(body: dict) -> None:
@@ -192,3 +193,24 @@ def test_a_clip_of_several_batches_is_classified_chunk_by_chunk_the_same(
     got = np.array([[s["probabilities"][label] for label in LABELS] for s in segments])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert body.json()["timing_ms"]["inference"] > 0
+
+
+def test_the_model_temperature_is_applied_and_shown(make_client, model_folder) -> None:
+    folder = model_folder("ce")
+    rewrite_metadata(folder / "ce.onnx", temperature=2.5)
+    client = make_client(models_dir=folder)
+    wave = synth_speechlike(3.0, RATE, seed=5)
+    body = post_file(client, encode(wave, RATE, subtype="FLOAT")).json()
+    got = np.array([body["probabilities"][label] for label in LABELS])
+    np.testing.assert_allclose(got, offline_probabilities(folder, "ce", wave), atol=1e-5)
+    meta = stored_metadata(folder, "ce")
+    session = ort.InferenceSession(str(folder / "ce.onnx"))
+    segment, _ = training_segment(wave, meta.feature_config)
+    (logits,) = session.run(
+        [OUTPUT_NAME], {INPUT_NAME: log_mel(segment[None], meta.feature_config)}
+    )
+    uncalibrated = probabilities(logits, "ce")[0]
+    assert got.max() < uncalibrated.max()  # T > 1 softens
+    assert got.argmax() == uncalibrated.argmax()
+    (info,) = client.get("/v1/models").json()["models"]
+    assert info["temperature"] == 2.5

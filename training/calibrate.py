@@ -1,0 +1,167 @@
+"""Temperature scaling of the released models, and how well calibrated they are.
+
+A model's served probabilities are ``softmax(scores / T)`` (:func:`app.contract.probabilities`).
+:func:`fit_temperature` picks the ``T`` that minimises the negative log-likelihood of the
+validation clips (Guo et al., "On Calibration of Modern Neural Networks", 2017): one scalar, so
+the decision (the top label) never changes, only how confident the model says it is.
+
+Measures, on the test clips, before (``T = 1``) and after:
+
+- expected calibration error (:func:`expected_calibration_error`): the confidences (top
+  probabilities) in 15 equal-width bins over [0, 1]; the clip-weighted mean over bins of
+  |accuracy - mean confidence|;
+- the negative log-likelihood of the true label.
+
+:func:`calibrate_model` fits ``T`` for one exported model from its split file's validation rows,
+measures the test rows and writes ``T`` into the model's metadata;
+``python -m training calibrate`` does it for every released model and keeps the figures in
+``calibration.json`` beside ``metrics.json`` (the report's calibration section and reliability
+diagrams come from there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from app.contract import log_scores
+
+N_BINS = 15
+T_RANGE = (0.05, 20.0)  # the search interval for the temperature
+
+
+def negative_log_likelihood(scores: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean ``-log softmax(scores / temperature)[label]`` over the rows (float64)."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature in :data:`T_RANGE` that minimises the NLL of ``labels`` (n,) under
+    ``softmax(scores / T)`` (scores (n, n_labels)); searched over log T, where it is smooth."""
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(scores, labels, float(np.exp(log_t))),
+        bounds=tuple(np.log(T_RANGE)),
+        method="bounded",
+        options={"xatol": 1e-5},
+    )
+    return float(np.exp(result.x))
+
+
+def reliability_bins(
+    probabilities: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
+) -> list[dict[str, Any]]:
+    """Per confidence bin (equal width over [0, 1]; the top probability of each clip): its
+    bounds, clips, accuracy and mean confidence. Empty bins have 0 clips and None means."""
+    confidence = probabilities.max(axis=-1)
+    correct = probabilities.argmax(axis=-1) == labels
+    # Bin b holds confidences in (b/n, (b+1)/n]; a confidence of exactly 0 cannot occur.
+    index = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        members = index == b
+        n = int(members.sum())
+        bins.append(
+            {
+                "low": b / n_bins,
+                "high": (b + 1) / n_bins,
+                "n": n,
+                "accuracy": float(correct[members].mean()) if n else None,
+                "confidence": float(confidence[members].mean()) if n else None,
+            }
+        )
+    return bins
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
+) -> float:
+    """Sum over confidence bins of (clips in bin / clips) x |accuracy - mean confidence|."""
+    # Written out rather than taken from a library: scikit-learn has the reliability curve
+    # (calibration_curve) for binary problems only, and no ECE.
+    total = len(labels)
+    return float(
+        sum(
+            b["n"] / total * abs(b["accuracy"] - b["confidence"])
+            for b in reliability_bins(probabilities, labels, n_bins)
+            if b["n"]
+        )
+    )
+
+
+def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
+
+
+def measures(scores: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
+    """ECE, NLL, accuracy and the reliability bins of ``softmax(scores / temperature)``."""
+    probs = softmax(scores, temperature)
+    return {
+        "ece": expected_calibration_error(probs, labels),
+        "nll": negative_log_likelihood(scores, labels, temperature),
+        "accuracy": float((probs.argmax(axis=-1) == labels).mean()),
+        "mean_confidence": float(probs.max(axis=-1).mean()),
+        "bins": reliability_bins(probs, labels),
+    }
+
+
+def calibrate_model(
+    model_path: str | os.PathLike[str],
+    split_path: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] = ".cache/segments",
+    write: bool = True,
+) -> dict[str, Any]:
+    """Fit the temperature of the model at ``model_path`` on its split file's validation rows,
+    measure the test rows before and after, and (``write``) store it in the model's metadata.
+
+    The fit starts from the raw logits whatever temperature the file already carries, so
+    running it again gives the same temperature.
+    """
+    from training.evaluate import evaluate_onnx
+    from training.export import read_metadata, write_metadata
+
+    val = evaluate_onnx(model_path, split_path, data_root, split="val", cache_dir=cache_dir)
+    test = evaluate_onnx(model_path, split_path, data_root, split="test", cache_dir=cache_dir)
+    loss = val.metadata.loss
+    val_scores, test_scores = log_scores(val.logits, loss), log_scores(test.logits, loss)
+    temperature = fit_temperature(val_scores, val.truth)
+    if write:
+        metadata = read_metadata(model_path)
+        write_metadata(model_path, dataclasses.replace(metadata, temperature=temperature))
+    return {
+        "model": val.metadata.name,
+        "loss": loss,
+        "split_file": Path(split_path).name,
+        "temperature": round(temperature, 6),
+        "val": {
+            "n": len(val.truth),
+            "nll_before": negative_log_likelihood(val_scores, val.truth, 1.0),
+            "nll_after": negative_log_likelihood(val_scores, val.truth, temperature),
+        },
+        "test": {
+            "n": len(test.truth),
+            "before": measures(test_scores, test.truth, 1.0),
+            "after": measures(test_scores, test.truth, temperature),
+        },
+    }
+
+
+def merge_calibration(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records in ``path`` with ``new`` replacing those of the same model; written back."""
+    old = json.loads(path.read_text())["calibration"] if path.exists() else []
+    names = {r["model"] for r in new}
+    records = sorted([r for r in old if r["model"] not in names] + new, key=lambda r: r["model"])
+    path.write_text(json.dumps({"calibration": records}, indent=1))
+    return records
