@@ -1,5 +1,8 @@
 """Gaussian-noise augmentation of training segments (the paper triples its training set).
 
+With a channel chain (:mod:`training.channel`), each copy first goes through it, then gets
+its noise.
+
 Each segment gets ``copies`` noisy versions, each at its own SNR drawn uniformly from
 ``snr_db``. The SNR is relative to that segment's own power, measured on its non-padded part
 (everything up to the last non-zero sample), and the noise is added to that part only, so the
@@ -17,9 +20,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from training.channel import apply_chain
 from training.splits import TRAIN
 
 DEFAULT_SNR_DB = (15.0, 30.0)
+Chain = tuple[Sequence[str], float]  # (channel augmentation names, probability of each)
 
 
 def valid_samples(segment: np.ndarray) -> int:
@@ -48,11 +53,27 @@ def add_noise(segment: np.ndarray, snr_db: float, rng: np.random.Generator) -> n
     return out
 
 
+def through_channel(segment: np.ndarray, chain: Chain, rng: np.random.Generator) -> np.ndarray:
+    """``segment``'s audio (up to its trailing zero padding) through the channel ``chain``,
+    back in a window of the same length: cut, or zero-padded after the audio's new end."""
+    names, prob = chain
+    out = np.array(segment, dtype=np.float32)
+    n = valid_samples(out)
+    if n == 0 or not names:
+        return out
+    audio = apply_chain(out[:n], names, prob, rng)
+    out[:] = 0.0
+    keep = min(audio.size, out.size)
+    out[:keep] = audio[:keep]
+    return out
+
+
 def noisy_copies(
     segments: np.ndarray,
     rng: np.random.Generator,
     copies: int = 2,
     snr_db: tuple[float, float] = DEFAULT_SNR_DB,
+    chain: Chain = ((), 0.0),
 ) -> np.ndarray:
     """``copies`` noisy versions of every segment.
 
@@ -60,6 +81,8 @@ def noisy_copies(
         segments: float32 ``(n, samples)``.
         rng: the source of the SNR draws and the noise (seed it for a reproducible run).
         snr_db: ``(low, high)``; each copy's SNR is drawn uniformly from it.
+        chain: ``(augmentation names, probability)`` of :func:`training.channel.apply_chain`,
+            run on each copy before its noise; none by default.
 
     Returns:
         float32 ``(copies * n, samples)``, copy-major: rows ``c * n : (c + 1) * n`` are copy
@@ -75,7 +98,8 @@ def noisy_copies(
     out = np.empty((copies * segments.shape[0], segments.shape[1]), dtype=np.float32)
     for c in range(copies):
         for i, segment in enumerate(segments):
-            out[c * segments.shape[0] + i] = add_noise(segment, float(draws[c, i]), rng)
+            copy = through_channel(segment, chain, rng) if chain[0] else segment
+            out[c * segments.shape[0] + i] = add_noise(copy, float(draws[c, i]), rng)
     return out
 
 
@@ -95,6 +119,7 @@ def training_set(
     rng: np.random.Generator,
     copies: int = 2,
     snr_db: tuple[float, float] = DEFAULT_SNR_DB,
+    chain: Chain = ((), 0.0),
 ) -> TrainingSet:
     """The training array of a split: training originals, then their noisy copies.
 
@@ -107,6 +132,7 @@ def training_set(
         raise ValueError("segments, labels and splits must have one entry per clip")
     train = np.flatnonzero(np.asarray(splits) == TRAIN)
     source = np.concatenate([train] * (1 + copies)).astype(np.int64)
-    waves = np.concatenate([segments[train], noisy_copies(segments[train], rng, copies, snr_db)])
+    copied = noisy_copies(segments[train], rng, copies, snr_db, chain)
+    waves = np.concatenate([segments[train], copied])
     noisy = np.arange(source.size) >= train.size
     return TrainingSet(waves, np.asarray(labels)[source].astype(np.int64), source, noisy)

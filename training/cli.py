@@ -113,6 +113,16 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-masks", type=int, default=d.time_masks, help="SpecAugment")
     p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha, help="0: no mixup")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="CE only")
+    p.add_argument(
+        "--channel-augment",
+        type=_names,
+        default=d.channel_augment,
+        help="noisy copies through a channel chain: comma list of speed,eq,reverb,telephone,"
+        "codec,gain, or all, or none (training/channel.py)",
+    )
+    p.add_argument(
+        "--channel-prob", type=float, default=d.channel_prob, help="each augmentation's chance"
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -133,8 +143,24 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         time_masks=args.time_masks,
         mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing,
+        channel_augment=args.channel_augment,
+        channel_prob=args.channel_prob,
         time_budget_s=getattr(args, "time_budget", None),
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``--channel-augment``: a comma list of augmentation names, ``all`` or ``none``."""
+    from training.channel import AUGMENTATIONS, check_names
+
+    if text in ("all", "none"):
+        return tuple(AUGMENTATIONS) if text == "all" else ()
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    try:
+        check_names(names)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    return names
 
 
 def _loss_list(text: str) -> str | tuple[str, ...]:

@@ -47,6 +47,10 @@ class TrainConfig:
     workers: int = 0  # processes for decoding and features; 0 = all CPU cores
     noisy_copies: int = 2  # Gaussian-noise copies per training clip (the paper triples)
     snr_db: tuple[float, float] = (15.0, 30.0)
+    # Channel / speaker augmentation of the noisy copies (training/channel.py): names from
+    # speed, eq, reverb, telephone, codec, gain; each applied with probability channel_prob.
+    channel_augment: tuple[str, ...] = ()
+    channel_prob: float = 0.5
     # Regularisation (training/regularise.py); the defaults come from the ablation in the report.
     freq_masks: int = 2  # SpecAugment frequency masks per clip
     freq_mask_width: int = 16  # mels, the most one mask covers
@@ -80,6 +84,14 @@ class TrainConfig:
             raise TrainConfigError("need mixup_alpha >= 0 and 0 <= mixup_prob <= 1")
         if not 0 <= self.label_smoothing < 1:
             raise TrainConfigError("label_smoothing must be in [0, 1)")
+        if not 0 <= self.channel_prob <= 1:
+            raise TrainConfigError("channel_prob must be in [0, 1]")
+        from training.channel import check_names
+
+        try:
+            check_names(self.channel_augment)
+        except ValueError as e:
+            raise TrainConfigError(str(e)) from e
         if self.limit is not None and self.limit < 1:
             raise TrainConfigError("limit must be a positive number of clips")
 
@@ -94,6 +106,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["snr_db"] = list(self.snr_db)
+        out["channel_augment"] = list(self.channel_augment)
         return out
 
     @classmethod
@@ -106,4 +119,6 @@ class TrainConfig:
         if "snr_db" in values:
             low, high = values["snr_db"]
             values["snr_db"] = (float(low), float(high))
+        if "channel_augment" in values:
+            values["channel_augment"] = tuple(values["channel_augment"])
         return cls(**values)

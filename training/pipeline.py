@@ -168,7 +168,13 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     labels = np.array([LABEL_INDEX[c.emotion] for c in clips], dtype=np.int64)
     rng = np.random.default_rng(exp.train.seed)
     train = training_set(
-        segments, labels, part_names, rng, copies=exp.train.noisy_copies, snr_db=exp.train.snr_db
+        segments,
+        labels,
+        part_names,
+        rng,
+        copies=exp.train.noisy_copies,
+        snr_db=exp.train.snr_db,
+        chain=(exp.train.channel_augment, exp.train.channel_prob),
     )
     raw = exp.features.without_stats()
     train_x = compute_features(train.waves, raw, workers, desc=f"{name} train features")
