@@ -14,6 +14,8 @@ $(BIN)/python:
 # Serving environment: no torch.
 $(VENV)/.serve-installed: $(BIN)/python requirements/serve.txt pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements/serve.txt
+	# setuptools prints one notice for every editable install ("Editable installation ...
+	# folders in your working directory with the same name"): expected, app/ is that folder.
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -25,6 +25,9 @@ INPUT_NAME: Final[str] = "features"
 OUTPUT_NAME: Final[str] = "logits"
 METADATA_KEY: Final[str] = "ser_metadata"
 SCHEMA_VERSION: Final[int] = 1
+# Probabilities in every response (/predict, streams) carry this many decimals; a label's
+# confidence is its rounded probability, so the two always agree exactly.
+PROBABILITY_DECIMALS: Final[int] = 6
 
 Loss = Literal["ce", "bce", "smoothl1", "l1"]
 LOSSES: Final[tuple[str, ...]] = get_args(Loss)
@@ -151,3 +154,16 @@ def log_scores(logits: np.ndarray, loss: Loss) -> np.ndarray:
     :func:`probabilities`): the logits, or for ``bce`` their log-sigmoids."""
     z = np.asarray(logits, dtype=np.float64)
     return -np.logaddexp(0.0, -z) if loss == "bce" else z
+
+
+def by_label(p: np.ndarray) -> dict[str, float]:
+    """Probabilities ``(n_labels,)`` keyed by label, rounded to :data:`PROBABILITY_DECIMALS`."""
+    return {
+        label: round(float(v), PROBABILITY_DECIMALS) for label, v in zip(LABELS, p, strict=True)
+    }
+
+
+def top_label(p: np.ndarray) -> tuple[str, float]:
+    """The most probable label of ``p`` and its rounded probability (its ``by_label`` value)."""
+    index = int(np.argmax(p))
+    return LABELS[index], round(float(p[index]), PROBABILITY_DECIMALS)

@@ -30,6 +30,7 @@ from app.audio import (
     is_silent,
     probe_audio,
 )
+from app.contract import by_label, top_label
 from app.errors import UnusableAudioError
 from app.features import FeatureConfig, log_mel
 from app.labels import LABELS
@@ -207,10 +208,6 @@ def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimi
     )
 
 
-def _as_dict(row: np.ndarray) -> dict[str, float]:
-    return {label: float(p) for label, p in zip(LABELS, row, strict=True)}
-
-
 async def predict_clip(
     data: bytes,
     model: ServedModel,
@@ -244,24 +241,24 @@ async def predict_clip(
         rows, inference_ms = clip.probabilities, clip.inference_ms
     mean = rows.mean(axis=0, dtype=np.float64)
     mean /= mean.sum()
-    top = int(np.argmax(mean))
+    label, confidence = top_label(mean)
     segments = [
         SegmentResult(
             start_s=round(s, 4),
             end_s=round(e, 4),
-            label=LABELS[int(np.argmax(row))],
-            confidence=float(row.max()),
-            probabilities=_as_dict(row),
+            label=top_label(row)[0],
+            confidence=top_label(row)[1],
+            probabilities=by_label(row),
         )
         for (s, e), row in zip(clip.spans_s, rows, strict=True)
     ]
-    metrics.PREDICTIONS.labels(model.key, LABELS[top]).inc()
+    metrics.PREDICTIONS.labels(model.key, label).inc()
     metrics.AUDIO_SECONDS.labels("upload").inc(clip.audio.duration_s)
     meta = model.metadata
     return PredictResponse(
-        label=LABELS[top],
-        confidence=float(mean[top]),
-        probabilities=_as_dict(mean),
+        label=label,
+        confidence=confidence,
+        probabilities=by_label(mean),
         model=ModelRef(name=meta.name, loss=meta.loss, version=meta.version),
         duration_s=round(clip.audio.duration_s, 4),
         padded=clip.padded,

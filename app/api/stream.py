@@ -45,6 +45,7 @@ from app.api.stream_messages import (
     parse_control,
     parse_start,
 )
+from app.contract import by_label, top_label
 from app.labels import LABELS
 from app.registry import ModelRegistry, ServedModel, UnknownModelError
 from app.settings import Settings
@@ -338,8 +339,8 @@ async def _predict(
                 "start_s": round(window.start_s, 6),
                 "end_s": round(window.end_s, 6),
                 "speech": window.speech,
-                "label": None if p is None else LABELS[int(np.argmax(p))],
-                "confidence": None if p is None else float(np.max(p)),
+                "label": None if p is None else top_label(p)[0],
+                "confidence": None if p is None else top_label(p)[1],
                 "probabilities": _by_label(p),
                 "smoothed": _by_label(smoothed),
                 "smoothed_label": None if smoothed is None else LABELS[int(np.argmax(smoothed))],
@@ -365,14 +366,14 @@ def _summary(
         "duration_s": round(session.duration_s, 6),
         "windows": track.windows,
         "speech_windows": track.speech_windows,
-        "label": None if mean is None else LABELS[int(np.argmax(mean))],
-        "confidence": None if mean is None else float(np.max(mean)),
+        "label": None if mean is None else top_label(mean)[0],
+        "confidence": None if mean is None else top_label(mean)[1],
         "probabilities": _by_label(mean),
     }
 
 
 def _by_label(p: np.ndarray | None) -> dict[str, float] | None:
-    return None if p is None else {label: float(v) for label, v in zip(LABELS, p, strict=True)}
+    return None if p is None else by_label(p)
 
 
 def _unknown_type(kind: object) -> ProtocolError:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from app.contract import LOSSES, MetadataError, ModelMetadata, probabilities
+from app.contract import LOSSES, MetadataError, ModelMetadata, by_label, probabilities, top_label
 from app.features import FeatureConfig
 from app.labels import LABELS
 
@@ -131,3 +131,12 @@ def test_temperature_travels_in_the_metadata_and_must_be_positive() -> None:
     data["temperature"] = "warm"
     with pytest.raises(MetadataError):
         ModelMetadata.from_json(json.dumps(data))
+
+
+def test_responses_round_probabilities_in_one_place() -> None:
+    p = np.array([0.123456789, 0.2, 0.3, 0.1, 0.05, 0.100000049, 0.076543211, 0.05])
+    rounded = by_label(p)
+    assert list(rounded) == list(LABELS)
+    assert rounded["neutral"] == 0.123457 and rounded["fearful"] == 0.1
+    label, confidence = top_label(p)
+    assert label == "happy" and confidence == rounded["happy"] == 0.3

@@ -45,8 +45,12 @@ def offline_probabilities(models_dir: Path, key: str, wave: np.ndarray) -> np.nd
 def check_body(body: dict) -> None:
     assert list(body["probabilities"]) == list(LABELS)
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
-    assert body["confidence"] == pytest.approx(body["probabilities"][body["label"]])
+    for result in [body, *body["segments"]]:
+        probs = result["probabilities"]
+        assert result["label"] == max(probs, key=probs.get)
+        # Rounded to 6 decimals in one place; the confidence is exactly the label's value.
+        assert result["confidence"] == probs[result["label"]]
+        assert all(v == round(v, 6) for v in probs.values())
     for segment in body["segments"]:
         assert sum(segment["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert set(body["timing_ms"]) == {"decode", "features", "inference", "total"}

@@ -1,0 +1,239 @@
+"""``ser``: the service from a terminal.
+
+::
+
+    ser predict clips/*.wav [--model ce] [--json | --csv] [--windows] [--concurrency 4]
+    ser stream clip.wav [--fast]        # each window's prediction as a live line
+    ser stream --mic [--seconds 30]     # the microphone (needs the `mic` extra)
+
+``--url`` (or ``$SER_URL``) names the service, default ``http://127.0.0.1:8000``. Exit status:
+0 when everything was classified, 1 when some file or the stream was refused (the reason is
+printed), 2 when the service cannot be reached or the arguments are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from app.client.api import DEFAULT_URL, AsyncClient
+from app.client.results import Prediction, ServiceError, StreamPrediction, StreamSummary
+from app.client.sources import AudioSource, MicrophoneError, MicrophoneSource, file_source
+
+LABELS_ORDER = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+@dataclass
+class Outcome:
+    path: str
+    result: Prediction | None = None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------- ser predict
+
+
+async def _predict_all(
+    paths: Sequence[str], url: str, model: str | None, concurrency: int, progress: TextIO | None
+) -> list[Outcome]:
+    limit = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(client: AsyncClient, path: str) -> Outcome:
+        nonlocal done
+        async with limit:
+            try:
+                outcome = Outcome(path, result=await client.predict(path, model))
+            except ServiceError as e:
+                outcome = Outcome(path, error=f"{e.status} {e.code}: {e.message}")
+            except OSError as e:
+                outcome = Outcome(path, error=f"cannot read the file: {e}")
+        done += 1
+        if progress is not None:
+            bar = "#" * (20 * done // len(paths))
+            progress.write(f"\r[{bar:<20}] {done}/{len(paths)} {Path(path).name[:40]:<40}")
+            progress.flush()
+        return outcome
+
+    async with AsyncClient(url) as client:
+        outcomes = await asyncio.gather(*(one(client, p) for p in paths))
+    if progress is not None:
+        progress.write("\n")
+    return list(outcomes)
+
+
+def _print_table(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
+    width = max([len(o.path) for o in outcomes] + [4])
+    out.write(f"{'file':<{width}}  {'label':<9}  {'conf':>6}  {'seconds':>8}  windows\n")
+    for o in outcomes:
+        if o.result is None:
+            out.write(f"{o.path:<{width}}  error: {o.error}\n")
+            continue
+        r = o.result
+        out.write(
+            f"{o.path:<{width}}  {r.label:<9}  {r.confidence:6.3f}  {r.duration_s:8.2f}  "
+            f"{len(r.segments)}\n"
+        )
+        if windows:
+            for s in r.segments:
+                span = f"{s.start_s:.2f}-{s.end_s:.2f} s"
+                out.write(f"{'':<{width}}    {span:>16}  {s.label:<9} {s.confidence:6.3f}\n")
+
+
+def _write_csv(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    head = ["file", "start_s", "end_s", "label", "confidence", *LABELS_ORDER, "error"]
+    writer.writerow(head)
+    for o in outcomes:
+        if o.result is None:
+            writer.writerow([o.path] + [""] * (len(head) - 2) + [o.error])
+            continue
+        r = o.result
+        rows: list[tuple[Any, Any, str, float, dict[str, float]]] = [
+            ("", "", r.label, r.confidence, r.probabilities)
+        ]
+        if windows:
+            rows += [
+                (s.start_s, s.end_s, s.label, s.confidence, s.probabilities) for s in r.segments
+            ]
+        for start, end, label, confidence, probs in rows:
+            writer.writerow(
+                [o.path, start, end, label, confidence, *(probs.get(k) for k in LABELS_ORDER), ""]
+            )
+
+
+def _write_json(outcomes: list[Outcome], out: TextIO) -> None:
+    items = [
+        {"file": o.path, **({"error": o.error} if o.result is None else {"result": o.result.raw})}
+        for o in outcomes
+    ]
+    json.dump(items, out, indent=1)
+    out.write("\n")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
+    outcomes = asyncio.run(
+        _predict_all(args.files, args.url, args.model, args.concurrency, progress)
+    )
+    if args.format == "json":
+        _write_json(outcomes, sys.stdout)
+    elif args.format == "csv":
+        _write_csv(outcomes, args.windows, sys.stdout)
+    else:
+        _print_table(outcomes, args.windows, sys.stdout)
+    return 1 if any(o.result is None for o in outcomes) else 0
+
+
+# ---------------------------------------------------------------- ser stream
+
+
+def _live_line(event: StreamPrediction) -> str:
+    span = f"{event.start_s:7.2f}-{event.end_s:7.2f} s"
+    if not event.speech:
+        return f"{span}  (no speech)"
+    smoothed = f"  smoothed: {event.smoothed_label}" if event.smoothed_label else ""
+    return f"{span}  {event.label:<9} {event.confidence:.3f}{smoothed}"
+
+
+async def _stream(source: AudioSource, args: argparse.Namespace, out: TextIO) -> int:
+    async with AsyncClient(args.url) as client:
+        async for event in client.stream(source, model=args.model):
+            if isinstance(event, StreamSummary):
+                if args.json:
+                    out.write(json.dumps({"type": "summary", **vars(event)}) + "\n")
+                else:
+                    label = event.label or "no speech"
+                    confidence = "" if event.confidence is None else f" {event.confidence:.3f}"
+                    out.write(
+                        f"summary: {label}{confidence} over {event.speech_windows} speech "
+                        f"window(s) of {event.windows}, {event.duration_s:.2f} s of audio\n"
+                    )
+            else:
+                out.write(
+                    json.dumps({"type": "prediction", **vars(event)})
+                    if args.json
+                    else _live_line(event)
+                )
+                out.write("\n")
+            out.flush()
+    return 0
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    if (args.file is None) == (not args.mic):
+        print("error: give a FILE or --mic", file=sys.stderr)
+        return 2
+    try:
+        source: AudioSource = (
+            MicrophoneSource(seconds=args.seconds)
+            if args.mic
+            else file_source(args.file, chunk_s=args.chunk_ms / 1000, realtime=not args.fast)
+        )
+    except MicrophoneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as e:  # soundfile: missing or undecodable file
+        print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_stream(source, args, sys.stdout))
+    except ServiceError as e:
+        print(f"error: the service refused the stream: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------- main
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="ser", description=__doc__.split("\n")[0])
+    root.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="classify recordings, one upload each")
+    p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
+    p.add_argument("--model", default=None, help="ce, bce, smoothl1 or l1 (default: the server's)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--json", dest="format", action="store_const", const="json")
+    kind.add_argument("--csv", dest="format", action="store_const", const="csv")
+    p.add_argument("--windows", action="store_true", help="also each 3.5 s window's result")
+    p.add_argument("--concurrency", type=int, default=4, help="uploads at once")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_predict, format="table")
+
+    s = sub.add_parser("stream", help="stream a file or the microphone, a line per prediction")
+    s.add_argument("file", nargs="?", default=None, help="an audio file")
+    s.add_argument("--mic", action="store_true", help="record from the default microphone")
+    s.add_argument("--seconds", type=float, default=None, help="--mic: stop after this long")
+    s.add_argument("--fast", action="store_true", help="send the file as fast as possible")
+    s.add_argument("--chunk-ms", type=float, default=100.0, help="audio per WebSocket frame")
+    s.add_argument("--model", default=None)
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=run_stream)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (httpx.TransportError, OSError) as e:
+        print(f"error: cannot reach the service at {args.url}: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

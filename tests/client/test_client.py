@@ -1,0 +1,202 @@
+"""The client and the ``ser`` command against a real ``python -m app`` (the tiny test models)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from app.client import (
+    AsyncClient,
+    Client,
+    MicrophoneError,
+    MicrophoneSource,
+    ServiceError,
+    StreamPrediction,
+    StreamSummary,
+    file_source,
+    stream_url,
+)
+from app.labels import LABELS
+from tests.conftest import synth_speechlike
+from tests.live import LiveServer, live_server
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    log = tmp_path_factory.mktemp("client") / "server.log"
+    with live_server(models_dir, log) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    long = synth_speechlike(6.0, 44_100, seed=2)
+    files = {
+        "short.wav": (synth_speechlike(2.0, RATE, seed=1), RATE, "WAV"),
+        "long.flac": (np.stack([long, long], axis=1), 44_100, "FLAC"),
+    }
+    out = {}
+    for name, (wave, rate, fmt) in files.items():
+        sf.write(folder / name, wave, rate, format=fmt)
+        out[name] = folder / name
+    out["notes.txt"] = folder / "notes.txt"
+    out["notes.txt"].write_text("not audio")
+    return out
+
+
+def ser(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.client", "--url", server.url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
+
+
+def test_predict_returns_typed_results(server: LiveServer, clips: dict[str, Path]) -> None:
+    with Client(server.url) as client:
+        result = client.predict(clips["long.flac"], model="ce")
+        same = client.predict(clips["long.flac"].read_bytes(), model="ce")
+        assert client.models()["default"] == "bce"
+    assert result.label in LABELS and set(result.probabilities) == set(LABELS)
+    assert result.model == "ser-ce" and result.duration_s == pytest.approx(6.0)
+    assert len(result.segments) >= 2
+    assert result.segments[0].start_s < result.segments[1].start_s
+    assert same.probabilities == result.probabilities
+
+
+def test_predict_refusal_is_a_service_error(server: LiveServer, clips: dict[str, Path]) -> None:
+    with Client(server.url) as client, pytest.raises(ServiceError) as caught:
+        client.predict(clips["notes.txt"])
+    assert caught.value.status == 415 and caught.value.code == "unsupported_audio"
+    with Client(server.url) as client, pytest.raises(ServiceError) as caught:
+        client.predict(clips["short.wav"], model="nope")
+    assert caught.value.status == 404
+
+
+def test_stream_yields_predictions_in_order_then_the_summary(
+    server: LiveServer, clips: dict[str, Path]
+) -> None:
+    async def run() -> list[StreamPrediction | StreamSummary]:
+        async with AsyncClient(server.url) as client:
+            source = file_source(clips["long.flac"], chunk_s=0.25, realtime=False)
+            return [event async for event in client.stream(source, model="ce")]
+
+    events = asyncio.run(run())
+    *windows, summary = events
+    assert isinstance(summary, StreamSummary) and summary.model == "ce"
+    assert all(isinstance(w, StreamPrediction) for w in windows)
+    assert [w.index for w in windows] == list(range(len(windows))) and len(windows) >= 5
+    assert summary.windows == len(windows) and summary.duration_s == pytest.approx(6.0, abs=0.01)
+    assert summary.label in LABELS
+
+
+def test_realtime_pacing_takes_as_long_as_the_audio(
+    server: LiveServer, clips: dict[str, Path]
+) -> None:
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with AsyncClient(server.url) as client:
+            source = file_source(clips["short.wav"], chunk_s=0.1, realtime=True)
+            async for _ in client.stream(source):
+                pass
+        return loop.time() - started
+
+    assert asyncio.run(run()) >= 1.8  # 2 s of audio, sent at real time
+
+
+def test_stream_refusal_is_a_service_error(server: LiveServer, clips: dict[str, Path]) -> None:
+    async def run() -> None:
+        async with AsyncClient(server.url) as client:
+            async for _ in client.stream(file_source(clips["short.wav"]), model="nope"):
+                pass
+
+    with pytest.raises(ServiceError) as caught:
+        asyncio.run(run())
+    assert caught.value.code == "unknown_model"
+
+
+def test_cli_predict_many_files_as_csv(server: LiveServer, clips: dict[str, Path]) -> None:
+    names = ("short.wav", "long.flac", "notes.txt")
+    done = ser(server, "predict", *(str(clips[n]) for n in names), "--csv", "--windows")
+    assert done.returncode == 1, done.stderr  # one file was refused
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    by_file = {Path(r["file"]).name: [] for r in rows}
+    for row in rows:
+        by_file[Path(row["file"]).name].append(row)
+    assert list(by_file) == list(names)  # in the order given
+    assert "415 unsupported_audio" in by_file["notes.txt"][0]["error"]
+    clip_row, *window_rows = by_file["long.flac"]
+    assert clip_row["start_s"] == "" and len(window_rows) >= 2
+    assert sum(float(clip_row[label]) for label in LABELS) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cli_predict_json_and_table(server: LiveServer, clips: dict[str, Path]) -> None:
+    done = ser(server, "predict", str(clips["short.wav"]), "--json", "--model", "ce")
+    assert done.returncode == 0, done.stderr
+    [item] = json.loads(done.stdout)
+    assert item["result"]["model"]["name"] == "ser-ce"
+    table = ser(server, "predict", str(clips["short.wav"]))
+    assert table.returncode == 0 and "short.wav" in table.stdout
+    assert table.stdout.splitlines()[0].split()[:3] == ["file", "label", "conf"]
+
+
+def test_cli_stream_prints_a_line_per_window_and_the_summary(
+    server: LiveServer, clips: dict[str, Path]
+) -> None:
+    done = ser(server, "stream", str(clips["long.flac"]), "--fast")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("summary: ") and len(lines) >= 6
+    assert all(" s  " in line for line in lines[:-1])
+    as_json = ser(server, "stream", str(clips["short.wav"]), "--fast", "--json")
+    kinds = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]
+    assert kinds[-1] == "summary" and set(kinds[:-1]) == {"prediction"}
+
+
+def test_cli_says_what_is_wrong(server: LiveServer, clips: dict[str, Path], tmp_path) -> None:
+    nothing = ser(server, "stream")
+    assert nothing.returncode == 2 and "give a FILE or --mic" in nothing.stderr
+    unreadable = ser(server, "stream", str(clips["notes.txt"]))
+    assert unreadable.returncode == 2 and "cannot read" in unreadable.stderr
+    nobody = ["--url", "http://127.0.0.1:9", "predict", str(clips["short.wav"])]
+    down = subprocess.run(
+        [sys.executable, "-m", "app.client", *nobody], capture_output=True, text=True, timeout=60
+    )
+    assert down.returncode == 2 and "cannot reach the service" in down.stderr
+
+
+def test_microphone_without_a_device_is_a_clear_error() -> None:
+    # The CI machine has no sound card (and no sounddevice package): either way, a message.
+    with pytest.raises(MicrophoneError, match=r"sounddevice|microphone"):
+        MicrophoneSource()
+
+
+def test_stream_url() -> None:
+    assert stream_url("http://h:8000/") == "ws://h:8000/ws/stream"
+    assert stream_url("https://example.org") == "wss://example.org/ws/stream"
+
+
+def test_the_client_imports_none_of_the_server() -> None:
+    code = (
+        "import sys, app.client, app.client.cli; "
+        "heavy = {'fastapi', 'onnxruntime', 'torch', 'uvicorn', 'soxr'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
