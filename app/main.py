@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from app import __version__, metrics
 from app.api import models, ops, predict, stream
+from app.api.apidocs import mount_docs
 from app.api.page import mount_page
 from app.api.upload import UploadDeadlineMiddleware
 from app.errors import install_error_handlers
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by app.api.apidocs, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.registry = ModelRegistry.empty("the models are loading")
@@ -103,4 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(stream.router)
     mount_page(app)
+    mount_docs(app)
     return app

@@ -140,9 +140,15 @@ def _page_socket_url(port: int) -> str:
 
 @contextlib.asynccontextmanager
 async def chromium_page(
-    fake_microphone_wav: Path, profile: Path, log_path: Path, window: str = "1000,1300"
+    fake_microphone_wav: Path,
+    profile: Path,
+    log_path: Path,
+    window: str = "1000,1300",
+    offline: bool = False,
 ) -> AsyncIterator[Page]:
-    """A headless chromium whose microphone plays ``fake_microphone_wav`` (looped)."""
+    """A headless chromium whose microphone plays ``fake_microphone_wav`` (looped); with
+    ``offline``, no host name resolves except loopback addresses, as on a machine without
+    internet (a CDN's script then fails to load)."""
     binary = chromium_path()
     if binary is None:
         raise DevToolsError("chromium is not installed")
@@ -163,6 +169,7 @@ async def chromium_page(
         f"--user-data-dir={profile}",
         f"--window-size={window}",
         "--remote-debugging-port=0",
+        *(["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"] if offline else []),
         "about:blank",
     ]
     with log_path.open("wb") as log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,15 @@ def test_cli_flags_and_environment(monkeypatch) -> None:
     assert (from_env.host, from_env.port) == ("0.0.0.0", 9001)
     flags = build_parser().parse_args(["--port", "9100", "--workers", "2"])
     assert (flags.port, flags.workers) == (9100, 2)
+
+
+def test_api_docs_use_only_the_services_own_assets(client) -> None:
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "https://" not in page.text and "http://" not in page.text
+        for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', page.text):
+            assert client.get(asset).status_code == 200, asset
+    assert client.get("/docs-assets/swagger-ui-bundle.js").headers["content-type"].startswith(
+        "text/javascript"
+    )
