@@ -1,15 +1,18 @@
 """Audio input: decode bytes or a file into 16 kHz mono float32, or say precisely why not.
 
-Decoding is libsndfile's (via soundfile): WAV (PCM 8/16/24/32-bit and float), FLAC and OGG
-(Vorbis/Opus). Channels are averaged to mono and the result is resampled with soxr. Every
-rejection raises a subclass of :class:`AudioError` whose message tells the caller what to fix.
+Decoding is libsndfile's (via soundfile) for WAV (PCM 8/16/24/32-bit and float), FLAC, OGG
+(Vorbis/Opus) and MP3, and FFmpeg's (via PyAV, :mod:`app.containers`) for M4A/MP4/AAC and
+WebM/Matroska. Both give the same header and the same interleaved float32 blocks; channels are
+averaged to mono and the result is resampled with soxr. Every rejection raises a subclass of
+:class:`AudioError` whose message tells the caller what to fix.
 
 Memory is bounded by design, whatever the file claims or holds:
 
 1. the header is read first (:func:`probe_audio`) and a file that could decode to more than
    ``max_decoded_samples`` samples (frames x channels, counting at most ``max_duration_s`` of
    frames) is refused before any sample is decoded: a small FLAC of 8 channels at 192 kHz is
-   a decompression bomb otherwise;
+   a decompression bomb otherwise (a container that does not state its length is bounded the
+   same way while it decodes);
 2. the samples are then decoded :data:`BLOCK_SAMPLES` at a time, each block down-mixed and fed
    to a streaming resampler (``soxr.ResampleStream``, which gives exactly the one-shot
    result), so a request holds its 16 kHz output plus one block, never the whole file at
@@ -27,8 +30,9 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -40,7 +44,10 @@ MAX_SOURCE_RATE: Final[int] = 192_000
 DEFAULT_MAX_DURATION_S: Final[float] = 600.0
 # The longest clip at the highest rate, mono: more channels are fine in a shorter clip.
 DEFAULT_MAX_DECODED_SAMPLES: Final[int] = round(DEFAULT_MAX_DURATION_S * MAX_SOURCE_RATE)
-SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset({"WAV", "WAVEX", "RF64", "FLAC", "OGG"})
+SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset(
+    {"WAV", "WAVEX", "RF64", "FLAC", "OGG", "MP3"}  # libsndfile's; app.containers adds its own
+)
+FORMATS_HINT: Final[str] = "send WAV, FLAC, OGG (Vorbis/Opus), MP3, M4A/AAC or WebM"
 RESAMPLE_QUALITY: Final[str] = "HQ"
 BLOCK_SAMPLES: Final[int] = 1 << 20  # interleaved samples decoded at once: 4 MB of float32
 # Float overs a mix bus can export; exact in float32, so the bound means the same at any stage.
@@ -113,35 +120,108 @@ class Audio:
 class AudioHeader:
     """What a file's header says, and how much decoding it may cost.
 
+    ``frames`` is None when the container does not say (then only decoding can tell).
     ``frame_limit`` is the most frames that will be read (one past ``max_duration_s``, so
     that "too long" is detected on what is really there: a header may lie);
-    ``decode_samples`` is that bound times the channel count.
+    ``decode_samples`` is the most samples (frames x channels) decoding may produce.
     """
 
     format: str
     sample_rate: int
     channels: int
-    frames: int
+    frames: int | None
     frame_limit: int | None
 
     @property
     def decode_samples(self) -> int:
-        frames = self.frames if self.frame_limit is None else min(self.frames, self.frame_limit)
+        bounds = [b for b in (self.frames, self.frame_limit) if b is not None]
+        frames = min(bounds) if bounds else MAX_SOURCE_RATE * int(DEFAULT_MAX_DURATION_S)
         return max(frames, 0) * self.channels
 
 
-def _open(source: AudioSource) -> sf.SoundFile:
-    handle = (
-        io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
-    )
-    if isinstance(handle, io.BytesIO) and handle.getbuffer().nbytes == 0:
-        raise EmptyAudioError("the upload is empty: send a WAV, FLAC or OGG file")
+class _Reader(Protocol):
+    format: str
+    sample_rate: int
+    channels: int
+    frames: int | None
+
+    def blocks(self) -> Iterator[np.ndarray]: ...  # interleaved float32 (frames, channels)
+
+    def close(self) -> None: ...
+
+
+class _SoundFileReader:
+    """libsndfile's formats, :data:`BLOCK_SAMPLES` at a time into one reused buffer."""
+
+    def __init__(self, f: sf.SoundFile) -> None:
+        self._file = f
+        self.format = str(f.format)
+        self.sample_rate = int(f.samplerate)
+        self.channels = int(f.channels)
+        self.frames: int | None = int(f.frames)
+        if self.format not in SUPPORTED_FORMATS:
+            f.close()
+            raise UnsupportedAudioError(f"{self.format} audio is not supported: {FORMATS_HINT}")
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        block_frames = max(1, BLOCK_SAMPLES // self.channels)
+        buffer = np.empty((block_frames, self.channels), dtype=np.float32)
+        while True:
+            try:
+                block = self._file.read(block_frames, "float32", True, out=buffer)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise UnsupportedAudioError(f"the audio stream is corrupt: {e}") from e
+            if block.shape[0] == 0:
+                return
+            yield block
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _ContainerReader:
+    """:class:`app.containers.ContainerReader` with this module's errors."""
+
+    def __init__(self, data: bytes) -> None:
+        from app.containers import ContainerError, ContainerReader
+
+        self._error = ContainerError
+        try:
+            self._reader = ContainerReader(data)
+        except ContainerError as e:
+            raise UnsupportedAudioError(f"could not decode the audio ({e}): {FORMATS_HINT}") from e
+        self.format = self._reader.format
+        self.sample_rate = self._reader.sample_rate
+        self.channels = self._reader.channels
+        self.frames = self._reader.frames
+        if self.channels < 1:
+            self.close()
+            raise UnsupportedAudioError(f"the audio stream has no channels: {FORMATS_HINT}")
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        try:
+            yield from self._reader.blocks()
+        except self._error as e:
+            raise UnsupportedAudioError(str(e)) from e
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _open(source: AudioSource) -> _Reader:
+    data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else None
+    if data is not None and not data:
+        raise EmptyAudioError(f"the upload is empty: {FORMATS_HINT}")
     try:
-        return sf.SoundFile(handle)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise UnsupportedAudioError(
-            "could not decode the audio: send WAV (PCM or float), FLAC or OGG/Opus"
-        ) from e
+        opened = sf.SoundFile(io.BytesIO(data) if data is not None else source)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        pass  # not one of libsndfile's formats: perhaps a container FFmpeg reads
+    else:
+        return _SoundFileReader(opened)
+    if data is None:
+        with open(os.fspath(source), "rb") as f:  # type: ignore[arg-type]
+            data = f.read()
+    return _ContainerReader(data)
 
 
 def check_sample_rate(rate: int) -> None:
@@ -194,22 +274,26 @@ def is_silent(samples: np.ndarray) -> bool:
 
 
 def _read_header(
-    f: sf.SoundFile, max_duration_s: float | None, max_decoded_samples: int | None
+    reader: _Reader, max_duration_s: float | None, max_decoded_samples: int | None
 ) -> AudioHeader:
-    if f.format not in SUPPORTED_FORMATS:
-        raise UnsupportedAudioError(
-            f"{f.format} audio is not supported: send WAV, FLAC or OGG/Opus"
-        )
-    check_sample_rate(f.samplerate)
-    limit = None if max_duration_s is None else int(max_duration_s * f.samplerate) + 1
-    header = AudioHeader(f.format, f.samplerate, f.channels, f.frames, limit)
-    if max_decoded_samples is not None and header.decode_samples > max_decoded_samples:
-        raise AudioTooLargeError(
-            f"the audio would decode to {header.decode_samples} samples ({header.channels} "
-            f"channels at {header.sample_rate} Hz), more than the {max_decoded_samples} allowed: "
-            "send fewer channels, a lower sample rate or a shorter clip"
-        )
+    check_sample_rate(reader.sample_rate)
+    limit = None if max_duration_s is None else int(max_duration_s * reader.sample_rate) + 1
+    header = AudioHeader(reader.format, reader.sample_rate, reader.channels, reader.frames, limit)
+    stated = header.frames is not None or limit is not None
+    if max_decoded_samples is not None and stated and header.decode_samples > max_decoded_samples:
+        raise _too_large(header, max_decoded_samples, header.decode_samples)
     return header
+
+
+def _too_large(
+    header: AudioHeader, max_decoded_samples: int, samples: int | None = None
+) -> AudioTooLargeError:
+    size = f"{samples} samples" if samples is not None else "more samples than that"
+    return AudioTooLargeError(
+        f"the audio would decode to {size} ({header.channels} channels at "
+        f"{header.sample_rate} Hz), more than the {max_decoded_samples} allowed: send fewer "
+        "channels, a lower sample rate or a shorter clip"
+    )
 
 
 def probe_audio(
@@ -224,8 +308,11 @@ def probe_audio(
         UnsupportedAudioError, EmptyAudioError, SampleRateError: as :func:`decode_audio`.
         AudioTooLargeError: it could decode to more than ``max_decoded_samples`` samples.
     """
-    with _open(source) as f:
-        return _read_header(f, max_duration_s, max_decoded_samples)
+    reader = _open(source)
+    try:
+        return _read_header(reader, max_duration_s, max_decoded_samples)
+    finally:
+        reader.close()
 
 
 class _MonoResampler:
@@ -250,27 +337,26 @@ class _MonoResampler:
 
 
 def _decode_blocks(
-    f: sf.SoundFile, frame_limit: int | None, target_rate: int
+    reader: _Reader, header: AudioHeader, target_rate: int, max_decoded_samples: int | None
 ) -> tuple[np.ndarray, int]:
-    """Decode, check, down-mix and resample ``f`` block by block; ``(samples, frames read)``."""
-    block_frames = max(1, BLOCK_SAMPLES // f.channels)
-    buffer = np.empty((block_frames, f.channels), dtype=np.float32)
-    resampler = _MonoResampler(f.samplerate, target_rate)
+    """Decode, check, down-mix and resample ``reader`` block by block; ``(samples, frames
+    read)``. Stops one frame past ``header.frame_limit``; refuses more than
+    ``max_decoded_samples`` as it goes (for containers whose header does not say)."""
+    resampler = _MonoResampler(header.sample_rate, target_rate)
     chunks: list[np.ndarray] = []
     frames_read = 0
-    while frame_limit is None or frames_read < frame_limit:
-        want = block_frames if frame_limit is None else min(block_frames, frame_limit - frames_read)
-        try:
-            block = f.read(frames=want, dtype="float32", always_2d=True, out=buffer[:want])
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise UnsupportedAudioError(f"the audio stream is corrupt: {e}") from e
-        if block.shape[0] == 0:
-            break
+    for block in reader.blocks():
+        if header.frame_limit is not None and frames_read + block.shape[0] > header.frame_limit:
+            block = block[: header.frame_limit - frames_read]
         frames_read += block.shape[0]
+        if max_decoded_samples is not None and frames_read * header.channels > max_decoded_samples:
+            raise _too_large(header, max_decoded_samples)
         check_samples(block)
         # No check after the down-mix: the mean of finite samples within the range stays
         # finite and within it. Resampling can overshoot, so the resampler checks its output.
         chunks.append(resampler(to_mono(block)))
+        if header.frame_limit is not None and frames_read >= header.frame_limit:
+            break
     if frames_read:
         chunks.append(resampler(np.zeros(0, np.float32), last=True))
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), frames_read
@@ -289,7 +375,7 @@ def decode_audio(
     docstring), whatever the source's rate and channel count.
 
     Raises:
-        UnsupportedAudioError: not a WAV/FLAC/OGG file libsndfile can read.
+        UnsupportedAudioError: not audio in a format read here (see the module docstring).
         EmptyAudioError: no samples.
         SampleRateError: source rate outside 8-192 kHz.
         AudioTooLargeError: it could decode to more than ``max_decoded_samples`` samples
@@ -298,9 +384,12 @@ def decode_audio(
         NonFiniteAudioError: NaN or infinite samples (float files).
         SampleRangeError: samples beyond +-MAX_SAMPLE_MAGNITUDE (float files).
     """
-    with _open(source) as f:
-        header = _read_header(f, max_duration_s, max_decoded_samples)
-        samples, frames_read = _decode_blocks(f, header.frame_limit, target_rate)
+    reader = _open(source)
+    try:
+        header = _read_header(reader, max_duration_s, max_decoded_samples)
+        samples, frames_read = _decode_blocks(reader, header, target_rate, max_decoded_samples)
+    finally:
+        reader.close()
     if header.frame_limit is not None and frames_read >= header.frame_limit:
         raise AudioTooLongError(
             f"the audio is longer than the {max_duration_s:g} s limit: send a shorter clip "

@@ -30,6 +30,23 @@ def wav_bytes(
     return buf.getvalue()
 
 
+def av_bytes(wave: np.ndarray, sample_rate: int, container: str, codec: str) -> bytes:
+    """``wave`` (``(samples,)`` or ``(samples, channels)``) encoded with PyAV (FFmpeg), e.g.
+    ``("mp4", "aac")`` for M4A or ``("webm", "libopus")`` as a browser's MediaRecorder makes."""
+    import av
+
+    planar = np.atleast_2d(np.asarray(wave, dtype=np.float32).T)  # (channels, samples)
+    layout = "mono" if planar.shape[0] == 1 else "stereo"
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=sample_rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar), "fltp", layout)
+        frame.sample_rate = sample_rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return buffer.getvalue()
+
+
 def write_worst_case_flac(path: Path, seconds: float, rate: int = 192_000) -> int:
     """A mono ``rate`` Hz FLAC of ``seconds`` x ``rate`` decoded samples that still fits the
     upload limit (at the defaults: the largest upload /predict accepts). Each second is a 20 ms

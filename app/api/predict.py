@@ -38,6 +38,14 @@ AUDIO_TYPES: Final[frozenset[str]] = frozenset(
         "audio/x-flac",
         "audio/ogg",
         "application/ogg",
+        "audio/mpeg",
+        "audio/mp3",
+        "audio/mp4",
+        "audio/m4a",
+        "audio/x-m4a",
+        "audio/aac",
+        "audio/webm",
+        "video/webm",  # what some browsers label a MediaRecorder blob with
         "application/octet-stream",
     }
 )
@@ -49,8 +57,9 @@ _BODY_SCHEMA: Final[dict[str, Any]] = {"type": "string", "format": "binary"}
 OPENAPI_BODY: Final[dict[str, Any]] = {
     "requestBody": {
         "required": True,
-        "description": "WAV (PCM 8/16/24/32-bit or float), FLAC or OGG; any rate 8-192 kHz, "
-        "any channel count. Either a multipart field `file` or the raw body.",
+        "description": "WAV (PCM 8/16/24/32-bit or float), FLAC, OGG (Vorbis/Opus), MP3, "
+        "M4A/MP4 (AAC) or WebM (Opus); any rate 8-192 kHz, any channel count. Either a "
+        "multipart field `file` or the raw body.",
         "content": {
             MULTIPART: {
                 "schema": {

@@ -81,7 +81,7 @@ class Client:
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
 
     def predict(self, audio: AudioInput, model: str | None = None) -> Prediction:
-        """Classify a recording: a path (WAV, FLAC, OGG, ...) or its bytes."""
+        """Classify a recording: a path (WAV, FLAC, OGG, MP3, M4A, WebM) or its bytes."""
         response = self._http.post("/predict", params=_params(model), files=_upload(audio))
         return Prediction.from_json(_checked(response))
 

@@ -203,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify recordings, one upload each")
-    p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, ...)")
+    p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3, M4A, WebM)")
     p.add_argument("--model", default=None, help="ce, bce, smoothl1 or l1 (default: the server's)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--json", dest="format", action="store_const", const="json")

@@ -28,7 +28,7 @@ from app.client import (
     stream_url,
 )
 from app.labels import LABELS
-from tests.conftest import synth_speechlike
+from tests.conftest import av_bytes, synth_speechlike
 from tests.live import LiveServer, live_server
 
 RATE = 16_000
@@ -53,6 +53,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, (wave, rate, fmt) in files.items():
         sf.write(folder / name, wave, rate, format=fmt)
         out[name] = folder / name
+    sf.write(folder / "voice.mp3", synth_speechlike(3.0, 44_100, seed=3), 44_100, format="MP3")
+    out["voice.mp3"] = folder / "voice.mp3"
+    phone = av_bytes(synth_speechlike(3.0, 48_000, seed=4), 48_000, "mp4", "aac")
+    (folder / "phone.m4a").write_bytes(phone)
+    out["phone.m4a"] = folder / "phone.m4a"
     out["notes.txt"] = folder / "notes.txt"
     out["notes.txt"].write_text("not audio")
     return out
@@ -133,7 +138,7 @@ def test_stream_refusal_is_a_service_error(server: LiveServer, clips: dict[str, 
 
 
 def test_cli_predict_many_files_as_csv(server: LiveServer, clips: dict[str, Path]) -> None:
-    names = ("short.wav", "long.flac", "notes.txt")
+    names = ("short.wav", "long.flac", "voice.mp3", "phone.m4a", "notes.txt")
     done = ser(server, "predict", *(str(clips[n]) for n in names), "--csv", "--windows")
     assert done.returncode == 1, done.stderr  # one file was refused
     rows = list(csv.DictReader(io.StringIO(done.stdout)))

@@ -16,7 +16,7 @@ from app.features import log_mel
 from app.labels import LABELS
 from app.prediction import window_starts
 from app.segment import training_segment, trim_bounds
-from tests.conftest import synth_speechlike, wav_bytes
+from tests.conftest import av_bytes, synth_speechlike, wav_bytes
 from tests.service.conftest import rewrite_metadata
 
 RATE = 16_000
@@ -218,3 +218,30 @@ def test_the_model_temperature_is_applied_and_shown(make_client, model_folder) -
     assert got.argmax() == uncalibrated.argmax()
     (info,) = client.get("/v1/models").json()["models"]
     assert info["temperature"] == 2.5
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "content_type", "reported"),
+    [("mp4", "aac", "audio/mp4", "MP4"), ("webm", "libopus", "audio/webm", "WEBM")],
+)
+def test_phone_and_browser_recordings_are_classified(
+    client: TestClient, container: str, codec: str, content_type: str, reported: str
+) -> None:
+    data = av_bytes(synth_speechlike(4.0, 48_000, seed=3), 48_000, container, codec)
+    for response in (
+        post_file(client, data),
+        client.post("/predict", content=data, headers={"content-type": content_type}),
+    ):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        check_body(body)
+        assert body["audio"] == {"format": reported, "sample_rate": 48_000, "channels": 1}
+
+
+def test_mp3_is_classified(client: TestClient) -> None:
+    data = encode(
+        synth_speechlike(3.0, 44_100, seed=4), 44_100, fmt="MP3", subtype="MPEG_LAYER_III"
+    )
+    response = client.post("/predict", content=data, headers={"content-type": "audio/mpeg"})
+    assert response.status_code == 200, response.text
+    assert response.json()["audio"]["format"] == "MP3"
