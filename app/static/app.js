@@ -103,6 +103,11 @@ async function upload(event) {
     const duration = body.duration_s !== undefined ? `, ${Number(body.duration_s).toFixed(1)} s` : "";
     $("upload-detail").textContent = `${(confidence * 100).toFixed(1)}% confidence${duration}`;
     showBars($("upload-bars"), body.probabilities);
+    // Emotion over time, for a recording of more than one window.
+    const segments = body.segments || [];
+    timelines.upload.clear();
+    for (const s of segments) timelines.upload.add(s.start_s, s.end_s, s.probabilities);
+    $("upload-timeline").hidden = segments.length < 2;
     setStatus(status, `${file.name}: ${body.label}.`);
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, true);
@@ -114,6 +119,7 @@ async function upload(event) {
 // ---------- microphone streaming ----------
 
 let live = null; // {socket, context, media, node, source}
+const timelines = {}; // upload, live: Timeline (timeline.js)
 
 function floatToPcm16(block) {
   const pcm = new Int16Array(block.length);
@@ -176,6 +182,7 @@ function onServerMessage(message) {
     $("stop-button").disabled = false;
     $("live-result").hidden = false;
     makeBars($("live-bars"));
+    timelines.live.clear();
     setStatus(
       status,
       `Streaming to ${message.model} at ${message.sample_rate} Hz; first prediction after ` +
@@ -191,6 +198,7 @@ function onServerMessage(message) {
 }
 
 function showPrediction(message) {
+  timelines.live.add(message.start_s, message.end_s, message.speech ? message.probabilities : null);
   const indicator = $("speech-indicator");
   indicator.dataset.speech = String(message.speech);
   indicator.classList.toggle("speech", message.speech);
@@ -256,6 +264,8 @@ function onClosed(event) {
 document.addEventListener("DOMContentLoaded", () => {
   makeBars($("upload-bars"));
   makeBars($("live-bars"));
+  timelines.upload = new Timeline($("upload-timeline"), LABELS);
+  timelines.live = new Timeline($("live-timeline"), LABELS);
   $("upload-form").addEventListener("submit", upload);
   $("start-button").addEventListener("click", startStreaming);
   $("stop-button").addEventListener("click", stopStreaming);

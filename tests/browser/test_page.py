@@ -71,6 +71,14 @@ async def test_microphone_streaming_shows_live_predictions(
             ".map(b => Number(b.getAttribute('aria-valuenow')))"
         )
         status = await page.evaluate(text_of("live-status"))
+        # Emotion over time: a point per speech window on each of the 8 lines.
+        await page.wait_for(
+            "Number(document.getElementById('live-timeline').dataset.points || 0) >= 3"
+        )
+        lines = await page.evaluate(
+            "[...document.querySelectorAll('#live-timeline polyline')]"
+            ".map(l => [l.dataset.label, l.getAttribute('points').trim().split(' ').length])"
+        )
         screenshot = await page.screenshot(tmp_path / "streaming.png")
         if SCREENSHOT_COPY:
             shutil.copyfile(screenshot, SCREENSHOT_COPY)
@@ -79,6 +87,8 @@ async def test_microphone_streaming_shows_live_predictions(
         assert speech == "true"
         assert len(bars) == 8 and sum(bars) == pytest.approx(100, abs=1.0)
         assert "Streaming to" in status and "Hz" in status
+        assert [label for label, _ in lines] == list(LABELS)
+        assert all(points >= 3 for _, points in lines)
         assert screenshot.stat().st_size > 10_000
 
         await click(page, "stop-button")
@@ -111,4 +121,10 @@ async def test_uploading_a_file_shows_its_probabilities(
         assert len(values) == 8 and all(v.endswith("%") for v in values)
         assert sum(float(v[:-1]) for v in values) == pytest.approx(100, abs=1.0)
         assert "microphone.wav" in await page.evaluate(text_of("upload-status"))
+        # 6 s of audio: several windows, so the timeline is shown with a point for each.
+        timeline = await page.evaluate(
+            "[document.getElementById('upload-timeline').hidden,"
+            " Number(document.getElementById('upload-timeline').dataset.points)]"
+        )
+        assert timeline[0] is False and timeline[1] >= 3
         assert page.console_errors == []
