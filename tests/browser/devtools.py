@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,6 +29,17 @@ CHROMIUM = "/usr/bin/chromium"
 def chromium_path() -> str | None:
     """Debian's chromium if installed (``.ci/run`` installs it), else any chromium on PATH."""
     return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+
+# The marks of every browser test module: `pytestmark = BROWSER_TEST`.
+BROWSER_TEST = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        chromium_path() is None,
+        reason="chromium is not installed (apt-get install chromium; .ci/run installs it)",
+    ),
+]
 
 
 class DevToolsError(RuntimeError):

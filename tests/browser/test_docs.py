@@ -5,18 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from tests.browser.devtools import BROWSER_TEST, Page, chromium_page
 
-from tests.browser.devtools import Page, chromium_page, chromium_path
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None,
-        reason="chromium is not installed (apt-get install chromium; .ci/run installs it)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 PREDICT = "#operations-predict-predict_v1_predict_post"
 

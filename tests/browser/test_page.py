@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 
 from app.labels import LABELS
-from tests.browser.devtools import Page, chromium_page, chromium_path
+from tests.browser.devtools import BROWSER_TEST, Page, chromium_page
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        chromium_path() is None,
-        reason="chromium is not installed (apt-get install chromium; .ci/run installs it)",
-    ),
-]
+pytestmark = BROWSER_TEST
 
 # Set to keep the streaming screenshot (the README's picture comes from this test).
 SCREENSHOT_COPY = os.environ.get("SER_SCREENSHOT_COPY")
