@@ -21,7 +21,13 @@ from typing import Final, Literal, get_args
 import numpy as np
 import soxr
 
-from app.audio import AudioError, SampleRangeError, check_sample_rate, check_samples
+from app.audio import (
+    RESAMPLE_QUALITY,
+    AudioError,
+    SampleRangeError,
+    check_sample_rate,
+    check_samples,
+)
 from app.features import FeatureConfig, log_mel
 from app.labels import LABELS
 
@@ -31,7 +37,6 @@ BYTES_PER_SAMPLE: Final[dict[str, int]] = {"pcm_s16le": 2, "pcm_f32le": 4}
 MAX_CHANNELS: Final[int] = 32
 MIN_HOP_S: Final[float] = 0.1
 MIN_WINDOW_S: Final[float] = 1.0
-RESAMPLE_QUALITY: Final[str] = "HQ"  # the same soxr quality as app.audio.resample
 
 # Speech gate: a 10 ms frame is "active" when its RMS is above ACTIVE_FRAME_DBFS; a window is
 # speech when at least SPEECH_FRACTION of its frames are active (0.1 of 3.5 s = 350 ms).

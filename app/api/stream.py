@@ -40,8 +40,11 @@ from app.api.stream_messages import (
     TRY_AGAIN_LATER,
     UNSUPPORTED_DATA,
     ErrorMessage,
+    PredictionMessage,
     ProtocolError,
+    ReadyMessage,
     StartMessage,
+    SummaryMessage,
     parse_control,
     parse_start,
 )
@@ -190,23 +193,21 @@ async def _serve(
     session_id = uuid.uuid4().hex
     track = PredictionTrack(session.hop_s)
     name = served.key
-    await websocket.send_json(
-        {
-            "type": "ready",
-            "session_id": session_id,
-            "model": name,
-            "model_name": served.metadata.name,
-            "model_version": served.metadata.version,
-            "labels": list(LABELS),
-            "sample_rate": session.sample_rate,
-            "encoding": session.encoding,
-            "channels": session.channels,
-            "model_sample_rate": session.model_rate,
-            "hop_s": session.hop_s,
-            "window_s": session.window_s,
-            "max_frame_bytes": limits.max_frame_bytes,
-        }
+    ready = ReadyMessage(
+        session_id=session_id,
+        model=name,
+        model_name=served.metadata.name,
+        model_version=served.metadata.version,
+        labels=list(LABELS),
+        sample_rate=session.sample_rate,
+        encoding=session.encoding,
+        channels=session.channels,
+        model_sample_rate=session.model_rate,
+        hop_s=session.hop_s,
+        window_s=session.window_s,
+        max_frame_bytes=limits.max_frame_bytes,
     )
+    await websocket.send_json(ready.model_dump())
     log.info("stream started", extra={"session_id": session_id, "model": name})
     while True:
         received_at, message = await _receive(websocket, limits)
@@ -331,45 +332,40 @@ async def _predict(
         p = probs.get(window.index)
         smoothed = track.add(p)
         if p is not None:
-            metrics.PREDICTIONS.labels(model=served.key, label=LABELS[int(np.argmax(p))]).inc()
-        await websocket.send_json(
-            {
-                "type": "prediction",
-                "index": window.index,
-                "start_s": round(window.start_s, 6),
-                "end_s": round(window.end_s, 6),
-                "speech": window.speech,
-                "label": None if p is None else top_label(p)[0],
-                "confidence": None if p is None else top_label(p)[1],
-                "probabilities": _by_label(p),
-                "smoothed": _by_label(smoothed),
-                "smoothed_label": None if smoothed is None else LABELS[int(np.argmax(smoothed))],
-                "level_dbfs": None
-                if math.isinf(window.level_dbfs)
-                else round(window.level_dbfs, 2),
-                "active_fraction": round(window.active_fraction, 4),
-                "padded": window.padded_samples > 0,
-                "final": final,
-                "latency_ms": round((time.perf_counter() - received_at) * 1000.0, 3),
-            }
+            metrics.PREDICTIONS.labels(model=served.key, label=top_label(p)[0]).inc()
+        prediction = PredictionMessage(
+            index=window.index,
+            start_s=round(window.start_s, 6),
+            end_s=round(window.end_s, 6),
+            speech=window.speech,
+            label=None if p is None else top_label(p)[0],
+            confidence=None if p is None else top_label(p)[1],
+            probabilities=_by_label(p),
+            smoothed=_by_label(smoothed),
+            smoothed_label=None if smoothed is None else top_label(smoothed)[0],
+            level_dbfs=None if math.isinf(window.level_dbfs) else round(window.level_dbfs, 2),
+            active_fraction=round(window.active_fraction, 4),
+            padded=window.padded_samples > 0,
+            final=final,
+            latency_ms=round((time.perf_counter() - received_at) * 1000.0, 3),
         )
+        await websocket.send_json(prediction.model_dump())
 
 
 def _summary(
     session_id: str, model: str, session: StreamSession, track: PredictionTrack
 ) -> dict[str, Any]:
     mean = track.mean
-    return {
-        "type": "summary",
-        "session_id": session_id,
-        "model": model,
-        "duration_s": round(session.duration_s, 6),
-        "windows": track.windows,
-        "speech_windows": track.speech_windows,
-        "label": None if mean is None else top_label(mean)[0],
-        "confidence": None if mean is None else top_label(mean)[1],
-        "probabilities": _by_label(mean),
-    }
+    return SummaryMessage(
+        session_id=session_id,
+        model=model,
+        duration_s=round(session.duration_s, 6),
+        windows=track.windows,
+        speech_windows=track.speech_windows,
+        label=None if mean is None else top_label(mean)[0],
+        confidence=None if mean is None else top_label(mean)[1],
+        probabilities=_by_label(mean),
+    ).model_dump()
 
 
 def _by_label(p: np.ndarray | None) -> dict[str, float] | None:

@@ -1,4 +1,5 @@
-"""The client's control messages of the stream protocol, parsed with bounds, and its errors.
+"""The stream protocol's messages as pydantic models: the client's control messages, parsed
+with bounds, and what the server sends (ready, prediction, summary, error).
 
 A text frame is checked before ``json.loads`` sees it: at most ``max_bytes`` long and nested at
 most :data:`MAX_DEPTH` deep (the C scanner recurses once per ``[``/``{``, so 100,000 brackets
@@ -47,6 +48,60 @@ class ErrorMessage(BaseModel):
     type: Literal["error"] = "error"
     code: str
     message: str
+
+
+class ReadyMessage(BaseModel):
+    """Sent once after a valid ``start``: what the session will do."""
+
+    type: Literal["ready"] = "ready"
+    session_id: str
+    model: str = Field(description="the model's key (?model= value)")
+    model_name: str
+    model_version: str
+    labels: list[str]
+    sample_rate: int = Field(description="the client's PCM rate, as declared")
+    encoding: str
+    channels: int
+    model_sample_rate: int = Field(description="the rate windows are cut at (16 kHz)")
+    hop_s: float
+    window_s: float
+    max_frame_bytes: int
+
+
+class PredictionMessage(BaseModel):
+    """One window; ``label``, ``confidence`` and ``probabilities`` are None without speech."""
+
+    type: Literal["prediction"] = "prediction"
+    index: int
+    start_s: float = Field(description="stream time of the window's real audio")
+    end_s: float
+    speech: bool
+    label: str | None
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    smoothed: dict[str, float] | None = Field(
+        description="moving average over the speech windows (time constant 1.5 s)"
+    )
+    smoothed_label: str | None
+    level_dbfs: float | None = Field(description="window level; None for digital silence")
+    active_fraction: float = Field(description="share of 10 ms frames above the speech gate")
+    padded: bool
+    final: bool = Field(description="produced by stop")
+    latency_ms: float = Field(description="from the completing chunk to this message")
+
+
+class SummaryMessage(BaseModel):
+    """The last message before close 1000: the mean over the speech windows."""
+
+    type: Literal["summary"] = "summary"
+    session_id: str
+    model: str
+    duration_s: float = Field(description="audio received, seconds")
+    windows: int
+    speech_windows: int
+    label: str | None
+    confidence: float | None
+    probabilities: dict[str, float] | None
 
 
 class StartMessage(BaseModel):

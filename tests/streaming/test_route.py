@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.stream_messages import PredictionMessage, ReadyMessage, SummaryMessage
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import synth_speechlike, wav_bytes
@@ -344,3 +345,18 @@ def test_without_models_a_stream_is_told_to_retry_later(tmp_path: Path) -> None:
         messages, code = read_until_close(ws)
     assert [m["code"] for m in messages] == ["not_ready"] and code == 1013
     assert "does not exist" in messages[0]["message"]
+
+
+def test_every_message_is_exactly_its_typed_model(client: TestClient) -> None:
+    """What the server sends is what the pydantic models in stream_messages say, no more."""
+    audio = np.concatenate([np.zeros(16_000, np.float32), synth_speechlike(4.0, 16_000, seed=4)])
+    ready, messages, code = stream_audio(client, START_16K, pcm16(audio), [4_000])
+    assert code == 1000
+    models = {"ready": ReadyMessage, "prediction": PredictionMessage, "summary": SummaryMessage}
+    kinds = set()
+    for message in [ready, *messages]:
+        model = models[message["type"]]
+        assert model.model_validate(message).model_dump() == message
+        assert set(message) == set(model.model_fields)
+        kinds.add((message["type"], message.get("speech")))
+    assert ("prediction", True) in kinds and ("summary", None) in kinds
