@@ -2,7 +2,7 @@
 
 ::
 
-    ser predict clips/*.wav [--model ce] [--json | --csv] [--windows] [--concurrency 4]
+    ser predict clips/ more.wav [--model ce] [--json | --csv] [--windows] [--concurrency 4]
     ser stream clip.wav [--fast]        # each window's prediction as a live line
     ser stream --mic [--seconds 30]     # the microphone (needs the `mic` extra)
 
@@ -120,11 +120,31 @@ def _write_json(outcomes: list[Outcome], out: TextIO) -> None:
     out.write("\n")
 
 
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".opus", ".oga", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".mka"}
+)
+
+
+def expand(paths: Sequence[str]) -> list[str]:
+    """Files as given; a folder becomes the audio files below it (by extension, sorted)."""
+    files: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        if folder.is_dir():
+            found = (p for p in folder.rglob("*") if p.is_file())
+            files += sorted(str(p) for p in found if p.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    files = expand(args.files)
+    if not files:
+        print("error: no audio files found in " + ", ".join(args.files), file=sys.stderr)
+        return 2
     progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
-    outcomes = asyncio.run(
-        _predict_all(args.files, args.url, args.model, args.concurrency, progress)
-    )
+    outcomes = asyncio.run(_predict_all(files, args.url, args.model, args.concurrency, progress))
     if args.format == "json":
         _write_json(outcomes, sys.stdout)
     elif args.format == "csv":
@@ -203,7 +223,9 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify recordings, one upload each")
-    p.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3, M4A, WebM)")
+    p.add_argument(
+        "files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3, M4A, WebM) or folders of them"
+    )
     p.add_argument("--model", default=None, help="ce, bce, smoothl1 or l1 (default: the server's)")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--json", dest="format", action="store_const", const="json")

@@ -205,3 +205,15 @@ def test_the_client_imports_none_of_the_server() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_predict_a_folder(server: LiveServer, clips: dict[str, Path], tmp_path: Path) -> None:
+    folder = clips["short.wav"].parent  # audio files and notes.txt
+    done = ser(server, "predict", str(folder), "--json")
+    assert done.returncode == 0, done.stderr  # notes.txt is not an audio file: not sent
+    names = [Path(item["file"]).name for item in json.loads(done.stdout)]
+    assert names == sorted(["short.wav", "long.flac", "voice.mp3", "phone.m4a"])
+    empty = ser(server, "predict", str(tmp_path))
+    assert empty.returncode == 2 and "no audio files found" in empty.stderr
+    missing = ser(server, "predict", str(tmp_path / "gone.wav"))
+    assert missing.returncode == 1 and "cannot read the file" in missing.stdout
