@@ -150,6 +150,8 @@ def test_api_docs_use_only_the_services_own_assets(client) -> None:
         assert "https://" not in page.text and "http://" not in page.text
         for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', page.text):
             assert client.get(asset).status_code == 200, asset
-    assert client.get("/docs-assets/swagger-ui-bundle.js").headers["content-type"].startswith(
-        "text/javascript"
+    assert (
+        client.get("/docs-assets/swagger-ui-bundle.js")
+        .headers["content-type"]
+        .startswith("text/javascript")
     )
