@@ -135,7 +135,7 @@ class AudioHeader:
     @property
     def decode_samples(self) -> int:
         bounds = [b for b in (self.frames, self.frame_limit) if b is not None]
-        frames = min(bounds) if bounds else MAX_SOURCE_RATE * int(DEFAULT_MAX_DURATION_S)
+        frames = min(bounds) if bounds else DEFAULT_MAX_DECODED_SAMPLES
         return max(frames, 0) * self.channels
 
 

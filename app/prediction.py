@@ -246,11 +246,12 @@ async def predict_clip(
         SegmentResult(
             start_s=round(s, 4),
             end_s=round(e, 4),
-            label=top_label(row)[0],
-            confidence=top_label(row)[1],
+            label=row_label,
+            confidence=row_confidence,
             probabilities=by_label(row),
         )
         for (s, e), row in zip(clip.spans_s, rows, strict=True)
+        for row_label, row_confidence in [top_label(row)]
     ]
     metrics.PREDICTIONS.labels(model.key, label).inc()
     metrics.AUDIO_SECONDS.labels("upload").inc(clip.audio.duration_s)

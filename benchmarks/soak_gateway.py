@@ -39,6 +39,7 @@ from benchmarks.record import RESULTS, write
 from tests.conftest import export_test_models, synth_speechlike, wav_bytes
 from tests.deploy.conftest import GATEWAY_TEMPLATE, render_template
 from tests.deploy.test_gateway import free_port, run_gateway, stop, wait_until
+from tests.live import status_kb
 
 STREAM_CLOSE_TIMEOUT_S = 30.0
 
@@ -73,10 +74,7 @@ def start_replica(models_dir: Path, port: int, log: Path) -> subprocess.Popen[by
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    return status_kb(pid, "VmRSS") / 1024.0
 
 
 def predict_loop(url: str, audio: bytes, tally: Tally, until: float) -> None:

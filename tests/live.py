@@ -105,7 +105,8 @@ def live_server(models_dir: Path, log: Path, **settings: object) -> Iterator[Liv
             process.wait(timeout=5)
 
 
-def _status_kb(pid: int, field: str) -> int:
+def status_kb(pid: int, field: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``, ...)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
@@ -117,10 +118,10 @@ def peak_rss_growth_mb(pid: int, work: Callable[[], T]) -> tuple[T, dict[str, fl
     ``VmHWM`` is reset to the current ``VmRSS`` first (``/proc/<pid>/clear_refs``), so the
     peak is this work's, not the start-up's. Returns ``(work's result, {baseline_mb, peak_mb,
     growth_mb})``."""
-    baseline_kb = _status_kb(pid, "VmRSS")
+    baseline_kb = status_kb(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     result = work()
-    peak_kb = _status_kb(pid, "VmHWM")
+    peak_kb = status_kb(pid, "VmHWM")
     return result, {
         "baseline_mb": round(baseline_kb / 1024, 1),
         "peak_mb": round(peak_kb / 1024, 1),

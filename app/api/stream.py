@@ -331,15 +331,16 @@ async def _predict(
     for window in windows:
         p = probs.get(window.index)
         smoothed = track.add(p)
-        if p is not None:
-            metrics.PREDICTIONS.labels(model=served.key, label=top_label(p)[0]).inc()
+        label, confidence = (None, None) if p is None else top_label(p)
+        if label is not None:
+            metrics.PREDICTIONS.labels(model=served.key, label=label).inc()
         prediction = PredictionMessage(
             index=window.index,
             start_s=round(window.start_s, 6),
             end_s=round(window.end_s, 6),
             speech=window.speech,
-            label=None if p is None else top_label(p)[0],
-            confidence=None if p is None else top_label(p)[1],
+            label=label,
+            confidence=confidence,
             probabilities=_by_label(p),
             smoothed=_by_label(smoothed),
             smoothed_label=None if smoothed is None else top_label(smoothed)[0],
@@ -356,14 +357,15 @@ def _summary(
     session_id: str, model: str, session: StreamSession, track: PredictionTrack
 ) -> dict[str, Any]:
     mean = track.mean
+    label, confidence = (None, None) if mean is None else top_label(mean)
     return SummaryMessage(
         session_id=session_id,
         model=model,
         duration_s=round(session.duration_s, 6),
         windows=track.windows,
         speech_windows=track.speech_windows,
-        label=None if mean is None else top_label(mean)[0],
-        confidence=None if mean is None else top_label(mean)[1],
+        label=label,
+        confidence=confidence,
         probabilities=_by_label(mean),
     ).model_dump()
 

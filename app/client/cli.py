@@ -28,8 +28,7 @@ import httpx
 from app.client.api import DEFAULT_URL, AsyncClient
 from app.client.results import Prediction, ServiceError, StreamPrediction, StreamSummary
 from app.client.sources import AudioSource, MicrophoneError, MicrophoneSource, file_source
-
-LABELS_ORDER = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+from app.labels import LABELS
 
 
 @dataclass
@@ -91,7 +90,7 @@ def _print_table(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
 
 def _write_csv(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n")
-    head = ["file", "start_s", "end_s", "label", "confidence", *LABELS_ORDER, "error"]
+    head = ["file", "start_s", "end_s", "label", "confidence", *LABELS, "error"]
     writer.writerow(head)
     for o in outcomes:
         if o.result is None:
@@ -107,7 +106,7 @@ def _write_csv(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
             ]
         for start, end, label, confidence, probs in rows:
             writer.writerow(
-                [o.path, start, end, label, confidence, *(probs.get(k) for k in LABELS_ORDER), ""]
+                [o.path, start, end, label, confidence, *(probs.get(k) for k in LABELS), ""]
             )
 
 
