@@ -1,90 +1,158 @@
 """Short runs that choose the training recipe, scored on the validation split only.
 
-``python -m training ablate`` prepares the ``random`` split once (the same split file, segments
-and features as ``train``), then fits one model per variant of the recipe and records its best
+``python -m training ablate`` prepares a protocol's split files (the same files, segments and
+features as ``train``), then fits one model per variant of the recipe and records its best
 validation scores, overall and per corpus. The test rows are never scored here: the recipe is
 chosen on validation, and the test split is scored once per released model.
 
-Each variant is a set of TrainConfig changes from the base recipe (the command's flags). The
-results go to ``<out>/ablation.json``, which the report turns into a table.
+Two families of variants, each a set of changes from the base recipe (the command's flags):
+
+- :data:`RECIPE_VARIANTS`, the regularisers, on the ``random`` split;
+- :data:`ROBUSTNESS_VARIANTS`, one channel augmentation each (:mod:`training.channel`), all of
+  them, or per-window input normalisation (``ModelConfig.input_norm``), meant for the
+  ``speaker`` folds, whose validation speakers are unseen in training, and the ``corpus`` folds.
+
+The results go to ``<out>/ablation.json``, one row per (protocol, fold, variant, epochs),
+which the report turns into tables.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
+from training.channel import AUGMENTATIONS
+from training.pipeline import Experiment, SplitData, part_scores, prepare_split, split_files
 
-from training.evaluate import accuracy_by
-from training.pipeline import Experiment, prepare_split, split_files, subset
-from training.train import fit, predict_logits, score
 
-# name -> TrainConfig changes, against a base recipe with every regulariser on.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "all": {},  # SpecAugment + mixup + label smoothing
-    "no-specaugment": {"freq_masks": 0, "time_masks": 0},
-    "no-mixup": {"mixup_alpha": 0.0},
-    "no-label-smoothing": {"label_smoothing": 0.0},
-    "none": {"freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0},
+@dataclass(frozen=True)
+class Variant:
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig changes
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig changes
+
+
+# Against a base recipe with every regulariser on.
+RECIPE_VARIANTS: dict[str, Variant] = {
+    "all": Variant(),  # SpecAugment + mixup + label smoothing
+    "no-specaugment": Variant({"freq_masks": 0, "time_masks": 0}),
+    "no-mixup": Variant({"mixup_alpha": 0.0}),
+    "no-label-smoothing": Variant({"label_smoothing": 0.0}),
+    "none": Variant({"freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0}),
 }
+# Against the release recipe (no channel augmentation, global normalisation).
+ROBUSTNESS_VARIANTS: dict[str, Variant] = {
+    "baseline": Variant(),
+    "instance-norm": Variant(model={"input_norm": "instance"}),  # shares baseline's pool
+    **{name: Variant({"channel_augment": (name,)}) for name in AUGMENTATIONS},
+    "channel-all": Variant({"channel_augment": tuple(AUGMENTATIONS)}),
+}
+VARIANTS: dict[str, Variant] = {**RECIPE_VARIANTS, **ROBUSTNESS_VARIANTS}
+
+
+def default_variants(protocol: str) -> list[str]:
+    return list(RECIPE_VARIANTS if protocol == "random" else ROBUSTNESS_VARIANTS)
+
+
+def _key(row: dict) -> tuple[str, int, str, int]:
+    # Rows written before the protocols existed were all on the random split.
+    return (row.get("protocol", "random"), row.get("fold", 0), row["variant"], row["epochs"])
+
+
+def _order(row: dict) -> tuple:
+    protocol, fold, variant, epochs = _key(row)
+    order = list(VARIANTS)
+    return (protocol != "random", protocol, fold, epochs, order.index(variant))
 
 
 def merge_ablation(path: Path, result: dict) -> list[dict]:
-    """Add ``result`` to ``path`` (replacing the same variant at the same number of epochs)."""
+    """Add ``result`` to ``path``, replacing the row of the same protocol, fold, variant and
+    number of epochs."""
     rows = json.loads(path.read_text())["ablation"] if path.exists() else []
-    key = (result["variant"], result["epochs"])
-    rows = [r for r in rows if (r["variant"], r["epochs"]) != key] + [result]
-    rows.sort(key=lambda r: (r["epochs"], list(VARIANTS).index(r["variant"])))
+    rows = [r for r in rows if _key(r) != _key(result)] + [result]
+    rows.sort(key=_order)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"ablation": rows}, indent=1))
     return rows
 
 
-def run_ablation(exp: Experiment, variants: dict[str, dict[str, Any]] = VARIANTS) -> list[dict]:
-    """Fit each variant on the random split; return (and write) its validation scores."""
+def _pool_key(exp: Experiment) -> tuple:
+    """The settings that change a split's training pool (so a variant needs a new one)."""
+    t = exp.train
+    return (t.noisy_copies, t.snr_db, t.channel_augment, t.channel_prob, t.seed, t.limit)
+
+
+def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
+    """Fit each variant on each of the protocol's folds; return (and write) its validation
+    scores. Variants that share a training pool share its preparation."""
     from training.corpora import corpus_root, load_corpus
     from training.model import ModelConfig
+    from training.pipeline import subset
+    from training.train import fit
 
-    exp = replace(exp, protocol="random")
     clips = subset(load_corpus(exp.data), exp.train.limit, exp.train.seed)
     root = corpus_root(exp.data)
-    [(name, fold, path)] = split_files(exp, clips, root)
-    split = prepare_split(exp, root, name, fold, path)
     out_file = exp.out / "ablation.json"
     results: list[dict] = []
-    for variant, changes in variants.items():
-        config = exp.train.replace(loss=exp.losses[0], **changes)
-        model_config = ModelConfig(
-            n_mels=split.feature_config.n_mels, n_frames=split.train.features.shape[-1]
-        )
-        run_dir = exp.runs / "ablation" / f"{variant}-{config.epochs}ep"
-        started = time.perf_counter()
-        result = fit(
-            model_config, config, split.feature_config, split.train, split.val, run_dir, exp.resume
-        )
-        x_val = torch.from_numpy(split.val.features)
-        logits = predict_logits(result.model, x_val, config.eval_batch_size, "fp32")
-        val = score(logits, torch.from_numpy(split.val.labels), config.loss)
-        results.append(
-            {
-                "variant": variant,
-                "changes": changes,
-                "loss": config.loss,
-                "epochs": config.epochs,
-                "best_epoch": result.best_epoch,
-                "train_seconds": round(time.perf_counter() - started, 1),
-                "val": val,
-                "val_accuracy_by_corpus": accuracy_by(
-                    split.corpora["val"], split.val.labels, logits.argmax(-1).numpy()
-                ),
-                "split_sha256": split.split_sha256,
-                "train_config": config.to_dict(),
-            }
-        )
-        merge_ablation(out_file, results[-1])
-        print(f"{variant}: val accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}")
+    for name, fold, path in split_files(exp, clips, root):
+        prepared: tuple[tuple, SplitData] | None = None
+        for variant_name, variant in variants.items():
+            config = exp.train.replace(loss=exp.losses[0], **variant.train)
+            variant_exp = replace(exp, train=config)
+            if prepared is None or prepared[0] != _pool_key(variant_exp):
+                prepared = None  # free the previous pool before building the next
+                prepared = (
+                    _pool_key(variant_exp),
+                    prepare_split(variant_exp, root, name, fold, path),
+                )
+            split = prepared[1]
+            model_config = ModelConfig(
+                n_mels=split.feature_config.n_mels,
+                n_frames=split.train.features.shape[-1],
+                **variant.model,
+            )
+            run_dir = exp.runs / "ablation" / name / f"{variant_name}-{config.epochs}ep"
+            started = time.perf_counter()
+            result = fit(
+                model_config,
+                config,
+                split.feature_config,
+                split.train,
+                split.val,
+                run_dir,
+                exp.resume,
+            )
+            val = part_scores(
+                result, split.val, config, False, split.corpora.get("val"), split.train.labels
+            )
+            results.append(
+                {
+                    "protocol": exp.protocol,
+                    "fold": fold,
+                    "variant": variant_name,
+                    "changes": {
+                        k: list(v) if isinstance(v, tuple) else v for k, v in variant.train.items()
+                    },
+                    "model_changes": variant.model,
+                    "loss": config.loss,
+                    "epochs": config.epochs,
+                    "best_epoch": result.best_epoch,
+                    "train_seconds": round(time.perf_counter() - started, 1),
+                    "val": {k: val[k] for k in ("loss", "accuracy", "macro_f1")},
+                    "val_accuracy_by_corpus": val.get("accuracy_by_corpus", {}),
+                    "val_by_corpus": val.get("by_corpus", {}),
+                    "split_file": path.name,
+                    "split_sha256": split.split_sha256,
+                    "train_config": config.to_dict(),
+                    "model_config": model_config.to_dict(),
+                }
+            )
+            merge_ablation(out_file, results[-1])
+            print(
+                f"{name} {variant_name}: val accuracy {val['accuracy']:.4f}, "
+                f"macro-F1 {val['macro_f1']:.4f}",
+                flush=True,
+            )
     return results

@@ -206,13 +206,18 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ablate",
         help="short runs of recipe variants, scored on the validation split only",
-        description="Fit one model per regularisation variant (training/ablation.py) on the "
-        "random split and write their validation scores to <out>/ablation.json. The test rows "
-        "are not scored.",
+        description="Fit one model per recipe variant (training/ablation.py) on each fold of a "
+        "protocol and write their validation scores to <out>/ablation.json. The test rows are "
+        "not scored. Default variants: the regularisers on the random split, the channel "
+        "augmentations and input normalisation on the speaker and corpus folds.",
     )
     p.add_argument("--loss", choices=["ce", "bce", "smoothl1", "l1"], default="ce")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="random")
+    p.add_argument(
+        "--folds", type=int, default=None, help="speaker / corpus protocol: first N folds"
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
-    p.add_argument("--out", type=Path, default=Path("models"), help="split file and ablation.json")
+    p.add_argument("--out", type=Path, default=Path("models"), help="split files, ablation.json")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--resume", action="store_true", help="continue variants from last.pt")
@@ -220,14 +225,14 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
         "--variant",
         action="append",
         choices=list(VARIANTS),
-        help="run only this variant (repeatable; default: all of them)",
+        help="run only this variant (repeatable; default: the protocol's family)",
     )
     _add_recipe_arguments(p)
     p.set_defaults(func=run_ablate)
 
 
 def run_ablate(args: argparse.Namespace) -> int:
-    from training.ablation import VARIANTS, run_ablation
+    from training.ablation import VARIANTS, default_variants, run_ablation
     from training.pipeline import Experiment
 
     experiment = Experiment(
@@ -235,11 +240,13 @@ def run_ablate(args: argparse.Namespace) -> int:
         out=args.out,
         runs=args.runs,
         losses=(args.loss,),
+        protocol=args.protocol,
         train=_train_config(args),
         cache_dir=args.cache_dir,
+        folds=args.folds,
         resume=args.resume,
     )
-    names = args.variant or list(VARIANTS)
+    names = args.variant or default_variants(args.protocol)
     run_ablation(experiment, {name: VARIANTS[name] for name in names})
     print(f"ablation: {args.out / 'ablation.json'}")
     return 0

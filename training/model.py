@@ -32,6 +32,12 @@ each pooled time step (40 ms) is one token::
     CNN (B, 64, 4, 10) -> flatten (B, 2560)
     concat (B, 2624) -> Dropout -> Linear -> (B, 8)
 
+``input_norm="instance"`` (an option the recipe ablation tries; the default is ``"global"``) first
+normalises each window on its own: every mel band to zero mean and unit variance over the
+window's frames (per-utterance cepstral-style mean/variance normalisation). It removes a
+recording's fixed spectral colouring (microphone, room EQ, level), which global statistics keep;
+it is part of the graph, so the exported model and the server need nothing else.
+
 The frame count is fixed by the config (the positional embedding and the flattened CNN size
 depend on it); only the batch axis is dynamic.
 """
@@ -49,6 +55,9 @@ from app.labels import N_LABELS
 
 Architecture = Literal["sequential", "parallel"]
 ARCHITECTURES: tuple[str, ...] = ("sequential", "parallel")
+InputNorm = Literal["global", "instance"]
+INPUT_NORMS: tuple[str, ...] = ("global", "instance")
+INSTANCE_NORM_EPS = 1e-5  # variance floor: a window of constant bands (digital silence)
 CNN_POOLS: tuple[int, ...] = (2, 2, 2, 4)
 TRANSFORMER_POOL: tuple[int, int] = (2, 4)  # (mels, frames), parallel layout only
 
@@ -69,8 +78,11 @@ class ModelConfig:
     ff_dim: int = 512
     n_layers: int = 4
     dropout: float = 0.1
+    input_norm: InputNorm = "global"
 
     def __post_init__(self) -> None:
+        if self.input_norm not in INPUT_NORMS:
+            raise ModelConfigError(f"input_norm {self.input_norm!r} is not one of {INPUT_NORMS}")
         if self.architecture not in ARCHITECTURES:
             raise ModelConfigError(
                 f"architecture {self.architecture!r} is not one of {ARCHITECTURES}"
@@ -172,6 +184,21 @@ class TokenEncoder(nn.Module):
         return self.encoder(tokens + self.position).mean(dim=1)
 
 
+def instance_normalise(features: torch.Tensor) -> torch.Tensor:
+    """(B, n_mels, frames): each band of each window to zero mean, unit variance over time."""
+    features = features.float()
+    mean = features.mean(dim=-1, keepdim=True)
+    var = (features - mean).square().mean(dim=-1, keepdim=True)
+    return (features - mean) * torch.rsqrt(var + INSTANCE_NORM_EPS)
+
+
+def _input(features: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """The model's view of its input: (B, 1, n_mels, frames), per ``config.input_norm``."""
+    if config.input_norm == "instance":
+        features = instance_normalise(features)
+    return features.unsqueeze(1)
+
+
 class SequentialCnnTransformer(nn.Module):
     """CNN, then the Transformer over the CNN map's cells (see the module docstring)."""
 
@@ -186,7 +213,7 @@ class SequentialCnnTransformer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, frames) -> logits (B, n_labels)."""
-        cells = self.cnn(features.unsqueeze(1))  # (B, C, F', T')
+        cells = self.cnn(_input(features, self.config))  # (B, C, F', T')
         tokens = cells.flatten(2).transpose(1, 2)  # (B, F' * T', C)
         return self.head(self.transformer(tokens))
 
@@ -208,8 +235,9 @@ class ParallelCnnTransformer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, frames) -> logits (B, n_labels)."""
-        cnn_embedding = self.cnn(features.unsqueeze(1)).flatten(1)  # (B, C * F' * T')
-        pooled = self.pool(features.unsqueeze(1)).squeeze(1)  # (B, n_mels / 2, frames / 4)
+        image = _input(features, self.config)
+        cnn_embedding = self.cnn(image).flatten(1)  # (B, C * F' * T')
+        pooled = self.pool(image).squeeze(1)  # (B, n_mels / 2, frames / 4)
         tokens = pooled.transpose(1, 2)  # (B, frames / 4, d_model): one token per time step
         embedding = torch.cat([cnn_embedding, self.transformer(tokens)], dim=1)
         return self.head(embedding)

@@ -206,7 +206,7 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     )
 
 
-def _scores(
+def part_scores(
     result: FitResult,
     data: LabelledFeatures,
     config: TrainConfig,
@@ -284,11 +284,11 @@ def train_one(
             "val": len(split.val.labels),
             "test": len(split.test.labels),
         },
-        "train": _scores(result, clean_training_clips(split.train), config, full=False),
-        "val": _scores(
+        "train": part_scores(result, clean_training_clips(split.train), config, full=False),
+        "val": part_scores(
             result, split.val, config, False, split.corpora.get("val"), split.train.labels
         ),
-        "test": _scores(
+        "test": part_scores(
             result, split.test, config, True, split.corpora.get("test"), split.train.labels
         ),
         "history": result.history,

@@ -1,17 +1,21 @@
-"""The ablation's bookkeeping: results merged by (variant, epochs) and rendered as a table."""
+"""The ablation's bookkeeping: results merged by (protocol, fold, variant, epochs) and rendered
+as tables, and the variant families."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from training.ablation import VARIANTS, merge_ablation
-from training.report import ablation_table
+from training.ablation import ROBUSTNESS_VARIANTS, VARIANTS, default_variants, merge_ablation
+from training.channel import AUGMENTATIONS
+from training.config import TrainConfig
+from training.model import ModelConfig
+from training.report import ablation_table, robustness_table
 
 
 def _result(variant: str, epochs: int, accuracy: float) -> dict:
     return {
         "variant": variant,
-        "changes": VARIANTS[variant],
+        "changes": VARIANTS[variant].train,
         "epochs": epochs,
         "best_epoch": epochs - 1,
         "train_seconds": 60.0 * epochs,
@@ -35,3 +39,55 @@ def test_results_merge_by_variant_and_length(tmp_path: Path) -> None:
     assert table[2].startswith("| all | 7/8 | 0.7800 | 0.7700 | 0.500 | 1.000 |")
     assert len(table) == 5
     assert ablation_table(tmp_path / "missing.json") == ""
+
+
+def _robust(fold: int, variant: str, accuracy: float, uar: float) -> dict:
+    return {
+        "protocol": "speaker",
+        "fold": fold,
+        "variant": variant,
+        "epochs": 12,
+        "best_epoch": 11,
+        "val": {"loss": 1.0, "accuracy": accuracy, "macro_f1": accuracy},
+        "val_accuracy_by_corpus": {},
+        "val_by_corpus": {"ravdess": {"uar": uar}, "tess": {"uar": 1.0}},
+    }
+
+
+def test_protocol_rows_are_kept_apart_and_compared_with_their_baseline(tmp_path: Path) -> None:
+    path = tmp_path / "ablation.json"
+    merge_ablation(path, _result("all", 8, 0.78))  # a random-split row, written before folds
+    merge_ablation(path, _robust(1, "baseline", 0.70, 0.50))
+    merge_ablation(path, _robust(0, "speed", 0.74, 0.56))
+    rows = merge_ablation(path, _robust(0, "baseline", 0.72, 0.52))
+    assert [(r.get("protocol", "random"), r.get("fold", 0), r["variant"]) for r in rows] == [
+        ("random", 0, "all"),
+        ("speaker", 0, "baseline"),
+        ("speaker", 0, "speed"),
+        ("speaker", 1, "baseline"),
+    ]
+    assert len(ablation_table(path).splitlines()) == 3  # the random row only
+    table = robustness_table(path, "speaker").splitlines()
+    assert "val UAR ravdess" in table[0] and "val UAR tess" in table[0]
+    assert table[2] == "| 0 | baseline | 11/12 | 72.00 | 0.7200 | 0.520 | 1.000 |"
+    assert table[3] == (
+        "| 0 | speed | 11/12 | 74.00 (+2.00) | 0.7400 (+0.0200) | 0.560 (+0.040) | 1.000 (+0.000) |"
+    )
+    assert robustness_table(path, "corpus") == ""
+
+
+def test_robustness_variants_are_valid_single_changes() -> None:
+    assert default_variants("random") == [
+        "all",
+        "no-specaugment",
+        "no-mixup",
+        "no-label-smoothing",
+        "none",
+    ]
+    assert default_variants("speaker")[0] == "baseline"
+    for name in AUGMENTATIONS:
+        assert ROBUSTNESS_VARIANTS[name].train == {"channel_augment": (name,)}
+    for variant in ROBUSTNESS_VARIANTS.values():
+        TrainConfig().replace(**variant.train)  # each one builds a valid recipe
+        ModelConfig(**variant.model)
+    assert ROBUSTNESS_VARIANTS["instance-norm"].model == {"input_norm": "instance"}

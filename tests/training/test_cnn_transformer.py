@@ -44,6 +44,31 @@ def test_clips_in_a_batch_do_not_influence_each_other() -> None:
     torch.testing.assert_close(together[2:3], alone, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("architecture", ["sequential", "parallel"])
+def test_instance_norm_ignores_a_fixed_colouring_of_each_band(architecture: Architecture) -> None:
+    # A microphone's or room's fixed EQ and a level change shift each log-mel band by a
+    # constant; a scale stands for a different dynamic range. Per-window normalisation
+    # removes both, which the global statistics do not.
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 128, 348, generator=generator)
+    gain = torch.rand(1, 128, 1, generator=generator) * 2 + 0.5
+    offset = torch.randn(1, 128, 1, generator=generator) * 3
+    coloured = x * gain + offset
+    for input_norm, same in (("instance", True), ("global", False)):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(architecture=architecture, input_norm=input_norm)).eval()
+        with torch.no_grad():
+            close = torch.allclose(model(x), model(coloured), atol=1e-4, rtol=1e-4)
+        assert close is same, input_norm
+
+
+def test_instance_norm_keeps_digital_silence_finite() -> None:
+    model = build_model(ModelConfig(input_norm="instance")).eval()
+    with torch.no_grad():
+        logits = model(torch.full((2, 128, 348), -13.8))  # log(1e-6) everywhere: no variance
+    assert torch.isfinite(logits).all()
+
+
 def test_parameter_counts_are_those_of_a_small_model() -> None:
     counts = {
         a: count_parameters(build_model(ModelConfig(architecture=a)))
@@ -55,6 +80,8 @@ def test_parameter_counts_are_those_of_a_small_model() -> None:
 def test_config_round_trips_and_rejects_misfits() -> None:
     config = ModelConfig(architecture="parallel", dropout=0.2)
     assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ModelConfigError, match="input_norm"):
+        ModelConfig(input_norm="batch")  # type: ignore[arg-type]
     with pytest.raises(ModelConfigError, match="unknown ModelConfig keys"):
         ModelConfig.from_dict({"depth": 3})
     with pytest.raises(ModelConfigError, match="architecture"):

@@ -14,7 +14,7 @@ from app.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from app.features import FeatureConfig
 from app.labels import LABELS
 from training.export import ExportMismatchError, export_onnx, onnx_logits, read_metadata
-from training.model import Architecture, ModelConfig, build_model
+from training.model import Architecture, InputNorm, ModelConfig, build_model
 
 
 def _metadata(architecture: str = "sequential") -> ModelMetadata:
@@ -32,19 +32,26 @@ def _metadata(architecture: str = "sequential") -> ModelMetadata:
     )
 
 
-def _trained_looking_model(architecture: Architecture) -> torch.nn.Module:
+def _trained_looking_model(
+    architecture: Architecture, input_norm: InputNorm = "global"
+) -> torch.nn.Module:
     # Non-trivial BatchNorm statistics, so eval mode differs from train mode in the graph.
     torch.manual_seed(3)
-    model = build_model(ModelConfig(architecture=architecture))
+    model = build_model(ModelConfig(architecture=architecture, input_norm=input_norm))
     with torch.no_grad():
         model.train()
         model(torch.randn(6, 128, 348) * 2 + 1)
     return model.eval()
 
 
-@pytest.mark.parametrize("architecture", ["sequential", "parallel"])
-def test_onnx_matches_pytorch_for_batch_1_and_5(tmp_path: Path, architecture: Architecture) -> None:
-    model = _trained_looking_model(architecture)
+@pytest.mark.parametrize(
+    ("architecture", "input_norm"),
+    [("sequential", "global"), ("parallel", "global"), ("sequential", "instance")],
+)
+def test_onnx_matches_pytorch_for_batch_1_and_5(
+    tmp_path: Path, architecture: Architecture, input_norm: InputNorm
+) -> None:
+    model = _trained_looking_model(architecture, input_norm)
     path = tmp_path / "model.onnx"
     max_diff = export_onnx(model, _metadata(architecture), path)
     assert max_diff < 1e-4
