@@ -315,8 +315,8 @@ def robustness_table(path: Path, protocol: str) -> str:
         base = baselines.get((r["fold"], r["epochs"]))
         base = None if base is r else base
         cells = [
-            cell(r["val"]["accuracy"], base and base["val"]["accuracy"], 100.0, 2),
-            cell(r["val"]["macro_f1"], base and base["val"]["macro_f1"], 1.0, 4),
+            cell(r["val"]["accuracy"], None if base is None else base["val"]["accuracy"], 100, 2),
+            cell(r["val"]["macro_f1"], None if base is None else base["val"]["macro_f1"], 1, 4),
         ] + [cell(uar(r, c), uar(base, c), 1.0, 3) for c in corpora]
         lines.append(
             f"| {r['fold']} | {r['variant']} | {r['best_epoch']}/{r['epochs']} | "

@@ -7,6 +7,7 @@ import torch
 
 from training.model import (
     Architecture,
+    InputNorm,
     ModelConfig,
     ModelConfigError,
     build_model,
@@ -54,7 +55,8 @@ def test_instance_norm_ignores_a_fixed_colouring_of_each_band(architecture: Arch
     gain = torch.rand(1, 128, 1, generator=generator) * 2 + 0.5
     offset = torch.randn(1, 128, 1, generator=generator) * 3
     coloured = x * gain + offset
-    for input_norm, same in (("instance", True), ("global", False)):
+    cases: tuple[tuple[InputNorm, bool], ...] = (("instance", True), ("global", False))
+    for input_norm, same in cases:
         torch.manual_seed(0)
         model = build_model(ModelConfig(architecture=architecture, input_norm=input_norm)).eval()
         with torch.no_grad():
