@@ -158,12 +158,42 @@ def mel_filters(config: FeatureConfig) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _hann(length: int) -> np.ndarray:
+def analysis_window(length: int) -> np.ndarray:
     # Periodic Hann, as scipy.signal.get_window("hann", length) and librosa use.
     n = np.arange(length, dtype=np.float64)
     window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
     window.setflags(write=False)
     return window
+
+
+def emphasise(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Step 1, pre-emphasis along the last axis: ``y[n] = x[n] - preemphasis * x[n - 1]`` and
+    ``y[0] = x[0]``."""
+    x = np.asarray(wave, dtype=np.float32)
+    return np.concatenate(
+        [x[..., :1], x[..., 1:] - np.float32(config.preemphasis) * x[..., :-1]], axis=-1
+    )
+
+
+def frame_features(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Steps 3-7 on pre-emphasised frames ``(..., frames, win_length)``: the features
+    ``(..., n_mels, frames)``, float32. A frame's features depend on its own samples only, which
+    is what lets a stream compute each frame once (:class:`app.windows.SlidingFeatures`)."""
+    spectrum = np.fft.rfft(frames * analysis_window(config.win_length), n=config.n_fft, axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel = power @ mel_filters(config).T  # (..., frames, n_mels)
+    features = np.log(np.maximum(mel, np.float32(config.log_floor)))
+    features = np.swapaxes(features, -1, -2)
+    if config.mean is not None and config.std is not None:
+        mean = np.asarray(config.mean, dtype=np.float32)[:, None]
+        std = np.asarray(config.std, dtype=np.float32)[:, None]
+        features = (features - mean) / std
+    return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def frames_of(emphasised: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Step 2, a view: ``(..., samples)`` -> ``(..., n_frames(samples), win_length)``."""
+    return sliding_window_view(emphasised, config.win_length, axis=-1)[..., :: config.hop_length, :]
 
 
 def log_mel(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -184,19 +214,4 @@ def log_mel(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
         raise ValueError(
             f"need at least {config.win_length} samples for one frame, got {x.shape[-1]}"
         )
-    emphasised = np.concatenate(
-        [x[..., :1], x[..., 1:] - np.float32(config.preemphasis) * x[..., :-1]], axis=-1
-    )
-    frames = sliding_window_view(emphasised, config.win_length, axis=-1)[
-        ..., :: config.hop_length, :
-    ]
-    spectrum = np.fft.rfft(frames * _hann(config.win_length), n=config.n_fft, axis=-1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    mel = power @ mel_filters(config).T  # (..., frames, n_mels)
-    features = np.log(np.maximum(mel, np.float32(config.log_floor)))
-    features = np.swapaxes(features, -1, -2)
-    if config.mean is not None and config.std is not None:
-        mean = np.asarray(config.mean, dtype=np.float32)[:, None]
-        std = np.asarray(config.std, dtype=np.float32)[:, None]
-        features = (features - mean) / std
-    return np.ascontiguousarray(features, dtype=np.float32)
+    return frame_features(frames_of(emphasise(x, config), config), config)

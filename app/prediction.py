@@ -1,14 +1,9 @@
 """One clip to one response: decode -> windows -> features -> probabilities -> response.
 
-Windows (all at the model rate, 16 kHz):
-
-- the clip is silence-trimmed as in training (:func:`app.segment.trim_bounds`);
-- the FIRST window is exactly the training segment (:func:`app.segment.training_segment`):
-  the model's window from the trim start, zero-padded when the trimmed clip is shorter, so
-  posting a test clip gives the offline evaluation's probabilities;
-- a trimmed clip longer than one window gets more windows every ``hop_s`` from the trim start,
-  plus one window ending exactly at the trim end when the hops do not reach it. Every window
-  then lies wholly inside the trimmed speech and none is padded.
+The clip is silence-trimmed as in training (:func:`app.segment.trim_bounds`) and cut into model
+windows by :class:`app.windows.ClipWindows`: the first is exactly the training segment, so
+posting a test clip gives the offline evaluation's probabilities; a longer clip gets a window
+every ``hop_s`` wholly inside the trimmed speech.
 
 The top-level result is the mean of the windows' probabilities (which still sums to 1).
 Times (``start_s``, ``end_s``) are seconds from the start of the uploaded audio.
@@ -32,14 +27,12 @@ from app.audio import (
 )
 from app.contract import by_label, top_label
 from app.errors import UnusableAudioError
-from app.features import FeatureConfig, log_mel
 from app.labels import LABELS
 from app.registry import ServedModel
-from app.segment import fixed_window, trim_bounds
+from app.segment import trim_bounds
 from app.settings import Settings
+from app.windows import ClipWindows
 from app.workpool import WorkPools
-
-FEATURE_CHUNK_WINDOWS = 4  # windows featurised at a time: about 18 MB of transient arrays
 
 
 class ModelRef(BaseModel):
@@ -109,52 +102,6 @@ class PreparedClip:
     inference_ms: float = 0.0
 
 
-def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> list[int]:
-    """Offsets of the windows over a trimmed clip of ``n_samples`` (see the module docstring)."""
-    if n_samples <= window_samples:
-        return [0]
-    starts = list(range(0, n_samples - window_samples + 1, hop_samples))
-    if starts[-1] + window_samples < n_samples:
-        starts.append(n_samples - window_samples)
-    return starts
-
-
-def cut_windows(
-    wave: np.ndarray, config: FeatureConfig, hop_s: float
-) -> tuple[np.ndarray, list[int], list[tuple[float, float]], bool]:
-    """The windows of a mono 16 kHz ``wave``: ``(trimmed, offsets, spans, padded)``.
-
-    Window ``k`` is ``fixed_window(trimmed[offsets[k]:])``; windows are cut as they are needed
-    (see :func:`window_features`), never all at once.
-
-    Raises:
-        UnusableAudioError: the audio is silent: nothing is left after trimming, or no sample
-            reaches the silence floor (a clip scaled by 1e-30 is silence, as zeros are).
-    """
-    start, end = trim_bounds(wave, config)
-    if end <= start or is_silent(wave):
-        raise UnusableAudioError("the audio is silent: there is no sound to classify")
-    trimmed = wave[start:end]
-    size, rate = config.window_samples, config.sample_rate
-    offsets = window_starts(trimmed.shape[0], size, max(1, round(hop_s * rate)))
-    n = trimmed.shape[0]
-    spans = [((start + o) / rate, (start + min(o + size, n)) / rate) for o in offsets]
-    return trimmed, offsets, spans, n < size
-
-
-def window_features(trimmed: np.ndarray, offsets: list[int], config: FeatureConfig) -> np.ndarray:
-    """Features ``(len(offsets), n_mels, frames)`` of the windows at ``offsets`` of ``trimmed``,
-    computed FEATURE_CHUNK_WINDOWS windows at a time to bound the memory of a long clip."""
-    shape = (len(offsets), config.n_mels, config.n_frames(config.window_samples))
-    out = np.empty(shape, dtype=np.float32)
-    for i in range(0, len(offsets), FEATURE_CHUNK_WINDOWS):
-        chunk = offsets[i : i + FEATURE_CHUNK_WINDOWS]
-        out[i : i + len(chunk)] = log_mel(
-            np.stack([fixed_window(trimmed[o:], config) for o in chunk]), config
-        )
-    return out
-
-
 def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimits) -> PreparedClip:
     """Decode ``data`` and cut it into windows; runs on a lane thread (CPU-bound).
 
@@ -182,17 +129,21 @@ def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimi
         raise UnusableAudioError(
             f"the audio lasts {audio.duration_s:.3f} s; send at least {limits.min_audio_s:g} s",
         )
-    trimmed, offsets, spans, padded = cut_windows(audio.samples, config, hop_s)
+    start, end = trim_bounds(audio.samples, config)
+    if end <= start or is_silent(audio.samples):
+        raise UnusableAudioError("the audio is silent: there is no sound to classify")
+    windows = ClipWindows.of(audio.samples, start, end, config, hop_s)
+    spans, padded = windows.spans_s, windows.padded
     step = model.batcher.max_batch_size
-    if len(offsets) <= step:
-        features = window_features(trimmed, offsets, config)
+    if len(windows) <= step:
+        features = windows.features()
         featurised = (time.perf_counter() - decoded) * 1e3
         return PreparedClip(audio, spans, padded, (decoded - started) * 1e3, featurised, features)
-    rows = np.empty((len(offsets), len(LABELS)), dtype=np.float32)
+    rows = np.empty((len(windows), len(LABELS)), dtype=np.float32)
     features_ms = inference_ms = 0.0
-    for i in range(0, len(offsets), step):
+    for i in range(0, len(windows), step):
         chunk_started = time.perf_counter()
-        features = window_features(trimmed, offsets[i : i + step], config)
+        features = windows.features(i, i + step)
         chunk_featurised = time.perf_counter()
         rows[i : i + features.shape[0]] = model.predict_in_thread(features)
         features_ms += (chunk_featurised - chunk_started) * 1e3

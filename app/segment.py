@@ -1,9 +1,10 @@
-"""Clip-level preprocessing shared by training and ``/predict``: silence trim, then one window.
+"""The silence trim shared by training and ``/predict``.
 
 The paper trims leading and trailing silence with ``librosa.effects.trim`` and keeps a fixed
-3.5 s segment from the new start, zero-padding shorter clips. :func:`trim_bounds` reproduces
-``librosa.effects.trim(y, top_db, frame_length, hop_length)`` (default ``ref=np.max``) with numpy
-alone, so the server does not need librosa:
+3.5 s segment from the new start, zero-padding shorter clips (that window is
+:func:`app.windows.training_segment`). :func:`trim_bounds` reproduces
+``librosa.effects.trim(y, top_db, frame_length, hop_length)`` (default ``ref=np.max``) with
+numpy alone, so the server does not need librosa:
 
 1. frame RMS over ``trim_frame_length`` samples every ``trim_hop_length``, with the signal
    zero-padded by ``trim_frame_length // 2`` on both sides (librosa's ``center=True``)
@@ -77,33 +78,3 @@ def trim_bounds(wave: np.ndarray, config: FeatureConfig) -> tuple[int, int]:
     start = int(loud[0]) * config.trim_hop_length
     end = min(x.shape[0], (int(loud[-1]) + 1) * config.trim_hop_length)
     return start, end
-
-
-def fixed_window(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """The first ``config.window_samples`` samples of ``wave``, zero-padded at the end if shorter.
-
-    Args:
-        wave: mono audio, shape ``(samples,)``.
-
-    Returns:
-        float32 array of shape ``(config.window_samples,)``.
-    """
-    out = np.zeros(config.window_samples, dtype=np.float32)
-    head = np.asarray(wave, dtype=np.float32)[: config.window_samples]
-    out[: head.shape[0]] = head
-    return out
-
-
-def training_segment(wave: np.ndarray, config: FeatureConfig) -> tuple[np.ndarray, bool]:
-    """The model input for a clip: silence-trimmed, then one fixed window from the new start.
-
-    Args:
-        wave: mono audio at ``config.sample_rate``, shape ``(samples,)``.
-
-    Returns:
-        ``(segment, padded)``: float32 ``(config.window_samples,)`` and whether the trimmed clip
-        was shorter than the window (so the segment ends in zero padding).
-    """
-    start, end = trim_bounds(wave, config)
-    trimmed = np.asarray(wave)[start:end]
-    return fixed_window(trimmed, config), trimmed.shape[0] < config.window_samples

@@ -6,6 +6,9 @@ chunk, down-mixes to mono, resamples statefully to the model rate with ``soxr.Re
 (so the chunking never changes the result), keeps the last window of audio and hands back a
 :class:`Window` every ``hop_s`` once a full window is available. Window ``k`` covers the model-rate
 samples ``[k * hop, k * hop + window)`` of the stream: exactly the span a file cut would give.
+Each window comes with its model features (:mod:`app.windows`): a window on the 10 ms frame
+grid reuses the frames it shares with the previous one, so a 0.5 s hop computes 50 frames, not
+348.
 
 Each window is gated: a window with too little voiced audio is marked ``speech=False`` and is
 not classified (see :func:`speech_activity`). :class:`PredictionTrack` smooths the per-window
@@ -28,8 +31,9 @@ from app.audio import (
     check_sample_rate,
     check_samples,
 )
-from app.features import FeatureConfig, log_mel
+from app.features import FeatureConfig
 from app.labels import LABELS
+from app.windows import SlidingFeatures, featurise
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
 ENCODINGS: Final[tuple[str, ...]] = get_args(Encoding)
@@ -100,10 +104,13 @@ class Window:
     ``samples`` is float32 mono at the model rate, shape ``(window_samples,)``: real audio
     followed by ``padded_samples`` zeros (only the final window of a stream shorter than one
     window is padded). ``start_s``/``end_s`` give the span of real audio in stream time.
+    ``features`` are the model's input for it, ``(n_mels, frames)``: those of
+    :func:`app.windows.featurise` (the samples zero-padded to the model's window).
     """
 
     index: int
     samples: np.ndarray
+    features: np.ndarray
     start_s: float
     end_s: float
     padded_samples: int
@@ -129,19 +136,6 @@ def speech_activity(samples: np.ndarray, frame_samples: int) -> float:
     power = np.mean(np.square(frames, dtype=np.float64), axis=1)
     threshold = 10.0 ** (ACTIVE_FRAME_DBFS / 10.0)
     return float(np.mean(power > threshold))
-
-
-def window_features(windows: list[Window], config: FeatureConfig) -> np.ndarray:
-    """Log-mel features of ``windows`` for the model: ``(len(windows), n_mels, frames)``.
-
-    Windows shorter than the model's window (a client-chosen ``window_s``) are zero-padded at
-    the end to ``config.window_samples``, as ``/predict`` pads a short clip.
-    """
-    batch = np.zeros((len(windows), config.window_samples), dtype=np.float32)
-    for row, window in zip(batch, windows, strict=True):
-        n = min(window.samples.shape[0], config.window_samples)
-        row[:n] = window.samples[:n]
-    return log_mel(batch, config)
 
 
 class StreamSession:
@@ -201,6 +195,7 @@ class StreamSession:
         self._windows = 0
         self._input_frames = 0
         self._finished = False
+        self._features = SlidingFeatures(self.config)
 
     @property
     def duration_s(self) -> float:
@@ -304,9 +299,14 @@ class StreamSession:
         samples = np.zeros(self.window_samples, dtype=np.float32)
         samples[: real.shape[0]] = real
         activity = speech_activity(real, self._gate_frame_samples)
+        if real.shape[0] == self.window_samples and self._features.usable(start, real.shape[0]):
+            features = self._features.window(self._buffer, self._buffer_start, start)
+        else:  # a client-chosen shorter window, or the final one: off the frame grid or padded
+            features = featurise([samples], self.config)[0]
         window = Window(
             index=self._windows,
             samples=samples,
+            features=features,
             start_s=start / self.model_rate,
             end_s=end / self.model_rate,
             padded_samples=self.window_samples - real.shape[0],

@@ -1,6 +1,6 @@
 """Feature preparation for training: log-mel of every segment, computed once, and its statistics.
 
-The features come from :func:`app.features.log_mel`, the function the server runs, so training
+The features come from :func:`app.windows.featurise`, the function the server runs, so training
 and serving cannot drift apart. The per-band statistics are measured on the training features
 (noisy copies included) and then stored in the FeatureConfig that travels with every model.
 """
@@ -14,14 +14,15 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 from tqdm.auto import tqdm
 
-from app.features import FeatureConfig, log_mel
+from app.features import FeatureConfig
+from app.windows import featurise
 
-FEATURE_CHUNK = 64  # clips per log_mel call: bounds the FFT's temporary memory
+FEATURE_CHUNK = 64  # segments per job of the process pool
 
 
-def _log_mel_chunk(args: tuple[np.ndarray, FeatureConfig]) -> np.ndarray:
-    wave, config = args
-    return log_mel(wave, config)
+def _featurise_chunk(args: tuple[np.ndarray, FeatureConfig]) -> np.ndarray:
+    segments, config = args
+    return featurise(segments, config)
 
 
 def compute_features(
@@ -30,23 +31,25 @@ def compute_features(
     """Log-mel features of every segment, in the config's normalisation (usually none yet).
 
     Args:
-        segments: float32 ``(n, window_samples)``.
-        config: the front-end; ``log_mel`` is the one the server runs.
+        segments: float32 ``(n, window_samples)``: model windows.
+        config: the front-end; ``featurise`` is the one the server runs.
         workers: processes (1 = in this process).
 
     Returns:
         float32 ``(n, n_mels, frames)``.
     """
     n = len(segments)
-    out = np.empty((n, config.n_mels, config.n_frames(segments.shape[-1])), dtype=np.float32)
+    if segments.shape[-1] != config.window_samples:
+        raise ValueError(f"segments must be model windows of {config.window_samples} samples")
+    out = np.empty((n, config.n_mels, config.window_frames), dtype=np.float32)
     starts = range(0, n, FEATURE_CHUNK)
     jobs = ((segments[s : s + FEATURE_CHUNK], config) for s in starts)
     with contextlib.ExitStack() as stack:
         if workers > 1 and n > FEATURE_CHUNK:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
-            results: Iterator[np.ndarray] = pool.map(_log_mel_chunk, jobs)
+            results: Iterator[np.ndarray] = pool.map(_featurise_chunk, jobs)
         else:
-            results = map(_log_mel_chunk, jobs)
+            results = map(_featurise_chunk, jobs)
         bar = tqdm(total=n, desc=desc, unit="clip", leave=False)
         for start, chunk in zip(starts, results, strict=True):
             out[start : start + len(chunk)] = chunk

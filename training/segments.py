@@ -1,6 +1,6 @@
 """Decode every clip once into its model-input segment, with an on-disk cache.
 
-A clip's segment is ``app.segment.training_segment`` of ``app.audio.decode_audio(path)``
+A clip's segment is ``app.windows.training_segment`` of ``app.audio.decode_audio(path)``
 (16 kHz mono, silence-trimmed, one ``window_s`` window, zero-padded). Each decoded segment is
 saved as ``<content sha256>-<config digest>.npy`` in the cache folder, holding only the
 non-padded samples: the content hash (:func:`training.corpora.content_sha256`) names the audio,
@@ -24,7 +24,7 @@ import numpy as np
 
 from app.audio import decode_audio
 from app.features import FeatureConfig
-from app.segment import fixed_window, training_segment
+from app.windows import fixed_window, training_segment
 from training.corpora import Clip, content_sha256
 
 T = TypeVar("T")
@@ -57,7 +57,7 @@ def _decode_one(path: str, config: FeatureConfig) -> np.ndarray:
     """One clip's segment without its zero padding: float32 ``(<= window_samples,)``.
 
     A padded segment loses its trailing zeros, so it stays shorter than the window and
-    :func:`app.segment.fixed_window` restores it exactly.
+    :func:`app.windows.fixed_window` restores it exactly.
     """
     audio = decode_audio(path, target_rate=config.sample_rate)
     segment, padded = training_segment(audio.samples, config)

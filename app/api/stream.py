@@ -62,7 +62,6 @@ from app.streaming import (
     StreamTooLongError,
     UnsupportedEncodingError,
     Window,
-    window_features,
 )
 
 log = logging.getLogger(__name__)
@@ -213,13 +212,14 @@ async def _serve(
         received_at, message = await _receive(websocket, limits)
         if message.get("bytes") is not None:
             before_s = session.duration_s
-            windows = _guarded(session.push, message["bytes"])
+            # Resampling and features run off the event loop; one push at a time per session.
+            windows = await asyncio.to_thread(_guarded, session.push, message["bytes"])
             metrics.AUDIO_SECONDS.labels(source="stream").inc(session.duration_s - before_s)
             await _predict(websocket, served, track, windows, received_at, final=False)
             continue
         kind = parse_control(message.get("text") or "", limits.max_control_bytes).get("type")
         if kind == "stop":
-            windows = _guarded(session.flush)
+            windows = await asyncio.to_thread(_guarded, session.flush)
             await _predict(websocket, served, track, windows, received_at, final=True)
             await websocket.send_json(_summary(session_id, name, session, track))
             await websocket.close(code=NORMAL)
@@ -324,9 +324,7 @@ async def _predict(
     speech = [w for w in windows if w.speech]
     probs: dict[int, np.ndarray] = {}
     if speech:
-        config = served.feature_config
-        features = await asyncio.to_thread(window_features, speech, config)
-        rows = await served.predict(features)
+        rows = await served.predict(np.stack([w.features for w in speech]))
         probs = {w.index: np.asarray(row) for w, row in zip(speech, rows, strict=True)}
     for window in windows:
         p = probs.get(window.index)

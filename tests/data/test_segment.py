@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from app.features import FeatureConfig
-from app.segment import fixed_window, frame_rms, training_segment, trim_bounds
+from app.segment import frame_rms, trim_bounds
+from app.windows import fixed_window, training_segment
 from tests.conftest import synth_speechlike
 
 CONFIG = FeatureConfig()

@@ -11,7 +11,7 @@ import pytest
 import training.segments as segments_module
 from app.audio import decode_audio
 from app.features import FeatureConfig
-from app.segment import training_segment
+from app.windows import training_segment
 from training.corpora import load_corpus
 from training.segments import load_segments
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from app.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata, probabilities
 from app.features import log_mel
 from app.labels import LABELS
-from app.prediction import window_starts
-from app.segment import training_segment, trim_bounds
+from app.segment import trim_bounds
+from app.windows import training_segment, window_starts
 from tests.conftest import av_bytes, synth_speechlike, wav_bytes
 from tests.service.conftest import rewrite_metadata
 

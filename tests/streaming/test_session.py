@@ -19,8 +19,8 @@ from app.streaming import (
     StreamTooLongError,
     UnsupportedEncodingError,
     Window,
-    window_features,
 )
+from app.windows import SlidingFeatures, fixed_window
 from tests.conftest import synth_speechlike, synthetic_feature_config
 
 CONFIG = FeatureConfig()
@@ -87,9 +87,7 @@ def test_16k_windows_equal_file_spans_sample_for_sample(
         span = clip_16k[k * hop : k * hop + window]
         np.testing.assert_array_equal(w.samples, span)
         assert w.start_s == pytest.approx(k * HOP_S) and w.end_s == pytest.approx(k * HOP_S + 3.5)
-        np.testing.assert_allclose(
-            window_features([w], config)[0], log_mel(span, config), rtol=0, atol=1e-5
-        )
+        np.testing.assert_allclose(w.features, log_mel(span, config), rtol=0, atol=1e-5)
 
 
 def test_48k_windows_match_whole_file_resampling_and_ignore_chunking() -> None:
@@ -299,11 +297,55 @@ def test_a_shorter_window_is_padded_to_the_model_window_for_features(
 ) -> None:
     windows = stream(new_session(window_s=2.0), pcm16(clip_16k), [16_000])
     assert windows[0].samples.shape == (2 * RATE,)
-    features = window_features(windows[:2], CONFIG)
+    features = np.stack([w.features for w in windows[:2]])
     assert features.shape == (2, CONFIG.n_mels, CONFIG.window_frames)
     padded = np.zeros(CONFIG.window_samples, np.float32)
     padded[: 2 * RATE] = clip_16k[: 2 * RATE]
     np.testing.assert_allclose(features[0], log_mel(padded, CONFIG), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("seed", "rate", "encoding", "hop_s"),
+    [
+        (1, 16_000, "pcm_s16le", 0.5),
+        (2, 48_000, "pcm_s16le", 0.5),
+        (3, 44_100, "pcm_f32le", 0.25),
+        (4, 22_050, "pcm_f32le", 0.33),  # 5280 samples: 33 frames, still on the grid
+        (5, 16_000, "pcm_s16le", 0.255),  # 4080 samples: off the grid, every window whole
+        (6, 8_000, "pcm_f32le", 3.5),  # hop = window: no frame shared, each starts afresh
+    ],
+)
+def test_incremental_features_equal_the_whole_window_features(
+    seed: int, rate: int, encoding: str, hop_s: float
+) -> None:
+    # Each window's features, computed from the frames it shares with the previous windows,
+    # equal log_mel of that window's own samples, for random chunkings, rates and encodings.
+    rng = np.random.default_rng(seed)
+    config = synthetic_feature_config()
+    wave = synth_speechlike(9.3, rate, seed=seed) * 0.5
+    data = pcm16(wave) if encoding == "pcm_s16le" else wave.astype("<f4").tobytes()
+    session = StreamSession(config, hop_s, WINDOW_S, rate, encoding, 1)
+    sizes = [int(n) for n in rng.integers(1, 20_000, size=7)]
+    windows = stream(session, data, sizes) + session.flush()
+    assert len(windows) >= 3 and windows[-1].end_s > 9.3 - MIN_FINAL_S
+    for w in windows:
+        expected = log_mel(fixed_window(w.samples, config), config)
+        np.testing.assert_allclose(w.features, expected, rtol=0, atol=2e-5)
+
+
+def test_sliding_features_compute_only_the_new_frames(clip_16k: np.ndarray) -> None:
+    sliding = SlidingFeatures(CONFIG)
+    hop = round(HOP_S * RATE)
+    sliding.window(clip_16k, 0, 0)
+    assert sliding.cached_frames == CONFIG.window_frames
+    computed = []
+    for k in range(1, 5):  # each later window adds hop / hop_length = 50 frames to the cache
+        before_first, before = sliding._first, sliding.cached_frames
+        sliding.window(clip_16k, 0, k * hop)
+        computed.append(sliding.cached_frames - (before - (sliding._first - before_first)))
+    assert computed == [hop // CONFIG.hop_length] * 4
+    with pytest.raises(ValueError, match="frame grid"):
+        sliding.window(clip_16k, 0, 7)
 
 
 def test_prediction_track_smooths_speech_and_ignores_silence() -> None:
