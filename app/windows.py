@@ -76,7 +76,7 @@ def window_starts(n_samples: int, window_samples: int, hop_samples: int) -> list
     return starts
 
 
-def featurise(waves: Sequence[np.ndarray], config: FeatureConfig) -> np.ndarray:
+def featurise(waves: Sequence[np.ndarray] | np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Features ``(len(waves), n_mels, frames)`` of the :func:`fixed_window` of each wave.
 
     Computed :data:`FEATURE_CHUNK_WINDOWS` windows at a time into one preallocated array, so a
