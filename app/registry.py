@@ -160,7 +160,7 @@ def load_model(path: Path, settings: Settings) -> ServedModel:
         functools.partial(run_session, session),
         metadata.loss,
         settings.max_batch_size,
-        settings.max_batch_wait_ms / 1000.0,
+        settings.batch_wait_s(provider),
     )
     load_ms = (time.perf_counter() - started) * 1000.0
     return ServedModel(metadata.loss, path, metadata, provider, batcher, load_ms)

@@ -21,6 +21,11 @@ REPO_MODELS_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "models"
 PROVIDER_NAMES: Final[tuple[str, ...]] = ("cuda", "cpu")
 LogLevel = Literal["debug", "info", "warning", "error"]
 LONG_LANE_SAMPLES: Final[int] = 30 * 48_000 * 2  # 30 s of 48 kHz stereo
+# How long the micro-batcher's first job waits for others, per execution provider. On the CPU
+# a batch of 16 runs no faster per row than 16 runs of one (benchmarks/results/latest.md), so
+# waiting only adds latency; jobs that queue while a run is going still share the next one.
+# On a GPU a batch costs about as much as one row, and waiting pays.
+DEFAULT_BATCH_WAIT_MS: Final[dict[str, float]] = {"cpu": 0.0, "cuda": 5.0}
 
 
 def _cpu_count() -> int:
@@ -45,7 +50,8 @@ class Settings(BaseSettings):
 
     # Micro-batching.
     max_batch_size: int = Field(default=16, ge=1, le=1024)
-    max_batch_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    # None: DEFAULT_BATCH_WAIT_MS for the provider the model runs on.
+    max_batch_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
 
     # /predict limits.
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)
@@ -128,3 +134,9 @@ class Settings(BaseSettings):
     def provider_preference(self) -> tuple[str, ...]:
         """The providers asked for, best first; ``("auto",)`` when left to the server."""
         return tuple(self.providers.split(","))
+
+    def batch_wait_s(self, provider: str) -> float:
+        """The micro-batcher's wait for a model on ``provider`` (``cpu``, ``cuda``, ...)."""
+        if self.max_batch_wait_ms is not None:
+            return self.max_batch_wait_ms / 1000.0
+        return DEFAULT_BATCH_WAIT_MS.get(provider, DEFAULT_BATCH_WAIT_MS["cuda"]) / 1000.0

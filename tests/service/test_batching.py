@@ -170,3 +170,15 @@ def test_a_closed_batcher_refuses_instead_of_leaving_a_thread_waiting() -> None:
     batcher.close()
     with pytest.raises(InferenceError, match="shut down"):
         batcher.run_rows(rows(1.0))
+
+
+def test_the_batch_wait_defaults_to_the_provider_and_an_explicit_value_wins() -> None:
+    assert Settings().batch_wait_s("cpu") == 0.0  # batching adds only latency on the CPU
+    assert Settings().batch_wait_s("cuda") == 0.005
+    assert Settings(max_batch_wait_ms=2).batch_wait_s("cpu") == 0.002
+    assert Settings(max_batch_wait_ms=0).batch_wait_s("cuda") == 0.0
+
+
+def test_a_cpu_model_gets_the_cpu_wait(make_client) -> None:
+    model = make_client().app.state.registry.get("ce")
+    assert model.provider == "cpu" and model.batcher.max_wait_s == 0.0
