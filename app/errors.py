@@ -19,9 +19,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.audio import AudioError, AudioTooLargeError, UnsupportedAudioError
+from app.audio import AudioError
 from app.engine import InferenceError
-from app.registry import UnknownModelError
+from app.error_codes import http_status
+from app.registry import ModelsNotReady, UnknownModelError
 from app.workpool import LaneFullError
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,16 @@ class ErrorResponse(BaseModel):
 
 
 class ServiceError(Exception):
-    """A request the service refuses, with its HTTP status and stable code."""
+    """A request the service refuses, with its stable code (its HTTP status comes from
+    :data:`app.error_codes.ERROR_CODES`)."""
 
     status_code = 400
     code = "bad_request"
     close_connection = False  # answer with Connection: close (the request was not read whole)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status_code = http_status(cls.code)
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -51,35 +57,29 @@ class ServiceError(Exception):
 
 
 class UploadTooLargeError(ServiceError):
-    status_code = 413
     code = "upload_too_large"
 
 
 class UnsupportedMediaTypeError(ServiceError):
-    status_code = 415
     code = "unsupported_media_type"
 
 
 class MissingAudioError(ServiceError):
-    status_code = 400
     code = "missing_audio"
 
 
 class UnusableAudioError(ServiceError):
-    status_code = 422
     code = "unusable_audio"
 
 
 class UploadTimeoutError(ServiceError):
     """The body did not arrive in time (see :mod:`app.api.upload`)."""
 
-    status_code = 408
     code = "upload_timeout"
     close_connection = True
 
 
 class NotReadyError(ServiceError):
-    status_code = 503
     code = "not_ready"
 
 
@@ -115,35 +115,41 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _audio_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AudioError)
-    status = 422
-    if isinstance(exc, UnsupportedAudioError):
-        status = 415
-    elif isinstance(exc, AudioTooLargeError):
-        status = 413
-    return error_response(status, exc.code, str(exc))
+    return error_response(http_status(exc.code), exc.code, str(exc))
+
+
+async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ModelsNotReady)
+    return error_response(http_status("not_ready"), "not_ready", str(exc), {"skipped": exc.skipped})
 
 
 async def _lane_full(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LaneFullError)
-    response = error_response(503, "server_busy", str(exc))
+    response = error_response(http_status("server_busy"), "server_busy", str(exc))
     response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 
 
 async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UnknownModelError)
-    return error_response(404, "unknown_model", str(exc), {"available": list(exc.available)})
+    return error_response(
+        http_status("unknown_model"), "unknown_model", str(exc), {"available": list(exc.available)}
+    )
 
 
 async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
     # A server fault, not the client's: logged by the batcher with its traceback.
-    return error_response(500, "inference_failed", str(exc))
+    return error_response(http_status("inference_failed"), "inference_failed", str(exc))
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
     # The client went away mid-upload: nobody reads this answer; it keeps the logs and the
     # metrics free of false server errors.
-    return error_response(400, "client_disconnected", "the client closed the connection")
+    return error_response(
+        http_status("client_disconnected"),
+        "client_disconnected",
+        "the client closed the connection",
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -152,7 +158,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
         for err in exc.errors()
     ]
-    return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+    return error_response(
+        http_status("invalid_request"), "invalid_request", "; ".join(problems) or "invalid request"
+    )
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -171,7 +179,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         "unhandled error", exc_info=exc, extra={"event": "internal_error", "path": request.url.path}
     )
     response = error_response(
-        500, "internal_error", "the server failed; this is logged and is a bug"
+        http_status("internal_error"),
+        "internal_error",
+        "the server failed; this is logged and is a bug",
     )
     # Starlette re-raises the exception after sending this, and uvicorn then closes the
     # connection: say so, or a keep-alive client finds a dead socket on its next request.
@@ -183,6 +193,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(UnknownModelError, _unknown_model)
+    app.add_exception_handler(ModelsNotReady, _not_ready)
     app.add_exception_handler(InferenceError, _inference_error)
     app.add_exception_handler(LaneFullError, _lane_full)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)

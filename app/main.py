@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from app import __version__, metrics
 from app.api import models, ops, predict, stream
+from app.api.admission import StreamAdmission
 from app.api.apidocs import mount_docs
 from app.api.page import mount_page
 from app.api.upload import UploadDeadlineMiddleware
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = ModelRegistry.empty("the models are loading")
     app.state.work_pools = None  # made by the lifespan
+    app.state.stream_admission = StreamAdmission.from_settings(settings)
     install_error_handlers(app)
     app.add_middleware(
         UploadDeadlineMiddleware,

@@ -195,6 +195,14 @@ def _skip(skipped: dict[str, str], path: Path, reason: str) -> None:
     )
 
 
+class ModelsNotReady(RuntimeError):
+    """The registry cannot serve (yet, or any more); the message says why."""
+
+    def __init__(self, reason: str, skipped: dict[str, str]) -> None:
+        super().__init__(reason)
+        self.skipped = skipped
+
+
 class ModelRegistry:
     """The loaded models, the files that were skipped, and whether the service is ready."""
 
@@ -219,6 +227,15 @@ class ModelRegistry:
     @property
     def ready(self) -> bool:
         return self.not_ready_reason is None
+
+    def require_ready(self) -> None:
+        """The one readiness rule, for /readyz, /predict, /v1/models and streams alike.
+
+        Raises:
+            ModelsNotReady: loading, shutting down, or no usable default model.
+        """
+        if self.not_ready_reason is not None:
+            raise ModelsNotReady(self.not_ready_reason, dict(self.skipped))
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -24,13 +24,7 @@ from typing import Final, Literal, get_args
 import numpy as np
 import soxr
 
-from app.audio import (
-    RESAMPLE_QUALITY,
-    AudioError,
-    SampleRangeError,
-    check_sample_rate,
-    check_samples,
-)
+from app.audio import RESAMPLE_QUALITY, check_sample_rate, check_samples
 from app.features import FeatureConfig
 from app.labels import LABELS
 from app.windows import SlidingFeatures, featurise
@@ -71,26 +65,6 @@ class PartialFrameError(StreamError):
     """The stream ended inside a sample frame: its byte count never lined up."""
 
     code = "partial_frame"
-
-
-class NonFiniteStreamError(StreamError):
-    code = "non_finite_samples"
-
-
-class SampleRangeStreamError(NonFiniteStreamError):
-    """Float samples far past full scale (a subclass: an invalid sample value, as NaN is)."""
-
-    code = "sample_out_of_range"
-
-
-def check_stream_samples(samples: np.ndarray) -> None:
-    """:func:`app.audio.check_samples`, the one validity rule, raising stream errors."""
-    try:
-        check_samples(samples)
-    except SampleRangeError as e:
-        raise SampleRangeStreamError(str(e)) from e
-    except AudioError as e:
-        raise NonFiniteStreamError(str(e)) from e
 
 
 class StreamTooLongError(StreamError):
@@ -215,7 +189,8 @@ class StreamSession:
         """Add raw PCM bytes; return the windows completed by them (possibly none).
 
         Raises:
-            NonFiniteStreamError: float samples that are NaN or infinite.
+            app.audio.NonFiniteAudioError, app.audio.SampleRangeError: float samples that are
+                NaN, infinite or far past full scale (the rule uploads follow, with their codes).
             StreamTooLongError: the session passed ``max_duration_s``.
         """
         if self._finished:
@@ -234,7 +209,7 @@ class StreamSession:
         mono = self._to_float_mono(frames)
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono)
-            check_stream_samples(mono)
+            check_samples(mono)
         self._append(mono)
         return self._take_windows()
 
@@ -270,9 +245,9 @@ class StreamSession:
         if self.encoding == "pcm_s16le":
             samples *= np.float32(1.0 / 32768.0)
         else:
-            check_stream_samples(samples)
+            check_samples(samples)
         mono = samples[:, 0] if self.channels == 1 else samples.mean(axis=1, dtype=np.float32)
-        check_stream_samples(mono)
+        check_samples(mono)
         return np.ascontiguousarray(mono, dtype=np.float32)
 
     def _append(self, samples: np.ndarray) -> None:

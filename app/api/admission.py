@@ -18,6 +18,8 @@ from typing import Final
 
 from starlette.types import Scope
 
+from app.settings import Settings
+
 MAX_TRACKED_CLIENTS: Final[int] = 10_000  # bounds the memory of the attempt history
 UNKNOWN_CLIENT: Final[str] = "unknown"
 
@@ -62,6 +64,15 @@ class StreamAdmission:
         self._clock = clock
         self._open: Counter[str] = Counter()
         self._attempts: OrderedDict[str, deque[float]] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamAdmission:
+        return cls(
+            max_sessions=settings.stream_max_sessions,
+            max_per_client=settings.stream_max_sessions_per_client,
+            max_attempts=settings.stream_max_connects_per_client,
+            window_s=settings.stream_connect_window_s,
+        )
 
     def connect(self, client: str) -> None:
         """Count a new connection of ``client``; pair with :meth:`disconnect` unless refused.

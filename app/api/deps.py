@@ -24,10 +24,7 @@ def get_registry(request: Request) -> ModelRegistry:
 
 def get_ready_registry(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> ModelRegistry:
     """The registry, or a 503 ``not_ready`` error saying why it cannot serve yet."""
-    if not registry.ready:
-        raise NotReadyError(
-            registry.not_ready_reason or "the models are not loaded", {"skipped": registry.skipped}
-        )
+    registry.require_ready()
     return registry
 
 

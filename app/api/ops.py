@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from app import metrics
 from app.api.deps import RegistryDep
-from app.errors import error_docs, error_response
+from app.errors import error_docs
 
 router = APIRouter(tags=["operations"])
 
@@ -31,15 +31,10 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses=error_docs(503))
-async def readyz(registry: RegistryDep) -> Readiness | Response:
+async def readyz(registry: RegistryDep) -> Readiness:
     """Readiness: models loaded, metadata checked, warm-up done. 503 with the reason if not."""
-    if not registry.ready or registry.default_name is None:
-        return error_response(
-            503,
-            "not_ready",
-            registry.not_ready_reason or "the models are not loaded",
-            {"skipped": registry.skipped},
-        )
+    registry.require_ready()  # else a 503 not_ready error with the reason
+    assert registry.default_name is not None  # a ready registry has its default model
     return Readiness(models=list(registry.names), default_model=registry.default_name)
 
 

@@ -32,13 +32,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from app import metrics
 from app.api.admission import AdmissionRefused, StreamAdmission, client_host
 from app.api.stream_messages import (
-    INTERNAL_ERROR,
-    INVALID_PAYLOAD,
-    MESSAGE_TOO_BIG,
-    NORMAL,
-    POLICY_VIOLATION,
-    TRY_AGAIN_LATER,
-    UNSUPPORTED_DATA,
     ErrorMessage,
     PredictionMessage,
     ProtocolError,
@@ -48,53 +41,20 @@ from app.api.stream_messages import (
     parse_control,
     parse_start,
 )
+from app.audio import AudioError
 from app.contract import by_label, top_label
+from app.error_codes import NORMAL
 from app.labels import LABELS
-from app.registry import ModelRegistry, ServedModel, UnknownModelError
+from app.registry import ModelRegistry, ModelsNotReady, ServedModel, UnknownModelError
 from app.settings import Settings
-from app.streaming import (
-    NonFiniteStreamError,
-    PartialFrameError,
-    PredictionTrack,
-    StreamConfigError,
-    StreamError,
-    StreamSession,
-    StreamTooLongError,
-    UnsupportedEncodingError,
-    Window,
-)
+from app.streaming import PredictionTrack, StreamError, StreamSession, Window
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streaming"])
 
-STREAM_ERROR_CLOSE: Final[dict[type[StreamError], int]] = {
-    UnsupportedEncodingError: UNSUPPORTED_DATA,
-    StreamConfigError: INVALID_PAYLOAD,
-    PartialFrameError: INVALID_PAYLOAD,
-    NonFiniteStreamError: INVALID_PAYLOAD,
-    StreamTooLongError: POLICY_VIOLATION,
-}
 # Close codes of a connection the WebSocket layer (uvicorn + websockets) ended because of a
 # frame: protocol error, invalid UTF-8 in a text frame, a frame over --ws-max-size.
 FRAME_REFUSED_CLOSES: Final[frozenset[int]] = frozenset({1002, 1007, 1009})
-
-
-def _from_stream_error(e: StreamError) -> ProtocolError:
-    close = next(c for kind, c in STREAM_ERROR_CLOSE.items() if isinstance(e, kind))
-    return ProtocolError(e.code, str(e), close)
-
-
-def _admission(app: FastAPI) -> StreamAdmission:
-    admission = getattr(app.state, "stream_admission", None)
-    if admission is None:
-        settings: Settings = app.state.settings
-        admission = app.state.stream_admission = StreamAdmission(
-            max_sessions=settings.stream_max_sessions,
-            max_per_client=settings.stream_max_sessions_per_client,
-            max_attempts=settings.stream_max_connects_per_client,
-            window_s=settings.stream_connect_window_s,
-        )
-    return admission
 
 
 @dataclass
@@ -127,14 +87,11 @@ class Limits:
     def deadline_error(self) -> ProtocolError:
         if not self.started:
             return ProtocolError(
-                "start_timeout",
-                f"no start message within {self.start_timeout_s:g} s of connecting",
-                POLICY_VIOLATION,
+                "start_timeout", f"no start message within {self.start_timeout_s:g} s of connecting"
             )
         return ProtocolError(
             "session_too_long",
             f"the session passed its {self.max_session_s:g} s limit: start a new one",
-            POLICY_VIOLATION,
         )
 
     def check_deadline(self) -> None:
@@ -146,12 +103,12 @@ class Limits:
 @router.websocket("/v1/stream")
 async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
-    admission = _admission(websocket.app)
+    admission: StreamAdmission = websocket.app.state.stream_admission
     client = client_host(websocket.scope)
     try:
         admission.connect(client)
     except AdmissionRefused as e:
-        await _fail(websocket, ProtocolError(e.code, e.message, POLICY_VIOLATION))
+        await _fail(websocket, ProtocolError(e.code, e.message))
         return
     try:
         await _run(websocket, admission)
@@ -162,7 +119,7 @@ async def stream(websocket: WebSocket) -> None:
             metrics.STREAM_ERRORS.labels(code="invalid_frame").inc()
     except Exception:
         log.exception("stream failed")
-        await _fail(websocket, ProtocolError("internal_error", "the server failed", INTERNAL_ERROR))
+        await _fail(websocket, ProtocolError("internal_error", "the server failed"))
     finally:
         admission.disconnect(client)
 
@@ -176,7 +133,7 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
     try:
         admission.take_slot()
     except AdmissionRefused as e:
-        raise ProtocolError(e.code, e.message, TRY_AGAIN_LATER) from e
+        raise ProtocolError(e.code, e.message) from e
     limits.started = True
     metrics.ACTIVE_STREAMS.inc()
     try:
@@ -226,9 +183,7 @@ async def _serve(
             log.info("stream finished", extra={"session_id": session_id, "windows": track.windows})
             return
         if kind == "start":
-            raise ProtocolError(
-                "already_started", "this session has started already", POLICY_VIOLATION
-            )
+            raise ProtocolError("already_started", "this session has started already")
         raise _unknown_type(kind)
 
 
@@ -245,9 +200,7 @@ async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping
         if to_deadline_s <= limits.idle_timeout_s:  # the deadline, not the idle time, ran out
             raise limits.deadline_error() from e
         raise ProtocolError(
-            "idle_timeout",
-            f"nothing received for {limits.idle_timeout_s:g} s: send audio or stop",
-            POLICY_VIOLATION,
+            "idle_timeout", f"nothing received for {limits.idle_timeout_s:g} s: send audio or stop"
         ) from e
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
@@ -257,7 +210,6 @@ async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping
             "frame_too_large",
             f"a frame of {len(payload)} bytes is over the {limits.max_frame_bytes} byte limit: "
             "send smaller chunks",
-            MESSAGE_TOO_BIG,
         )
     return time.perf_counter(), message  # text frames are bounded by parse_control
 
@@ -265,15 +217,13 @@ async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping
 async def _receive_start(websocket: WebSocket, limits: Limits) -> StartMessage:
     _, message = await _receive(websocket, limits)
     if message.get("bytes") is not None:
-        raise ProtocolError(
-            "not_started", "send a JSON start message before any audio", POLICY_VIOLATION
-        )
+        raise ProtocolError("not_started", "send a JSON start message before any audio")
     data = parse_control(message.get("text") or "", limits.max_control_bytes)
     kind = data.get("type")
     if kind == "start":
         return parse_start(data)
     if kind == "stop":
-        raise ProtocolError("not_started", "stop before start: nothing to stop", POLICY_VIOLATION)
+        raise ProtocolError("not_started", "stop before start: nothing to stop")
     raise _unknown_type(kind)
 
 
@@ -281,13 +231,14 @@ def _open_session(
     app: FastAPI, start: StartMessage, settings: Settings
 ) -> tuple[ServedModel, StreamSession]:
     registry: ModelRegistry = app.state.registry
-    if not registry.ready:
-        reason = registry.not_ready_reason or "the models are not loaded"
-        raise ProtocolError("not_ready", f"{reason}: retry later", TRY_AGAIN_LATER)
+    try:
+        registry.require_ready()
+    except ModelsNotReady as e:
+        raise ProtocolError("not_ready", f"{e}: retry later") from e
     try:
         served = registry.get(start.model)
     except UnknownModelError as e:
-        raise ProtocolError("unknown_model", str(e), INVALID_PAYLOAD) from e
+        raise ProtocolError("unknown_model", str(e)) from e
     config = served.metadata.feature_config
     session = _guarded(
         StreamSession,
@@ -305,11 +256,12 @@ def _open_session(
 
 
 def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a session call, turning the session's errors into protocol errors."""
+    """Run a session call, turning the session's and the audio's errors into protocol errors
+    (their codes are in the one table, :data:`app.error_codes.ERROR_CODES`)."""
     try:
         return call(*args, **kwargs)
-    except StreamError as e:
-        raise _from_stream_error(e) from e
+    except (StreamError, AudioError) as e:
+        raise ProtocolError(e.code, str(e)) from e
 
 
 async def _predict(
@@ -374,9 +326,7 @@ def _by_label(p: np.ndarray | None) -> dict[str, float] | None:
 
 def _unknown_type(kind: object) -> ProtocolError:
     return ProtocolError(
-        "unknown_type",
-        f"unknown message type {kind!r}: send 'start', binary audio, then 'stop'",
-        UNSUPPORTED_DATA,
+        "unknown_type", f"unknown message type {kind!r}: send 'start', binary audio, then 'stop'"
     )
 
 

@@ -19,16 +19,8 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE
+from app.error_codes import close_code
 from app.streaming import MAX_CHANNELS, MIN_HOP_S, MIN_WINDOW_S
-
-# WebSocket close codes (RFC 6455, section 7.4.1).
-NORMAL: Final[int] = 1000
-UNSUPPORTED_DATA: Final[int] = 1003
-INVALID_PAYLOAD: Final[int] = 1007
-POLICY_VIOLATION: Final[int] = 1008
-MESSAGE_TOO_BIG: Final[int] = 1009
-INTERNAL_ERROR: Final[int] = 1011
-TRY_AGAIN_LATER: Final[int] = 1013
 
 MAX_DEPTH: Final[int] = 4  # a control message is one flat object; room for a nested field
 MAX_NUMBER_CHARS: Final[int] = 32  # far more digits than any rate, hop or window needs
@@ -37,11 +29,12 @@ MAX_NAME_CHARS: Final[int] = 64
 
 
 class ProtocolError(Exception):
-    """Ends a session with an ``error`` message and ``close_code``."""
+    """Ends a session with an ``error`` message, then the close code of ``code`` in
+    :data:`app.error_codes.ERROR_CODES`."""
 
-    def __init__(self, code: str, message: str, close_code: int) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code, self.message, self.close_code = code, message, close_code
+        self.code, self.message, self.close_code = code, message, close_code(code)
 
 
 class ErrorMessage(BaseModel):
@@ -151,7 +144,7 @@ def nesting_depth(text: str, limit: int) -> int:
 
 
 def _bad_json(message: str) -> ProtocolError:
-    return ProtocolError("bad_json", message, INVALID_PAYLOAD)
+    return ProtocolError("bad_json", message)
 
 
 def _bounded_int(digits: str) -> int:
@@ -185,7 +178,6 @@ def parse_control(text: str, max_bytes: int) -> dict[str, Any]:
         raise ProtocolError(
             "frame_too_large",
             f"control messages are at most {max_bytes} bytes: send audio as binary frames",
-            MESSAGE_TOO_BIG,
         )
     if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
         raise _bad_json(f"JSON nested more than {MAX_DEPTH} levels deep")
@@ -214,4 +206,4 @@ def parse_start(data: dict[str, Any]) -> StartMessage:
             f"{'.'.join(str(p) for p in err['loc']) or 'start'}: {err['msg']}"
             for err in e.errors(include_url=False, include_input=False)
         )
-        raise ProtocolError("invalid_start", problems, INVALID_PAYLOAD) from e
+        raise ProtocolError("invalid_start", problems) from e

@@ -27,7 +27,7 @@ from app.audio import (
     to_mono,
 )
 from app.features import FeatureConfig
-from app.streaming import NonFiniteStreamError, SampleRangeStreamError, StreamSession
+from app.streaming import StreamSession
 from tests.conftest import synth_speechlike, wav_bytes
 
 
@@ -186,7 +186,7 @@ def test_fuzzed_wav_headers_decode_or_raise_audio_errors(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("scale", "error"), [(1e20, SampleRangeStreamError), (np.nan, NonFiniteStreamError)]
+    ("scale", "error"), [(1e20, SampleRangeError), (np.nan, NonFiniteAudioError)]
 )
 def test_streams_apply_the_same_rule(scale: float, error: type[Exception]) -> None:
     """The same float audio over a pcm_f32le stream: refused, never NaN on the wire."""

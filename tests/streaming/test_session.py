@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soxr
 
+from app.audio import NonFiniteAudioError
 from app.features import FeatureConfig, log_mel
 from app.streaming import (
     MIN_FINAL_S,
-    NonFiniteStreamError,
     PartialFrameError,
     PredictionTrack,
     StreamConfigError,
@@ -262,7 +262,7 @@ def test_duration_counts_whole_frames_at_the_client_rate() -> None:
 
 def test_non_finite_float_samples_are_rejected() -> None:
     session = new_session(encoding="pcm_f32le")
-    with pytest.raises(NonFiniteStreamError, match="NaN"):
+    with pytest.raises(NonFiniteAudioError, match="NaN"):
         session.push(np.array([0.0, np.nan], dtype="<f4").tobytes())
 
 

@@ -1,7 +1,7 @@
 """Property-based fuzzing of StreamSession: any bytes, cut anywhere, in any supported format,
 either become windows of finite in-range samples with finite features, or raise one of the
-documented StreamErrors (which the route turns into an error message and a normal close).
-Nothing else escapes."""
+documented StreamErrors or AudioErrors (which the route turns into an error message and a
+close code from the one table). Nothing else escapes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from app.audio import MAX_SAMPLE_MAGNITUDE
+from app.audio import MAX_SAMPLE_MAGNITUDE, AudioError
 from app.features import FeatureConfig
 from app.streaming import ENCODINGS, StreamError, StreamSession, Window
 
@@ -66,7 +66,7 @@ def test_any_bytes_give_finite_windows_or_a_stream_error(
     payload = tiled(pattern, round(seconds * rate) * session.frame_bytes + extra_bytes)
     try:
         windows = run_session(session, payload, cuts)
-    except StreamError as e:
+    except (StreamError, AudioError) as e:
         event(type(e).__name__)
         return
     event("windows" if windows else "no window")
