@@ -1,12 +1,13 @@
-"""One clip to one response: decode -> windows -> features -> probabilities -> response.
+"""One clip to one result: decode -> windows -> features -> probabilities.
 
 The clip is silence-trimmed as in training (:func:`app.segment.trim_bounds`) and cut into model
 windows by :class:`app.windows.ClipWindows`: the first is exactly the training segment, so
 posting a test clip gives the offline evaluation's probabilities; a longer clip gets a window
 every ``hop_s`` wholly inside the trimmed speech.
 
-The top-level result is the mean of the windows' probabilities (which still sums to 1).
-Times (``start_s``, ``end_s``) are seconds from the start of the uploaded audio.
+The clip's probabilities are the mean of the windows' (which still sums to 1). Times are seconds
+from the start of the uploaded audio. The HTTP response is built from the result in
+:mod:`app.api.schemas`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from app import metrics
 from app.audio import (
@@ -25,7 +25,7 @@ from app.audio import (
     is_silent,
     probe_audio,
 )
-from app.contract import by_label, top_label
+from app.contract import ModelMetadata
 from app.errors import UnusableAudioError
 from app.labels import LABELS
 from app.registry import ServedModel
@@ -33,45 +33,6 @@ from app.segment import trim_bounds
 from app.settings import Settings
 from app.windows import ClipWindows
 from app.workpool import WorkPools
-
-
-class ModelRef(BaseModel):
-    name: str = Field(examples=["ser-ce"])
-    loss: str = Field(examples=["ce"])
-    version: str
-
-
-class SegmentResult(BaseModel):
-    start_s: float = Field(description="window start, seconds from the start of the audio")
-    end_s: float = Field(description="end of the real audio in the window (padding excluded)")
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-
-
-class AudioInfo(BaseModel):
-    format: str = Field(examples=["WAV"])
-    sample_rate: int = Field(description="the upload's sample rate, Hz, before resampling")
-    channels: int
-
-
-class TimingMs(BaseModel):
-    decode: float
-    features: float
-    inference: float
-    total: float
-
-
-class PredictResponse(BaseModel):
-    label: str = Field(examples=["happy"])
-    confidence: float = Field(description="probability of the label")
-    probabilities: dict[str, float] = Field(description="all 8 labels, summing to 1")
-    model: ModelRef
-    duration_s: float = Field(description="length of the uploaded audio")
-    padded: bool = Field(description="the trimmed clip was shorter than one window")
-    segments: list[SegmentResult] = Field(description="one result per model window")
-    audio: AudioInfo
-    timing_ms: TimingMs
 
 
 @dataclass(frozen=True)
@@ -85,6 +46,22 @@ class ClipLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> ClipLimits:
         return cls(settings.max_audio_s, settings.min_audio_s, settings.max_decoded_samples)
+
+
+@dataclass(frozen=True)
+class ClipPrediction:
+    """The result of one clip: its windows' probabilities and their mean."""
+
+    probabilities: np.ndarray  # (8,), the mean of the windows' rows, summing to 1
+    rows: np.ndarray  # (n_windows, 8)
+    spans_s: list[tuple[float, float]]  # (start_s, end_s) of each window's real audio
+    padded: bool
+    audio: Audio
+    metadata: ModelMetadata
+    decode_ms: float
+    features_ms: float
+    inference_ms: float
+    total_ms: float
 
 
 @dataclass(frozen=True)
@@ -166,7 +143,7 @@ async def predict_clip(
     limits: ClipLimits,
     pools: WorkPools,
     started: float | None = None,
-) -> PredictResponse:
+) -> ClipPrediction:
     """The full ``/predict`` computation for one upload; nothing CPU-heavy runs on the loop.
 
     The header is read here (a few bytes: it decides the lane and refuses a decompression
@@ -192,38 +169,17 @@ async def predict_clip(
         rows, inference_ms = clip.probabilities, clip.inference_ms
     mean = rows.mean(axis=0, dtype=np.float64)
     mean /= mean.sum()
-    label, confidence = top_label(mean)
-    segments = [
-        SegmentResult(
-            start_s=round(s, 4),
-            end_s=round(e, 4),
-            label=row_label,
-            confidence=row_confidence,
-            probabilities=by_label(row),
-        )
-        for (s, e), row in zip(clip.spans_s, rows, strict=True)
-        for row_label, row_confidence in [top_label(row)]
-    ]
-    metrics.PREDICTIONS.labels(model.key, label).inc()
+    metrics.PREDICTIONS.labels(model.key, LABELS[int(np.argmax(mean))]).inc()
     metrics.AUDIO_SECONDS.labels("upload").inc(clip.audio.duration_s)
-    meta = model.metadata
-    return PredictResponse(
-        label=label,
-        confidence=confidence,
-        probabilities=by_label(mean),
-        model=ModelRef(name=meta.name, loss=meta.loss, version=meta.version),
-        duration_s=round(clip.audio.duration_s, 4),
+    return ClipPrediction(
+        probabilities=mean,
+        rows=rows,
+        spans_s=clip.spans_s,
         padded=clip.padded,
-        segments=segments,
-        audio=AudioInfo(
-            format=clip.audio.source_format,
-            sample_rate=clip.audio.source_rate,
-            channels=clip.audio.source_channels,
-        ),
-        timing_ms=TimingMs(
-            decode=round(clip.decode_ms, 3),
-            features=round(clip.features_ms, 3),
-            inference=round(inference_ms, 3),
-            total=round((time.perf_counter() - started) * 1e3, 3),
-        ),
+        audio=clip.audio,
+        metadata=model.metadata,
+        decode_ms=clip.decode_ms,
+        features_ms=clip.features_ms,
+        inference_ms=inference_ms,
+        total_ms=(time.perf_counter() - started) * 1e3,
     )

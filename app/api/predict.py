@@ -12,11 +12,12 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.api.deps import ReadyRegistryDep, SettingsDep, WorkPoolsDep
+from app.api.schemas import PredictResponse, predict_response
 from app.errors import (
     MissingAudioError,
     ServiceError,
@@ -24,7 +25,7 @@ from app.errors import (
     UploadTooLargeError,
     error_docs,
 )
-from app.prediction import ClipLimits, PredictResponse, predict_clip
+from app.prediction import ClipLimits, predict_clip
 
 router = APIRouter(tags=["predict"])
 
@@ -163,14 +164,15 @@ async def predict(
     settings: SettingsDep,
     pools: WorkPoolsDep,
     model: ModelQuery = None,
-) -> PredictResponse:
+) -> Response:
     """Classify the emotion in one clip (per-window results for clips longer than a window)."""
     started = time.perf_counter()
     served = registry.get(model)
     data = await read_audio_body(request, settings.max_upload_bytes)
     hop_s = settings.segment_hop_s or served.feature_config.window_s / 2
     limits = ClipLimits.from_settings(settings)
-    return await predict_clip(data, served, hop_s, limits, pools, started=started)
+    result = await predict_clip(data, served, hop_s, limits, pools, started=started)
+    return Response(predict_response(result).model_dump_json(), media_type="application/json")
 
 
 _ROUTE: Final[dict[str, Any]] = {
