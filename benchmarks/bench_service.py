@@ -1,18 +1,25 @@
-"""Measure the service the way a client sees it, beside the engine's ceiling and a PyTorch baseline.
+"""Measure the service the way a client sees it, beside what its work costs and a baseline.
 
-One run, one machine, side by side:
+One run, one machine, side by side (all ratios in the summary come from the same run):
 
-1. ``/predict`` over HTTP against a real ``python -m app`` process started here: sequential
-   latency (p50/p95/p99) and throughput at a few concurrency levels;
-2. ``/ws/stream``: concurrent sessions pushing audio as fast as they can; the server's own
-   ``latency_ms`` per window and the audio processed per wall-clock second;
-3. the engine alone: ONNX Runtime ``session.run`` on ready-made features at batch 1 and 16 (the
-   ceiling the service adds its work to), and PyTorch eager on the same architecture and batch,
-   when torch is installed (the training extra).
+1. the in-process pipeline ceiling: decode + trim + windows + features + ONNX Runtime for a
+   3.5 s WAV, with no server around it: per clip on one thread (with the server's ORT threads),
+   and clips/s on 1 and 2 worker threads;
+2. ``POST /predict`` over HTTP against a real ``python -m app`` started here: latency
+   (p50/p95/p99) and throughput at a few concurrency levels, with the default batch wait and
+   with a 5 ms one (does micro-batching pay on this provider?);
+3. the same endpoint served by a PyTorch-eager FastAPI app (:mod:`benchmarks.eager_server`,
+   librosa features), when torch and librosa are installed (the training extra);
+4. ``/ws/stream`` capacity: N concurrent real-time sessions (0.5 s chunks of 48 kHz s16 at
+   real-time pace, random phase); the server's ``latency_ms`` per window; the largest N whose
+   p99 stays under 100 ms;
+5. RSS of the server per stream session, idle (started, no audio) and full (a window of audio);
+6. the engine alone: ``session.run`` on ready-made features at batch 1 and 16, ONNX Runtime
+   against PyTorch eager.
 
 Usage::
 
-    python -m benchmarks.bench_service [--models-dir models] [--model ce] [--requests 200]
+    python -m benchmarks.bench_service [--models-dir models] [--model ce]
 
 Results go to ``benchmarks/results/latest.json`` and ``latest.md`` (and the terminal).
 """
@@ -24,10 +31,14 @@ import asyncio
 import io
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +47,19 @@ import numpy as np
 import soundfile as sf
 import websockets
 
+from app.audio import decode_audio
 from app.contract import INPUT_NAME, ModelMetadata
-from app.engine import open_session
+from app.engine import open_session, run_session
+from app.segment import trim_bounds
+from app.settings import Settings
+from app.windows import ClipWindows
 from benchmarks.record import RESULTS, header, write
+from tests.live import status_kb
 
 ROOT = Path(__file__).resolve().parent.parent
+STREAM_RATE = 48_000
+STREAM_CHUNK_S = 0.5
+LATENCY_TARGET_MS = 100.0
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -68,38 +87,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(models_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SER_MODELS_DIR": str(models_dir), "SER_LOG_LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("the server did not become ready within 60 s")
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` until its ``/readyz`` (or ``/docs``, for the baseline) answers 200."""
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ok = any(
+                    httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200
+                    for path in ("/readyz", "/docs")
+                )
+                if ok:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{cmd} did not become ready")
+            time.sleep(0.3)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
-async def http_predict(url: str, body: bytes, model: str, requests: int, concurrency: int) -> dict:
+def service(models_dir: Path, port: int, **settings: Any) -> Any:
+    env = {"SER_MODELS_DIR": str(models_dir), "SER_LOG_LEVEL": "warning"}
+    env |= {f"SER_{k.upper()}": str(v) for k, v in settings.items()}
+    return server([sys.executable, "-m", "app", "--port", str(port)], env, port)
+
+
+async def http_predict(
+    url: str, body: bytes, model: str | None, requests: int, concurrency: int
+) -> dict:
     latencies: list[float] = []
-    queue = list(range(requests))
+    remaining = [requests]
+    params = {} if model is None else {"model": model}
 
     async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            queue.pop()
+        while remaining[0] > 0:
+            remaining[0] -= 1
             start = time.perf_counter()
             response = await client.post(
-                f"{url}/predict", params={"model": model}, files={"file": ("clip.wav", body)}
+                f"{url}/predict", params=params, files={"file": ("clip.wav", body)}
             )
             response.raise_for_status()
             latencies.append((time.perf_counter() - start) * 1000)
 
-    async with httpx.AsyncClient(timeout=60) as client:
-        await client.post(f"{url}/predict", files={"file": ("clip.wav", body)})  # warm-up
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        for _ in range(5):  # warm-up: connections, first-call allocations
+            await client.post(f"{url}/predict", params=params, files={"file": ("clip.wav", body)})
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall_s = time.perf_counter() - start
@@ -110,38 +151,165 @@ async def http_predict(url: str, body: bytes, model: str, requests: int, concurr
     }
 
 
-async def stream_session(url: str, audio: np.ndarray, model: str, chunk_samples: int) -> list:
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    latencies: list[float] = []
-    async with websockets.connect(f"{url}/ws/stream", max_size=2**22) as ws:
-        start = {"type": "start", "sample_rate": 16_000, "encoding": "pcm_s16le", "channels": 1}
-        await ws.send(json.dumps({**start, "model": model}))
+def predict_table(
+    url: str, body: bytes, model: str | None, requests: int, levels: list[int]
+) -> list[dict]:
+    return [
+        asyncio.run(http_predict(url, body, model, requests if c == 1 else 2 * requests, c))
+        for c in levels
+    ]
+
+
+# -- the in-process pipeline -------------------------------------------------------------------
+
+
+def pipeline_ceiling(model_path: Path, body: bytes, server_threads: int, seconds: float) -> dict:
+    """decode + trim + windows + features + ONNX Runtime per clip, with no server around it.
+
+    ``latency``: one clip at a time with the server's ORT threads (what one request costs);
+    ``workers_<n>``: clips/s with n threads each running the pipeline on a 1-thread session (the
+    most a 2-core machine can do).
+    """
+
+    def make_run(threads: int) -> Any:
+        session, _ = open_session(model_path, ("cpu",), threads, 1)
+        meta = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
+        config = meta.feature_config
+
+        def run() -> np.ndarray:
+            audio = decode_audio(body, target_rate=config.sample_rate)
+            start, end = trim_bounds(audio.samples, config)
+            windows = ClipWindows.of(audio.samples, start, end, config, config.window_s / 2)
+            return run_session(session, windows.features())
+
+        return run
+
+    out: dict[str, Any] = {}
+    latency_run = make_run(server_threads)
+    for _ in range(10):
+        latency_run()
+    times = []
+    for _ in range(100):
+        started = time.perf_counter()
+        latency_run()
+        times.append((time.perf_counter() - started) * 1000)
+    out["latency"] = {"ort_threads": server_threads, **percentiles(times)}
+    single = make_run(1)
+    single()
+
+    def loop(counts: list[int], i: int, stop_at: float) -> None:
+        while time.perf_counter() < stop_at:
+            single()
+            counts[i] += 1
+
+    for workers in (1, 2):
+        counts = [0] * workers
+        started = time.perf_counter()
+        threads = [
+            threading.Thread(target=loop, args=(counts, i, started + seconds))
+            for i in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out[f"workers_{workers}"] = round(sum(counts) / (time.perf_counter() - started), 1)
+    return out
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+async def realtime_session(
+    url: str, pcm: bytes, ready: asyncio.Event, latencies: list[float]
+) -> bool:
+    """One session at real-time pace from a random phase; True when it ended with a summary."""
+    chunk = int(STREAM_RATE * STREAM_CHUNK_S) * 2
+    start = {"type": "start", "sample_rate": STREAM_RATE, "encoding": "pcm_s16le", "channels": 1}
+    async with websockets.connect(f"{url}/ws/stream", max_size=2**22, open_timeout=60) as ws:
+        await ws.send(json.dumps(start))
         json.loads(await ws.recv())
-        for i in range(0, len(pcm), chunk_samples * 2):
-            await ws.send(pcm[i : i + chunk_samples * 2])
+        await ready.wait()
+        await asyncio.sleep(random.uniform(0, STREAM_CHUNK_S))
+
+        async def receive() -> bool:
+            async for message in ws:
+                event = json.loads(message)
+                if event["type"] == "prediction" and not event["final"]:
+                    latencies.append(float(event["latency_ms"]))
+                if event["type"] == "summary":
+                    return True
+            return False
+
+        receiver = asyncio.create_task(receive())
+        t0 = time.perf_counter()
+        for k, i in enumerate(range(0, len(pcm), chunk)):
+            await asyncio.sleep(max(0.0, t0 + k * STREAM_CHUNK_S - time.perf_counter()))
+            await ws.send(pcm[i : i + chunk])
         await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            event = json.loads(message)
-            if event["type"] == "prediction" and event.get("latency_ms") is not None:
-                latencies.append(float(event["latency_ms"]))
-    return latencies
+        return await receiver
 
 
-async def streaming(url: str, model: str, sessions: int, audio_s: float) -> dict:
-    ws_url = url.replace("http://", "ws://")
-    audio = test_clip(audio_s)
-    start = time.perf_counter()
-    results = await asyncio.gather(
-        *(stream_session(ws_url, audio, model, 1_600) for _ in range(sessions))
-    )
-    wall_s = time.perf_counter() - start
-    latencies = [value for session in results for value in session]
+async def stream_load(url: str, sessions: int, audio_s: float) -> dict:
+    """``sessions`` real-time sessions at once; the server's latency_ms of their windows."""
+    pcm = (np.clip(test_clip(audio_s, STREAM_RATE), -1, 1) * 32767).astype("<i2").tobytes()
+    ready = asyncio.Event()
+    latencies: list[float] = []
+    tasks = [
+        asyncio.create_task(realtime_session(url, pcm, ready, latencies)) for _ in range(sessions)
+    ]
+    await asyncio.sleep(0.5 + sessions * 0.01)  # let every session start before the audio
+    ready.set()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    ok = sum(1 for d in done if d is True)
+    return {"sessions": sessions, "completed": ok, **percentiles(latencies or [float("nan")])}
+
+
+def stream_capacity(url: str, levels: list[int], audio_s: float) -> list[dict]:
+    """Each level in turn until one misses the target twice over."""
+    rows = []
+    for n in levels:
+        row = asyncio.run(stream_load(url.replace("http://", "ws://"), n, audio_s))
+        row["meets_target"] = row["completed"] == n and row["p99_ms"] < LATENCY_TARGET_MS
+        rows.append(row)
+        print(f"streams {n}: p99 {row['p99_ms']} ms, {row['completed']}/{n} completed", flush=True)
+        if row["p99_ms"] > 2 * LATENCY_TARGET_MS or row["completed"] < n:
+            break
+    return rows
+
+
+async def session_memory(url: str, pid: int, sessions: int) -> dict:
+    """Server RSS per session: started and idle, then each holding a full window of audio."""
+    start = {"type": "start", "sample_rate": STREAM_RATE, "encoding": "pcm_s16le", "channels": 1}
+    second = (test_clip(4.0, STREAM_RATE) * 32767).astype("<i2").tobytes()
+    await asyncio.sleep(1.0)
+    before = status_kb(pid, "VmRSS")
+    sockets = []
+    for _ in range(sessions):
+        ws = await websockets.connect(f"{url}/ws/stream", max_size=2**22)
+        await ws.send(json.dumps(start))
+        await ws.recv()
+        sockets.append(ws)
+    await asyncio.sleep(1.0)
+    idle = status_kb(pid, "VmRSS")
+    for ws in sockets:  # 4 s each: a full window in every session's buffer, one prediction
+        for i in range(0, len(second), 96_000):
+            await ws.send(second[i : i + 96_000])
+    for ws in sockets:
+        while json.loads(await ws.recv())["type"] != "prediction":
+            pass
+    await asyncio.sleep(1.0)
+    full = status_kb(pid, "VmRSS")
+    for ws in sockets:
+        await ws.close()
     return {
         "sessions": sessions,
-        "audio_s_per_session": audio_s,
-        **percentiles(latencies),
-        "audio_x_realtime": round(sessions * audio_s / wall_s, 1),
+        "idle_kb_per_session": round((idle - before) / sessions, 1),
+        "full_kb_per_session": round((full - before) / sessions, 1),
     }
+
+
+# -- the engine alone --------------------------------------------------------------------------
 
 
 def time_call(fn: Any, repeats: int, warmup: int = 3) -> float:
@@ -193,35 +361,131 @@ def engine_ceiling(model_path: Path, threads: int) -> list[dict]:
     return rows
 
 
-def markdown(results: dict) -> str:
-    lines = [
-        f"# Benchmark ({results['when']}, {results['machine']}, model `{results['model']}`)",
-        "",
-        f"Command: `{results['command']}`",
-        "",
-        "## POST /predict (3.5 s WAV clip, 16 kHz)",
-        "| concurrency | p50 ms | p95 ms | p99 ms | requests/s |",
-        "|---|---|---|---|---|",
+def eager_available() -> bool:
+    try:
+        import librosa  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def summary(results: dict) -> list[tuple[str, str, str]]:
+    """(measure, result, target) rows: the issue's targets, as ratios within this run."""
+    by_c = {r["concurrency"]: r for r in results["predict"]}
+    pipeline = results["pipeline"]
+    work_ms = pipeline["latency"]["p50_ms"]
+    rows = [
+        (
+            "server overhead per `/predict` (p50 at 1 client minus the in-process pipeline p50)",
+            f"{by_c[1]['p50_ms'] - work_ms:.2f} ms",
+            "<= 2 ms",
+        ),
+        (
+            "`/predict` p50 at 1 client / in-process pipeline time per clip",
+            f"{by_c[1]['p50_ms'] / work_ms:.2f}",
+            "<= 1.5",
+        ),
     ]
-    for r in results["predict"]:
+    if 16 in by_c:
+        rows.append(
+            (
+                "`/predict` throughput at 16 clients / in-process ceiling (2 workers)",
+                f"{by_c[16]['requests_per_s'] / pipeline['workers_2']:.2f} "
+                f"({by_c[16]['requests_per_s']} vs {pipeline['workers_2']} clips/s)",
+                ">= 0.7",
+            )
+        )
+    if results.get("eager"):
+        eager = results["eager"][0]
+        rows.append(
+            (
+                "`/predict` p50 / PyTorch-eager baseline p50 (1 client)",
+                f"{by_c[1]['p50_ms'] / eager['p50_ms']:.2f} "
+                f"({by_c[1]['p50_ms']} vs {eager['p50_ms']} ms)",
+                "<= 0.33",
+            )
+        )
+    passing = [r["sessions"] for r in results["streams"] if r["meets_target"]]
+    rows.append(
+        (
+            "concurrent real-time streams with p99 `latency_ms` < 100 ms",
+            f"{max(passing) if passing else 0} (of the levels tried)",
+            ">= 200",
+        )
+    )
+    memory = results["stream_memory"]
+    rows.append(
+        (
+            "RSS per idle stream session (with a full window of audio)",
+            f"{memory['idle_kb_per_session']:.0f} KB ({memory['full_kb_per_session']:.0f} KB)",
+            "<= 1 MB",
+        )
+    )
+    return rows
+
+
+def _latency_table(title: str, rows: list[dict]) -> list[str]:
+    lines = [title, "| clients | p50 ms | p95 ms | p99 ms | requests/s |", "|---|---|---|---|---|"]
+    for r in rows:
         lines.append(
             f"| {r['concurrency']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} "
             f"| {r['requests_per_s']} |"
         )
-    lines += [
+    return [*lines, ""]
+
+
+def markdown(results: dict) -> str:
+    pipeline = results["pipeline"]
+    lines = [
+        f"# Benchmark ({results['when']}, {results['machine']}, model `{results['model']}`)",
         "",
-        "## /ws/stream (sessions pushing audio as fast as they can; server `latency_ms`)",
-        "| sessions | p50 ms | p95 ms | p99 ms | audio x real time |",
-        "|---|---|---|---|---|",
+        f"Command: `{results['command']}`. The client runs on the same machine as the server.",
+        "",
+        "## Summary",
+        "| measure | result | target |",
+        "|---|---|---|",
+        *(f"| {m} | {r} | {t} |" for m, r, t in summary(results)),
+        "",
+        "## In-process pipeline (decode + trim + windows + features + ONNX Runtime, 3.5 s WAV)",
+        f"- one clip at a time, ORT threads {pipeline['latency']['ort_threads']}: "
+        f"p50 {pipeline['latency']['p50_ms']} ms, p99 {pipeline['latency']['p99_ms']} ms",
+        f"- 1 worker thread: {pipeline['workers_1']} clips/s; 2 worker threads: "
+        f"{pipeline['workers_2']} clips/s",
+        "",
+        *_latency_table(
+            "## POST /predict (3.5 s WAV, multipart), default batch wait "
+            f"({results['batch_wait_ms']} ms on this provider)",
+            results["predict"],
+        ),
+        *_latency_table("## POST /predict, batch wait 5 ms", results["predict_wait_5ms"]),
     ]
-    for r in results["stream"]:
-        lines.append(
-            f"| {r['sessions']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} "
-            f"| {r['audio_x_realtime']} |"
+    if results.get("eager"):
+        lines += _latency_table(
+            "## PyTorch-eager FastAPI baseline (librosa features, same model and upload)",
+            results["eager"],
         )
     lines += [
+        "## /ws/stream: real-time sessions (0.5 s chunks, 48 kHz s16, random phase)",
+        "| sessions | completed | p50 ms | p95 ms | p99 ms | p99 < 100 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["streams"]:
+        lines.append(
+            f"| {r['sessions']} | {r['completed']} | {r['p50_ms']} | {r['p95_ms']} "
+            f"| {r['p99_ms']} | {'yes' if r['meets_target'] else 'no'} |"
+        )
+    memory = results["stream_memory"]
+    lines += [
         "",
-        f"## Engine ceiling ({results['threads']} threads, features ready-made)",
+        f"Server RSS per session ({memory['sessions']} sessions): "
+        f"{memory['idle_kb_per_session']} KB idle, {memory['full_kb_per_session']} KB with a "
+        "full window of audio.",
+        "",
+        f"## Engine alone ({results['threads']} threads, features ready-made)",
         "| batch | ONNX Runtime clips/s | PyTorch eager clips/s | ORT / eager |",
         "|---|---|---|---|",
     ]
@@ -240,37 +504,53 @@ def main() -> int:
     parser.add_argument("--model", default="ce")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--stream-audio-s", type=float, default=20.0)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--streams", type=int, nargs="+", default=[50, 100, 150, 200, 250, 300, 400]
+    )
+    parser.add_argument("--stream-audio-s", type=float, default=8.0)
+    parser.add_argument("--memory-sessions", type=int, default=200)
+    parser.add_argument("--pipeline-s", type=float, default=5.0)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="weights for the baseline")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest")
     args = parser.parse_args()
 
     buf = io.BytesIO()
     sf.write(buf, test_clip(3.5), 16_000, subtype="PCM_16", format="WAV")
-    port = free_port()
-    server = start_server(args.models_dir, port)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        predict = [
-            asyncio.run(http_predict(url, buf.getvalue(), args.model, args.requests, c))
-            for c in args.concurrency
-        ]
-        stream = [
-            asyncio.run(streaming(url, args.model, n, args.stream_audio_s)) for n in args.sessions
-        ]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    body = buf.getvalue()
+    settings = Settings()
+    threads = settings.intra_op_threads
     model_path = find_model(args.models_dir, args.model)
-    results = {
+    results: dict[str, Any] = {
         **header("bench_service"),
         "model": args.model,
-        "threads": args.threads,
-        "predict": predict,
-        "stream": stream,
-        "engine": engine_ceiling(model_path, args.threads),
+        "threads": threads,
+        "batch_wait_ms": settings.batch_wait_s("cpu") * 1000,
+        "pipeline": pipeline_ceiling(model_path, body, threads, args.pipeline_s),
     }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    many = 100_000  # the stream benchmark connects many sessions from one address
+    streams_allowed = {
+        "stream_max_sessions": many,
+        "stream_max_sessions_per_client": many,
+        "stream_max_connects_per_client": many,
+    }
+    with service(args.models_dir, port, **streams_allowed) as proc:
+        results["predict"] = predict_table(url, body, args.model, args.requests, args.concurrency)
+        results["streams"] = stream_capacity(url, args.streams, args.stream_audio_s)
+        results["stream_memory"] = asyncio.run(
+            session_memory(url.replace("http://", "ws://"), proc.pid, args.memory_sessions)
+        )
+    with service(args.models_dir, port, max_batch_wait_ms=5):
+        results["predict_wait_5ms"] = predict_table(url, body, args.model, args.requests, [1, 16])
+    if eager_available():
+        cmd = [sys.executable, "-m", "benchmarks.eager_server", "--port", str(port)]
+        cmd += ["--threads", str(threads)]
+        if args.checkpoint is not None:
+            cmd += ["--checkpoint", str(args.checkpoint)]
+        with server(cmd, {}, port):
+            results["eager"] = predict_table(url, body, None, args.requests // 2, [1, 16])
+    results["engine"] = engine_ceiling(model_path, threads)
     write(args.out, results, markdown(results))
     return 0
 
