@@ -65,33 +65,31 @@ class ClipPrediction:
 
 
 @dataclass(frozen=True)
-class PreparedClip:
-    """A decoded clip cut into model windows: the features of a short clip's windows, or the
-    probabilities of a long clip's (see :func:`prepare_clip`)."""
+class ClassifiedClip:
+    """What the lane thread hands back: the decoded clip's windows and their probabilities."""
 
     audio: Audio
     spans_s: list[tuple[float, float]]  # (start_s, end_s) of each window's real audio
     padded: bool
+    rows: np.ndarray  # (n_windows, 8)
     decode_ms: float
     features_ms: float
-    features: np.ndarray | None = None  # (n_windows, n_mels, frames), normalised
-    probabilities: np.ndarray | None = None  # (n_windows, 8)
-    inference_ms: float = 0.0
+    inference_ms: float
 
 
-def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimits) -> PreparedClip:
-    """Decode ``data`` and cut it into windows; runs on a lane thread (CPU-bound).
+def classify_clip(
+    data: bytes, model: ServedModel, hop_s: float, limits: ClipLimits
+) -> ClassifiedClip:
+    """Decode ``data``, cut it into windows and classify them; runs on a lane thread.
 
-    A clip of at most one batch of windows (every clip up to about half a minute) comes back
-    with its features, for the caller to classify from the event loop, where concurrent
-    requests' windows batch together. A longer clip is classified here, a batch of windows at
-    a time, so that its features are never all held at once: 10 minutes would be 60 MB of
-    features per upload, the largest part of its memory.
+    The windows go to the model's batcher one batch at a time (so a long clip's features are
+    never all held: 10 minutes would be 60 MB) and this thread waits for each batch; other
+    requests' windows join the same runs.
 
     Raises:
         app.audio.AudioError: the bytes are not usable audio (see :func:`decode_audio`).
         UnusableAudioError: shorter than ``limits.min_audio_s``, or silent.
-        app.engine.InferenceError: the model failed on a long clip's windows.
+        app.engine.InferenceError: the model failed on the clip's windows.
     """
     config = model.feature_config
     started = time.perf_counter()
@@ -110,14 +108,9 @@ def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimi
     if end <= start or is_silent(audio.samples):
         raise UnusableAudioError("the audio is silent: there is no sound to classify")
     windows = ClipWindows.of(audio.samples, start, end, config, hop_s)
-    spans, padded = windows.spans_s, windows.padded
-    step = model.batcher.max_batch_size
-    if len(windows) <= step:
-        features = windows.features()
-        featurised = (time.perf_counter() - decoded) * 1e3
-        return PreparedClip(audio, spans, padded, (decoded - started) * 1e3, featurised, features)
     rows = np.empty((len(windows), len(LABELS)), dtype=np.float32)
     features_ms = inference_ms = 0.0
+    step = model.batcher.max_batch_size
     for i in range(0, len(windows), step):
         chunk_started = time.perf_counter()
         features = windows.features(i, i + step)
@@ -125,14 +118,14 @@ def prepare_clip(data: bytes, model: ServedModel, hop_s: float, limits: ClipLimi
         rows[i : i + features.shape[0]] = model.predict_in_thread(features)
         features_ms += (chunk_featurised - chunk_started) * 1e3
         inference_ms += (time.perf_counter() - chunk_featurised) * 1e3
-    return PreparedClip(
+    return ClassifiedClip(
         audio,
-        spans,
-        padded,
+        windows.spans_s,
+        windows.padded,
+        rows,
         (decoded - started) * 1e3,
         features_ms,
-        probabilities=rows,
-        inference_ms=inference_ms,
+        inference_ms,
     )
 
 
@@ -147,7 +140,8 @@ async def predict_clip(
     """The full ``/predict`` computation for one upload; nothing CPU-heavy runs on the loop.
 
     The header is read here (a few bytes: it decides the lane and refuses a decompression
-    bomb before it takes a thread); decoding and features run in the lane's pool.
+    bomb before it takes a thread); decoding, features and the wait for the model run in the
+    lane's pool (:func:`classify_clip`).
     ``started`` (a ``time.perf_counter()`` value) is when the request arrived, so that the
     reported total includes reading the upload.
 
@@ -159,14 +153,8 @@ async def predict_clip(
         data, max_duration_s=limits.max_audio_s, max_decoded_samples=limits.max_decoded_samples
     )
     lane = pools.lane_for(header.decode_samples)
-    clip = await lane.run(prepare_clip, data, model, hop_s, limits)
-    if clip.features is not None:
-        inference_started = time.perf_counter()
-        rows = await model.predict(clip.features)  # (n_windows, 8)
-        inference_ms = (time.perf_counter() - inference_started) * 1e3
-    else:
-        assert clip.probabilities is not None  # classified on the lane thread
-        rows, inference_ms = clip.probabilities, clip.inference_ms
+    clip = await lane.run(classify_clip, data, model, hop_s, limits)
+    rows = clip.rows
     mean = rows.mean(axis=0, dtype=np.float64)
     mean /= mean.sum()
     metrics.PREDICTIONS.labels(model.key, LABELS[int(np.argmax(mean))]).inc()
@@ -180,6 +168,6 @@ async def predict_clip(
         metadata=model.metadata,
         decode_ms=clip.decode_ms,
         features_ms=clip.features_ms,
-        inference_ms=inference_ms,
+        inference_ms=clip.inference_ms,
         total_ms=(time.perf_counter() - started) * 1e3,
     )

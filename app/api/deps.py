@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers: the settings, the model registry and the work pools."""
+"""Dependencies shared by the routers: the settings, the model registry and the work pools.
+
+All ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+dependency per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +16,25 @@ from app.settings import Settings
 from app.workpool import WorkPools
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def get_ready_registry(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> ModelRegistry:
+async def get_ready_registry(
+    registry: Annotated[ModelRegistry, Depends(get_registry)],
+) -> ModelRegistry:
     """The registry, or a 503 ``not_ready`` error saying why it cannot serve yet."""
     registry.require_ready()
     return registry
 
 
-def get_work_pools(request: Request) -> WorkPools:
+async def get_work_pools(request: Request) -> WorkPools:
     """The app's decode/feature pools (made by the lifespan), or a 503 ``not_ready`` error
     before start-up and once shutdown has begun."""
     pools: WorkPools | None = request.app.state.work_pools

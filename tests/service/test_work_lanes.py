@@ -15,7 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.api.deps import get_work_pools
 from app.engine import InferenceError, MicroBatcher
 from app.logs import configure_logging
 from app.main import create_app
@@ -67,7 +66,8 @@ async def test_a_cancelled_caller_keeps_its_slot_until_the_work_ends(gate: threa
 
 
 def pools_of(client: TestClient) -> WorkPools:
-    return get_work_pools(type("Request", (), {"app": client.app})())
+    pools: WorkPools = client.app.state.work_pools  # type: ignore[attr-defined]
+    return pools
 
 
 def occupy(client: TestClient, lane: WorkLane, gate: threading.Event) -> None:
