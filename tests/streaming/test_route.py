@@ -144,6 +144,32 @@ def test_streamed_and_uploaded_predictions_agree(client: TestClient, rate: int) 
     assert streamed["label"] == first["label"]
 
 
+@pytest.mark.parametrize("rate", [16_000, 48_000])
+def test_every_streamed_window_equals_the_upload_window_of_the_same_span(
+    client: TestClient, rate: int
+) -> None:
+    """With the stream's hop set to /predict's (1.75 s), the streamed windows after the first
+    are built from frames the previous window computed (app.windows.SlidingFeatures), and still
+    give the upload's probabilities for the same span."""
+    wave = quantised(synth_speechlike(7.0, rate, seed=11))
+    upload = client.post("/predict", files={"file": ("clip.wav", wav_bytes(wave, rate))})
+    assert upload.status_code == 200, upload.text
+    segments = {round(seg["start_s"], 3): seg for seg in upload.json()["segments"]}
+    start = {**START_48K, "sample_rate": rate, "hop_s": 1.75}
+    _, messages, _ = stream_audio(client, start, pcm16(wave), [4099, 31, 20_000])
+    predictions = [m for m in messages if m["type"] == "prediction"]
+    shared = [m for m in predictions if round(m["start_s"], 3) in segments]
+    assert [round(m["start_s"], 3) for m in shared] == [0.0, 1.75, 3.5]
+    for streamed in shared:
+        uploaded = segments[round(streamed["start_s"], 3)]
+        assert streamed["end_s"] == pytest.approx(uploaded["end_s"])
+        np.testing.assert_allclose(
+            list(streamed["probabilities"].values()),
+            list(uploaded["probabilities"].values()),
+            atol=1e-4,
+        )
+
+
 def test_a_chosen_model_hop_and_window(client: TestClient) -> None:
     start = {**START_48K, "sample_rate": 16_000, "model": "ce", "hop_s": 0.25, "window_s": 2.0}
     audio = pcm16(synth_speechlike(3.0, 16_000))
