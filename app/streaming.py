@@ -24,7 +24,7 @@ from typing import Final, Literal, get_args
 import numpy as np
 import soxr
 
-from app.audio import RESAMPLE_QUALITY, check_sample_rate, check_samples
+from app.audio import RESAMPLE_QUALITY, check_sample_rate, check_samples, to_mono
 from app.features import FeatureConfig
 from app.labels import LABELS
 from app.windows import SlidingFeatures, featurise
@@ -246,7 +246,7 @@ class StreamSession:
             samples *= np.float32(1.0 / 32768.0)
         else:
             check_samples(samples)
-        mono = samples[:, 0] if self.channels == 1 else samples.mean(axis=1, dtype=np.float32)
+        mono = to_mono(samples)
         check_samples(mono)
         return np.ascontiguousarray(mono, dtype=np.float32)
 
