@@ -264,7 +264,12 @@ class MicroBatcher:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        stacked = np.concatenate([job.features for job in batch], axis=0)
+        # One job (the usual case with no wait on the CPU) runs on its own array, uncopied.
+        stacked = (
+            batch[0].features
+            if len(batch) == 1
+            else np.concatenate([job.features for job in batch], axis=0)
+        )
         started = time.perf_counter()
         try:
             outputs = self._run(stacked)
