@@ -522,9 +522,7 @@ def main() -> int:
     parser.add_argument("--model", default="ce")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument(
-        "--streams", type=int, nargs="+", default=[50, 100, 150, 200, 250, 300, 400]
-    )
+    parser.add_argument("--streams", type=int, nargs="+", default=[25, 50, 75, 100, 150, 200])
     parser.add_argument("--stream-audio-s", type=float, default=8.0)
     parser.add_argument("--memory-sessions", type=int, default=200)
     parser.add_argument("--pipeline-s", type=float, default=5.0)
