@@ -42,8 +42,8 @@ class ServiceError(Exception):
     """A request the service refuses, with its stable code (its HTTP status comes from
     :data:`app.error_codes.ERROR_CODES`)."""
 
-    status_code = 400
     code = "bad_request"
+    status_code = http_status(code)
     close_connection = False  # answer with Connection: close (the request was not read whole)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -90,6 +90,11 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status_code)
 
 
+def code_response(code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    """:func:`error_response` with the status of ``code`` in the one table."""
+    return error_response(http_status(code), code, message, details)
+
+
 def error_docs(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting ``status_codes`` with the error body."""
     return {
@@ -115,41 +120,35 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _audio_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AudioError)
-    return error_response(http_status(exc.code), exc.code, str(exc))
+    return code_response(exc.code, str(exc))
 
 
 async def _not_ready(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ModelsNotReady)
-    return error_response(http_status("not_ready"), "not_ready", str(exc), {"skipped": exc.skipped})
+    return code_response("not_ready", str(exc), {"skipped": exc.skipped})
 
 
 async def _lane_full(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LaneFullError)
-    response = error_response(http_status("server_busy"), "server_busy", str(exc))
+    response = code_response("server_busy", str(exc))
     response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 
 
 async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UnknownModelError)
-    return error_response(
-        http_status("unknown_model"), "unknown_model", str(exc), {"available": list(exc.available)}
-    )
+    return code_response("unknown_model", str(exc), {"available": list(exc.available)})
 
 
 async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
     # A server fault, not the client's: logged by the batcher with its traceback.
-    return error_response(http_status("inference_failed"), "inference_failed", str(exc))
+    return code_response("inference_failed", str(exc))
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> JSONResponse:
     # The client went away mid-upload: nobody reads this answer; it keeps the logs and the
     # metrics free of false server errors.
-    return error_response(
-        http_status("client_disconnected"),
-        "client_disconnected",
-        "the client closed the connection",
-    )
+    return code_response("client_disconnected", "the client closed the connection")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -158,9 +157,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
         for err in exc.errors()
     ]
-    return error_response(
-        http_status("invalid_request"), "invalid_request", "; ".join(problems) or "invalid request"
-    )
+    return code_response("invalid_request", "; ".join(problems) or "invalid request")
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -178,11 +175,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "unhandled error", exc_info=exc, extra={"event": "internal_error", "path": request.url.path}
     )
-    response = error_response(
-        http_status("internal_error"),
-        "internal_error",
-        "the server failed; this is logged and is a bug",
-    )
+    response = code_response("internal_error", "the server failed; this is logged and is a bug")
     # Starlette re-raises the exception after sending this, and uvicorn then closes the
     # connection: say so, or a keep-alive client finds a dead socket on its next request.
     response.headers["connection"] = "close"

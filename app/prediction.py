@@ -49,22 +49,6 @@ class ClipLimits:
 
 
 @dataclass(frozen=True)
-class ClipPrediction:
-    """The result of one clip: its windows' probabilities and their mean."""
-
-    probabilities: np.ndarray  # (8,), the mean of the windows' rows, summing to 1
-    rows: np.ndarray  # (n_windows, 8)
-    spans_s: list[tuple[float, float]]  # (start_s, end_s) of each window's real audio
-    padded: bool
-    audio: Audio
-    metadata: ModelMetadata
-    decode_ms: float
-    features_ms: float
-    inference_ms: float
-    total_ms: float
-
-
-@dataclass(frozen=True)
 class ClassifiedClip:
     """What the lane thread hands back: the decoded clip's windows and their probabilities."""
 
@@ -75,6 +59,17 @@ class ClassifiedClip:
     decode_ms: float
     features_ms: float
     inference_ms: float
+
+
+@dataclass(frozen=True)
+class ClipPrediction:
+    """The result of one upload: the classified clip, the mean of its windows' probabilities,
+    the model that made them and the request's total time."""
+
+    clip: ClassifiedClip
+    probabilities: np.ndarray  # (8,), the mean of clip.rows, summing to 1
+    metadata: ModelMetadata
+    total_ms: float
 
 
 def classify_clip(
@@ -154,20 +149,10 @@ async def predict_clip(
     )
     lane = pools.lane_for(header.decode_samples)
     clip = await lane.run(classify_clip, data, model, hop_s, limits)
-    rows = clip.rows
-    mean = rows.mean(axis=0, dtype=np.float64)
+    mean = clip.rows.mean(axis=0, dtype=np.float64)
     mean /= mean.sum()
     metrics.PREDICTIONS.labels(model.key, LABELS[int(np.argmax(mean))]).inc()
     metrics.AUDIO_SECONDS.labels("upload").inc(clip.audio.duration_s)
     return ClipPrediction(
-        probabilities=mean,
-        rows=rows,
-        spans_s=clip.spans_s,
-        padded=clip.padded,
-        audio=clip.audio,
-        metadata=model.metadata,
-        decode_ms=clip.decode_ms,
-        features_ms=clip.features_ms,
-        inference_ms=clip.inference_ms,
-        total_ms=(time.perf_counter() - started) * 1e3,
+        clip, mean, model.metadata, total_ms=(time.perf_counter() - started) * 1e3
     )

@@ -274,7 +274,7 @@ class StreamSession:
         samples = np.zeros(self.window_samples, dtype=np.float32)
         samples[: real.shape[0]] = real
         activity = speech_activity(real, self._gate_frame_samples)
-        if real.shape[0] == self.window_samples and self._features.usable(start, real.shape[0]):
+        if self._features.usable(start, real.shape[0]):
             features = self._features.window(self._buffer, self._buffer_start, start)
         else:  # a client-chosen shorter window, or the final one: off the frame grid or padded
             features = featurise([samples], self.config)[0]

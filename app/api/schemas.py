@@ -53,6 +53,7 @@ class PredictResponse(BaseModel):
 
 
 def predict_response(result: ClipPrediction) -> PredictResponse:
+    clip = result.clip
     label, confidence = top_label(result.probabilities)
     segments = [
         SegmentResult(
@@ -62,17 +63,17 @@ def predict_response(result: ClipPrediction) -> PredictResponse:
             confidence=row_confidence,
             probabilities=by_label(row),
         )
-        for (start_s, end_s), row in zip(result.spans_s, result.rows, strict=True)
+        for (start_s, end_s), row in zip(clip.spans_s, clip.rows, strict=True)
         for row_label, row_confidence in [top_label(row)]
     ]
-    meta, audio = result.metadata, result.audio
+    meta, audio = result.metadata, clip.audio
     return PredictResponse(
         label=label,
         confidence=confidence,
         probabilities=by_label(result.probabilities),
         model=ModelRef(name=meta.name, loss=meta.loss, version=meta.version),
         duration_s=round(audio.duration_s, 4),
-        padded=result.padded,
+        padded=clip.padded,
         segments=segments,
         audio=AudioInfo(
             format=audio.source_format,
@@ -80,9 +81,9 @@ def predict_response(result: ClipPrediction) -> PredictResponse:
             channels=audio.source_channels,
         ),
         timing_ms=TimingMs(
-            decode=round(result.decode_ms, 3),
-            features=round(result.features_ms, 3),
-            inference=round(result.inference_ms, 3),
+            decode=round(clip.decode_ms, 3),
+            features=round(clip.features_ms, 3),
+            inference=round(clip.inference_ms, 3),
             total=round(result.total_ms, 3),
         ),
     )
