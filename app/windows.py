@@ -168,8 +168,7 @@ class SlidingFeatures:
         return self._columns.shape[1]
 
     def window(self, audio: np.ndarray, audio_start: int, start: int) -> np.ndarray:
-        """Features ``(n_mels, frames)`` of the full window at stream sample ``start`` (a
-        read-only view into the cache).
+        """Features ``(n_mels, frames)`` of the full window at stream sample ``start``.
 
         Args:
             audio: the stream's samples from stream sample ``audio_start`` on; they cover the
@@ -183,12 +182,9 @@ class SlidingFeatures:
             raise ValueError(f"window at {start} is not on the {c.hop_length}-sample frame grid")
         first = start // c.hop_length
         end = first + c.window_frames
-        if self._first <= first < self._first + self._columns.shape[1]:
-            self._columns = self._columns[:, first - self._first :]  # frames still in the window
-        else:  # nothing to reuse: start afresh
-            self._columns = self._columns[:, :0]
-        self._first = first
-        cached_end = first + self._columns.shape[1]
+        cached_end = self._first + self._columns.shape[1]
+        if first >= cached_end or first < self._first:  # nothing to reuse: start afresh
+            self._columns, self._first, cached_end = self._columns[:, :0], first, first
         if end > cached_end:
             # Frames cached_end..end-1, pre-emphasised as one stretch of the stream. The sample
             # before the stretch is there unless the stretch starts at the window's first
@@ -198,8 +194,9 @@ class SlidingFeatures:
             stretch = audio[max(lo - 1, 0) : hi]
             emphasised = emphasise(stretch, c)[1:] if lo > 0 else emphasise(stretch, c)
             new = frame_features(frames_of(emphasised, c), c)
-            self._columns = np.concatenate([self._columns, new], axis=1)
-        # A view, not a copy: the cache is only ever sliced or replaced, never written in place.
-        out = self._columns[:, : c.window_frames]
-        out.flags.writeable = False
-        return out
+            self._columns = np.concatenate([self._columns[:, first - self._first :], new], axis=1)
+            self._first = first
+        else:
+            self._columns = self._columns[:, first - self._first :]
+            self._first = first
+        return self._columns[:, : c.window_frames].copy()
