@@ -48,6 +48,9 @@ ROBUSTNESS_VARIANTS: dict[str, Variant] = {
     "instance-norm": Variant(model={"input_norm": "instance"}),  # shares baseline's pool
     **{name: Variant({"channel_augment": (name,)}) for name in AUGMENTATIONS},
     "channel-all": Variant({"channel_augment": tuple(AUGMENTATIONS)}),
+    # Draw the small corpora more often (TrainConfig.corpus_balance); shares baseline's pool.
+    "balance-sqrt": Variant({"corpus_balance": 0.5}),
+    "balance-equal": Variant({"corpus_balance": 1.0}),
 }
 VARIANTS: dict[str, Variant] = {**RECIPE_VARIANTS, **ROBUSTNESS_VARIANTS}
 

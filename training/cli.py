@@ -123,6 +123,12 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--channel-prob", type=float, default=d.channel_prob, help="each augmentation's chance"
     )
+    p.add_argument(
+        "--corpus-balance",
+        type=float,
+        default=d.corpus_balance,
+        help="draw clips with weight n_corpus**-B: 0 every clip once per epoch, 1 equal corpora",
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -145,6 +151,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         label_smoothing=args.label_smoothing,
         channel_augment=args.channel_augment,
         channel_prob=args.channel_prob,
+        corpus_balance=args.corpus_balance,
         time_budget_s=getattr(args, "time_budget", None),
     )
 

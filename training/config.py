@@ -51,6 +51,11 @@ class TrainConfig:
     # speed, eq, reverb, telephone, codec, gain; each applied with probability channel_prob.
     channel_augment: tuple[str, ...] = ()
     channel_prob: float = 0.5
+    # How an epoch draws its clips: each training clip is drawn with weight n_corpus ** -balance,
+    # n_corpus its corpus's number of training clips. 0 takes every clip once per epoch (the
+    # release); 1 gives each corpus an equal share of the epoch, drawn with replacement, so the
+    # small corpora (SAVEE: 4 speakers) are not outweighed by TESS.
+    corpus_balance: float = 0.0
     # Regularisation (training/regularise.py); the defaults come from the ablation in the report.
     freq_masks: int = 2  # SpecAugment frequency masks per clip
     freq_mask_width: int = 16  # mels, the most one mask covers
@@ -86,6 +91,8 @@ class TrainConfig:
             raise TrainConfigError("label_smoothing must be in [0, 1)")
         if not 0 <= self.channel_prob <= 1:
             raise TrainConfigError("channel_prob must be in [0, 1]")
+        if not 0 <= self.corpus_balance <= 1:
+            raise TrainConfigError("corpus_balance must be in [0, 1]")
         from training.channel import check_names
 
         try:

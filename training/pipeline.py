@@ -182,8 +182,13 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     normalise_(train_x, config)
     # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
     # normalised features are O(1), where float16 keeps ~3 significant digits.
+    datasets = np.array([c.dataset for c in clips])
+    n_train = len(train.labels) // (1 + exp.train.noisy_copies)
     pool = LabelledFeatures(
-        train_x.astype(np.float16), train.labels, versions=1 + exp.train.noisy_copies
+        train_x.astype(np.float16),
+        train.labels,
+        versions=1 + exp.train.noisy_copies,
+        groups=datasets[train.source[:n_train]],
     )
     del train_x
 
@@ -202,7 +207,7 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
         train=pool,
         val=held_out(VAL),
         test=held_out(TEST),
-        corpora={part: np.array([c.dataset for c in clips])[parts == part] for part in (VAL, TEST)},
+        corpora={part: datasets[parts == part] for part in (VAL, TEST)},
     )
 
 
@@ -237,7 +242,8 @@ def part_scores(
 
 def clean_training_clips(pool: LabelledFeatures) -> LabelledFeatures:
     """Version 0 of every clip of a training pool: the clips without added noise."""
-    return LabelledFeatures(pool.features[: pool.n_clips], pool.labels[: pool.n_clips])
+    n = pool.n_clips
+    return LabelledFeatures(pool.features[:n], pool.labels[:n], groups=pool.groups)
 
 
 def model_name(loss: str, architecture: str) -> str:

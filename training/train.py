@@ -70,12 +70,15 @@ class LabelledFeatures:
     features: np.ndarray
     labels: np.ndarray
     versions: int = 1
+    groups: np.ndarray | None = None  # (n,) each clip's corpus, for TrainConfig.corpus_balance
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.labels):
             raise ValueError(f"{len(self.features)} feature rows but {len(self.labels)} labels")
         if self.versions < 1 or len(self.labels) % self.versions:
             raise ValueError(f"{len(self.labels)} rows do not split into {self.versions} versions")
+        if self.groups is not None and len(self.groups) != self.n_clips:
+            raise ValueError(f"{len(self.groups)} groups for {self.n_clips} clips")
 
     @property
     def n_clips(self) -> int:
@@ -322,15 +325,35 @@ def start_run(
     )
 
 
-def _epoch_rows(n_clips: int, versions: int, run: Run) -> torch.Tensor:
-    """One pool row per clip, in random order: clip i's version drawn uniformly."""
-    order = torch.randperm(n_clips, device=run.device, generator=run.generator)
+def draw_weights(groups: np.ndarray, balance: float) -> np.ndarray:
+    """Each clip's chance of being drawn: ``n_group ** -balance``, normalised to sum to 1."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    weights = counts[inverse].astype(np.float64) ** -balance
+    return weights / weights.sum()
+
+
+def _epoch_rows(
+    n_clips: int, versions: int, run: Run, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """``n_clips`` pool rows in random order, each clip's version drawn uniformly: every clip
+    once, or, with ``weights``, clips drawn by weight with replacement."""
+    if weights is None:
+        order = torch.randperm(n_clips, device=run.device, generator=run.generator)
+    else:
+        order = torch.multinomial(weights, n_clips, replacement=True, generator=run.generator)
     version = torch.randint(0, versions, (n_clips,), device=run.device, generator=run.generator)
     return version * n_clips + order
 
 
-def run_epoch(run: Run, x_pool: torch.Tensor, y_pool: torch.Tensor, versions: int) -> dict:
-    """One pass over the training clips; returns the epoch's mean train loss and accuracy."""
+def run_epoch(
+    run: Run,
+    x_pool: torch.Tensor,
+    y_pool: torch.Tensor,
+    versions: int,
+    weights: torch.Tensor | None = None,
+) -> dict:
+    """One epoch of as many draws as there are training clips; returns its mean train loss and
+    accuracy."""
     config, model = run.config, run.model
     loss_fn = make_loss(config.loss, config.label_smoothing)
     masks = SpecAugment(
@@ -338,7 +361,7 @@ def run_epoch(run: Run, x_pool: torch.Tensor, y_pool: torch.Tensor, versions: in
     )
     mixup = Mixup(config.mixup_alpha, config.mixup_prob)
     model.train()
-    rows = _epoch_rows(len(y_pool) // versions, versions, run)
+    rows = _epoch_rows(len(y_pool) // versions, versions, run, weights)
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     for start in tqdm(
@@ -434,6 +457,12 @@ def fit(
             _log_line(run_dir, f"resumed after epoch {run.epoch}")
     x_pool = torch.from_numpy(train.features).to(run.device)
     y_pool = torch.from_numpy(train.labels.astype(np.int64)).to(run.device)
+    weights = None
+    if config.corpus_balance > 0:
+        if train.groups is None:
+            raise ValueError("corpus_balance needs the training clips' corpora (groups)")
+        weights = torch.from_numpy(draw_weights(train.groups, config.corpus_balance))
+        weights = weights.to(run.device)
     x_val = torch.from_numpy(val.features).to(run.device)
     y_val = torch.from_numpy(val.labels.astype(np.int64)).to(run.device)
     epochs = tqdm(
@@ -443,7 +472,7 @@ def fit(
         if run.best.exhausted or _budget_spent(run):
             break
         started = time.perf_counter()
-        train_scores = run_epoch(run, x_pool, y_pool, train.versions)
+        train_scores = run_epoch(run, x_pool, y_pool, train.versions, weights)
         if not math.isfinite(train_scores["train_loss"]):
             raise FloatingPointError(f"training loss became {train_scores['train_loss']}")
         logits = predict_logits(run.model, x_val, config.eval_batch_size, run.precision)

@@ -5,16 +5,25 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from app.features import FeatureConfig, log_mel
 from tests.conftest import synth_speechlike
 from training.config import TrainConfig, TrainConfigError
 from training.featureset import band_stats, compute_features, normalise_
 from training.model import ModelConfig
-from training.train import LabelledFeatures, fit, load_checkpoint, warmup_cosine
+from training.train import (
+    LabelledFeatures,
+    _epoch_rows,
+    draw_weights,
+    fit,
+    load_checkpoint,
+    warmup_cosine,
+)
 
 # No masks, mixup or smoothing: a few epochs on 64 clips must show learning, not regularisation.
 PLAIN = TrainConfig(freq_masks=0, time_masks=0, mixup_alpha=0.0, label_smoothing=0.0)
@@ -143,3 +152,38 @@ def test_the_peak_learning_rate_defaults_per_loss() -> None:
     assert TrainConfig(loss="l1", lr=1e-3).peak_lr == 1e-3  # an explicit lr wins
     with pytest.raises(TrainConfigError):
         TrainConfig(lr=0.0)
+
+
+def test_corpus_balance_weights_give_each_corpus_its_share() -> None:
+    groups = np.array(["tess"] * 600 + ["ravdess"] * 300 + ["savee"] * 100)
+    equal = draw_weights(groups, 1.0)
+    shares = {g: equal[groups == g].sum() for g in ("tess", "ravdess", "savee")}
+    assert shares == pytest.approx({"tess": 1 / 3, "ravdess": 1 / 3, "savee": 1 / 3})
+    sqrt = draw_weights(groups, 0.5)
+    # n ** -0.5 per clip: a corpus's share grows with the square root of its size.
+    assert sqrt[groups == "tess"].sum() / sqrt[groups == "savee"].sum() == pytest.approx(6**0.5)
+    assert draw_weights(groups, 0.0) == pytest.approx(np.full(1000, 1e-3))
+
+
+def test_balanced_epoch_draws_the_small_corpus_as_often_as_the_large() -> None:
+    groups = np.array(["big"] * 900 + ["small"] * 100)
+    run = SimpleNamespace(device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    weights = torch.from_numpy(draw_weights(groups, 1.0))
+    rows = _epoch_rows(1000, 3, run, weights)  # type: ignore[arg-type]
+    clips = (rows % 1000).numpy()
+    assert len(rows) == 1000 and rows.max() < 3000
+    assert 0.42 < (clips >= 900).mean() < 0.58  # half the draws from a tenth of the clips
+    unweighted = _epoch_rows(1000, 3, run, None)  # type: ignore[arg-type]
+    assert sorted((unweighted % 1000).tolist()) == list(range(1000))  # every clip once
+
+
+def test_corpus_balance_needs_the_corpora() -> None:
+    config = PLAIN.replace(epochs=1, batch_size=16, corpus_balance=1.0)
+    train = _separable(32, 0)
+    with pytest.raises(ValueError, match="groups"):
+        fit(ModelConfig(n_frames=64), config, FeatureConfig(), train, _separable(16, 1))
+    train.groups = np.array(["a"] * 24 + ["b"] * 8)
+    result = fit(ModelConfig(n_frames=64), config, FeatureConfig(), train, _separable(16, 1))
+    assert len(result.history) == 1
+    with pytest.raises(TrainConfigError, match="corpus_balance"):
+        TrainConfig(corpus_balance=1.5)
