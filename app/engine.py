@@ -5,10 +5,9 @@ the settings ask for, then checks which provider it really runs on: onnxruntime 
 CPU silently when CUDA cannot start, so the active provider is read back with
 ``session.get_providers()`` rather than assumed.
 
-:class:`MicroBatcher` owns a session and one worker thread. Callers submit feature rows and wait
-for a future: coroutines (stream windows) with :meth:`MicroBatcher.submit`, worker threads (a long
-upload's windows, classified chunk by chunk on its lane thread) with
-:meth:`MicroBatcher.run_rows`. The batcher's thread takes
+:class:`MicroBatcher` owns a session and one worker thread. Callers are worker threads (an
+upload's lane thread, a stream's push thread): :meth:`MicroBatcher.run_rows` queues their rows
+and blocks on a future until a batch has run them. The batcher's thread takes
 the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
 ``max_batch_size`` rows are queued, runs ONE ``session.run`` on the stacked rows and resolves
 each caller's future with its own rows. A failing run fails only the jobs in that batch, and
@@ -18,7 +17,6 @@ server validates its input, so a non-finite output is a broken model, never a nu
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import queue
@@ -199,12 +197,9 @@ class MicroBatcher:
             self._queue.put(job)
         return future
 
-    async def submit(self, features: np.ndarray) -> np.ndarray:
-        """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows."""
-        return await asyncio.wrap_future(self.enqueue(features))
-
     def run_rows(self, features: np.ndarray) -> np.ndarray:
-        """:meth:`submit` for a worker thread: blocks it until the rows are done."""
+        """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows.
+        Blocks the calling thread (a worker's, not the event loop's) until they are done."""
         return self.enqueue(features).result()
 
     def close(self, timeout_s: float = 5.0) -> None:

@@ -110,7 +110,7 @@ def classify_clip(
         chunk_started = time.perf_counter()
         features = windows.features(i, i + step)
         chunk_featurised = time.perf_counter()
-        rows[i : i + features.shape[0]] = model.predict_in_thread(features)
+        rows[i : i + features.shape[0]] = model.predict(features)
         features_ms += (chunk_featurised - chunk_started) * 1e3
         inference_ms += (time.perf_counter() - chunk_featurised) * 1e3
     return ClassifiedClip(

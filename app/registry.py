@@ -80,8 +80,9 @@ class ServedModel:
         """The model's front-end: the server's transform with the model's statistics."""
         return self.metadata.feature_config
 
-    async def predict(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities for normalised features.
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities for normalised features. Blocks: call it from a worker thread (a
+        work lane's or a stream's), never on the event loop.
 
         Args:
             features: float32 ``(n, n_mels, frames)`` from :func:`app.features.log_mel` with
@@ -92,11 +93,6 @@ class ServedModel:
         """
         # One batch at a time: a long clip's batches take turns with other callers' rows
         # instead of queueing all at once ahead of them.
-        logits = [await self.batcher.submit(rows) for rows in self._batches(features)]
-        return self.metadata.probabilities(np.concatenate(logits, axis=0))
-
-    def predict_in_thread(self, features: np.ndarray) -> np.ndarray:
-        """:meth:`predict` for a worker thread (not the event loop's): blocks until done."""
         logits = [self.batcher.run_rows(rows) for rows in self._batches(features)]
         return self.metadata.probabilities(np.concatenate(logits, axis=0))
 

@@ -11,8 +11,8 @@ grid reuses the frames it shares with the previous one, so a 0.5 s hop computes 
 348.
 
 Each window is gated: a window with too little voiced audio is marked ``speech=False`` and is
-not classified (see :func:`speech_activity`). :class:`PredictionTrack` smooths the per-window
-probabilities and sums a session up. The WebSocket route only moves bytes and messages.
+not classified (see :func:`speech_activity`). :class:`app.live.LiveStream` classifies the
+windows; the WebSocket route only moves bytes and messages.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import soxr
 
 from app.audio import RESAMPLE_QUALITY, check_sample_rate, check_samples, to_mono
 from app.features import FeatureConfig
-from app.labels import LABELS
 from app.windows import SlidingFeatures, featurise
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
@@ -42,7 +41,6 @@ ACTIVE_FRAME_DBFS: Final[float] = -45.0
 SPEECH_FRACTION: Final[float] = 0.1
 # stop() emits a last window when at least this much audio was never inside a window.
 MIN_FINAL_S: Final[float] = 0.25
-SMOOTHING_S: Final[float] = 1.5  # time constant of the exponential moving average
 
 
 class StreamError(ValueError):
@@ -330,42 +328,3 @@ def _validate(
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class PredictionTrack:
-    """Per-session bookkeeping of predictions: an exponential moving average for display and
-    the totals for the summary. Silent windows leave both untouched.
-
-    Args:
-        hop_s: seconds between predictions; with ``smoothing_s`` it sets the EMA weight
-            ``alpha = 1 - exp(-hop_s / smoothing_s)``.
-    """
-
-    def __init__(self, hop_s: float, smoothing_s: float = SMOOTHING_S) -> None:
-        self.alpha = 1.0 - math.exp(-hop_s / smoothing_s)
-        self.reset()
-
-    def reset(self) -> None:
-        self.smoothed: np.ndarray | None = None
-        self._sum = np.zeros(len(LABELS), dtype=np.float64)
-        self.windows = 0
-        self.speech_windows = 0
-
-    def add(self, probabilities: np.ndarray | None) -> np.ndarray | None:
-        """Record one window (``probabilities`` of shape ``(n_labels,)``, or None for a silent
-        window) and return the smoothed probabilities so far (None before the first speech)."""
-        self.windows += 1
-        if probabilities is None:
-            return self.smoothed
-        p = np.asarray(probabilities, dtype=np.float64)
-        self.speech_windows += 1
-        self._sum += p
-        self.smoothed = (
-            p if self.smoothed is None else self.smoothed + self.alpha * (p - self.smoothed)
-        )
-        return self.smoothed
-
-    @property
-    def mean(self) -> np.ndarray | None:
-        """Mean probabilities over the speech windows, shape ``(n_labels,)``; None if none."""
-        return self._sum / self.speech_windows if self.speech_windows else None

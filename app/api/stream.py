@@ -11,22 +11,22 @@ Protocol (JSON text frames, binary audio frames):
 Any error: ``{"type": "error", "code", "message"}`` then a close code that fits (1003
 unsupported data, 1007 invalid payload, 1008 policy violation, 1009 message too big, 1013 try
 again later, 1011 only for faults of the server itself). The state of a stream lives in
-:class:`app.streaming.StreamSession`; this handler only moves bytes and messages.
+:class:`app.live.LiveStream` (audio to classified windows); this handler only moves bytes and
+messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import numpy as np
 from fastapi import APIRouter, FastAPI, WebSocket
+from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import metrics
@@ -42,12 +42,12 @@ from app.api.stream_messages import (
     parse_start,
 )
 from app.audio import AudioError
-from app.contract import by_label, top_label
 from app.error_codes import NORMAL
 from app.labels import LABELS
-from app.registry import ModelRegistry, ModelsNotReady, ServedModel, UnknownModelError
+from app.live import ClassifiedWindow, LiveStream
+from app.registry import ModelRegistry, ModelsNotReady, UnknownModelError
 from app.settings import Settings
-from app.streaming import PredictionTrack, StreamError, StreamSession, Window
+from app.streaming import StreamError, StreamSession
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streaming"])
@@ -129,7 +129,7 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
     settings: Settings = websocket.app.state.settings
     limits = Limits.from_settings(settings)
     start = await _receive_start(websocket, limits)
-    served, session = _open_session(websocket.app, start, settings)
+    live = _open_stream(websocket.app, start, settings)
     try:
         admission.take_slot()
     except AdmissionRefused as e:
@@ -137,21 +137,18 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
     limits.started = True
     metrics.ACTIVE_STREAMS.inc()
     try:
-        await _serve(websocket, limits, served, session)
+        await _serve(websocket, limits, live)
     finally:
         admission.release_slot()
         metrics.ACTIVE_STREAMS.dec()
 
 
-async def _serve(
-    websocket: WebSocket, limits: Limits, served: ServedModel, session: StreamSession
-) -> None:
+async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream) -> None:
     session_id = uuid.uuid4().hex
-    track = PredictionTrack(session.hop_s)
-    name = served.key
+    session, served = live.session, live.model
     ready = ReadyMessage(
         session_id=session_id,
-        model=name,
+        model=served.key,
         model_name=served.metadata.name,
         model_version=served.metadata.version,
         labels=list(LABELS),
@@ -163,24 +160,22 @@ async def _serve(
         window_s=session.window_s,
         max_frame_bytes=limits.max_frame_bytes,
     )
-    await websocket.send_json(ready.model_dump())
-    log.info("stream started", extra={"session_id": session_id, "model": name})
+    await _send(websocket, ready)
+    log.info("stream started", extra={"session_id": session_id, "model": served.key})
     while True:
         received_at, message = await _receive(websocket, limits)
         if message.get("bytes") is not None:
-            before_s = session.duration_s
-            # Resampling and features run off the event loop; one push at a time per session.
-            windows = await asyncio.to_thread(_guarded, session.push, message["bytes"])
-            metrics.AUDIO_SECONDS.labels(source="stream").inc(session.duration_s - before_s)
-            await _predict(websocket, served, track, windows, received_at, final=False)
+            # Resampling, features and inference in one hand-off off the event loop.
+            results = await asyncio.to_thread(_guarded, live.push, message["bytes"])
+            await _send_predictions(websocket, results, received_at, final=False)
             continue
         kind = parse_control(message.get("text") or "", limits.max_control_bytes).get("type")
         if kind == "stop":
-            windows = await asyncio.to_thread(_guarded, session.flush)
-            await _predict(websocket, served, track, windows, received_at, final=True)
-            await websocket.send_json(_summary(session_id, name, session, track))
+            results = await asyncio.to_thread(_guarded, live.finish)
+            await _send_predictions(websocket, results, received_at, final=True)
+            await _send(websocket, SummaryMessage.of(session_id, served.key, live.totals))
             await websocket.close(code=NORMAL)
-            log.info("stream finished", extra={"session_id": session_id, "windows": track.windows})
+            log.info("stream finished", extra={"session_id": session_id, "windows": len(results)})
             return
         if kind == "start":
             raise ProtocolError("already_started", "this session has started already")
@@ -227,9 +222,7 @@ async def _receive_start(websocket: WebSocket, limits: Limits) -> StartMessage:
     raise _unknown_type(kind)
 
 
-def _open_session(
-    app: FastAPI, start: StartMessage, settings: Settings
-) -> tuple[ServedModel, StreamSession]:
+def _open_stream(app: FastAPI, start: StartMessage, settings: Settings) -> LiveStream:
     registry: ModelRegistry = app.state.registry
     try:
         registry.require_ready()
@@ -252,7 +245,7 @@ def _open_session(
         channels=start.channels,
         max_duration_s=settings.stream_max_session_s,
     )
-    return served, session
+    return LiveStream(session, served)
 
 
 def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -264,64 +257,18 @@ def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
         raise ProtocolError(e.code, str(e)) from e
 
 
-async def _predict(
-    websocket: WebSocket,
-    served: ServedModel,
-    track: PredictionTrack,
-    windows: list[Window],
-    received_at: float,
-    final: bool,
+async def _send(websocket: WebSocket, message: BaseModel) -> None:
+    # pydantic's own JSON encoder: one pass, no intermediate dict for json.dumps to walk.
+    await websocket.send_text(message.model_dump_json())
+
+
+async def _send_predictions(
+    websocket: WebSocket, results: list[ClassifiedWindow], received_at: float, final: bool
 ) -> None:
-    """Classify the speech windows in one batch and send one message per window, in order."""
-    speech = [w for w in windows if w.speech]
-    probs: dict[int, np.ndarray] = {}
-    if speech:
-        rows = await served.predict(np.stack([w.features for w in speech]))
-        probs = {w.index: np.asarray(row) for w, row in zip(speech, rows, strict=True)}
-    for window in windows:
-        p = probs.get(window.index)
-        smoothed = track.add(p)
-        label, confidence = (None, None) if p is None else top_label(p)
-        if label is not None:
-            metrics.PREDICTIONS.labels(model=served.key, label=label).inc()
-        prediction = PredictionMessage(
-            index=window.index,
-            start_s=round(window.start_s, 6),
-            end_s=round(window.end_s, 6),
-            speech=window.speech,
-            label=label,
-            confidence=confidence,
-            probabilities=_by_label(p),
-            smoothed=_by_label(smoothed),
-            smoothed_label=None if smoothed is None else top_label(smoothed)[0],
-            level_dbfs=None if math.isinf(window.level_dbfs) else round(window.level_dbfs, 2),
-            active_fraction=round(window.active_fraction, 4),
-            padded=window.padded_samples > 0,
-            final=final,
-            latency_ms=round((time.perf_counter() - received_at) * 1000.0, 3),
-        )
-        await websocket.send_json(prediction.model_dump())
-
-
-def _summary(
-    session_id: str, model: str, session: StreamSession, track: PredictionTrack
-) -> dict[str, Any]:
-    mean = track.mean
-    label, confidence = (None, None) if mean is None else top_label(mean)
-    return SummaryMessage(
-        session_id=session_id,
-        model=model,
-        duration_s=round(session.duration_s, 6),
-        windows=track.windows,
-        speech_windows=track.speech_windows,
-        label=label,
-        confidence=confidence,
-        probabilities=_by_label(mean),
-    ).model_dump()
-
-
-def _by_label(p: np.ndarray | None) -> dict[str, float] | None:
-    return None if p is None else by_label(p)
+    """One message per window, in order; latency counts from the chunk's arrival."""
+    for result in results:
+        latency_ms = (time.perf_counter() - received_at) * 1000.0
+        await _send(websocket, PredictionMessage.of(result, final, latency_ms))
 
 
 def _unknown_type(kind: object) -> ProtocolError:
@@ -337,8 +284,7 @@ async def _fail(websocket: WebSocket, error: ProtocolError) -> None:
         return
     log.info("stream error", extra={"code": error.code, "close_code": error.close_code})
     try:
-        message = ErrorMessage(code=error.code, message=error.message)
-        await websocket.send_json(message.model_dump())
+        await _send(websocket, ErrorMessage(code=error.code, message=error.message))
         await websocket.close(code=error.close_code)
     except (WebSocketDisconnect, RuntimeError):
         pass

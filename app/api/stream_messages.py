@@ -16,10 +16,13 @@ import json
 import math
 from typing import Any, Final, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE
+from app.contract import by_label, top_label
 from app.error_codes import close_code
+from app.live import ClassifiedWindow, StreamTotals
 from app.streaming import MAX_CHANNELS, MIN_HOP_S, MIN_WINDOW_S
 
 MAX_DEPTH: Final[int] = 4  # a control message is one flat object; room for a nested field
@@ -82,6 +85,27 @@ class PredictionMessage(BaseModel):
     final: bool = Field(description="produced by stop")
     latency_ms: float = Field(description="from the completing chunk to this message")
 
+    @classmethod
+    def of(cls, result: ClassifiedWindow, final: bool, latency_ms: float) -> PredictionMessage:
+        window, p, smoothed = result.window, result.probabilities, result.smoothed
+        label, confidence = (None, None) if p is None else top_label(p)
+        return cls(
+            index=window.index,
+            start_s=round(window.start_s, 6),
+            end_s=round(window.end_s, 6),
+            speech=window.speech,
+            label=label,
+            confidence=confidence,
+            probabilities=_by_label(p),
+            smoothed=_by_label(smoothed),
+            smoothed_label=None if smoothed is None else top_label(smoothed)[0],
+            level_dbfs=None if math.isinf(window.level_dbfs) else round(window.level_dbfs, 2),
+            active_fraction=round(window.active_fraction, 4),
+            padded=window.padded_samples > 0,
+            final=final,
+            latency_ms=round(latency_ms, 3),
+        )
+
 
 class SummaryMessage(BaseModel):
     """The last message before close 1000: the mean over the speech windows."""
@@ -95,6 +119,25 @@ class SummaryMessage(BaseModel):
     label: str | None
     confidence: float | None
     probabilities: dict[str, float] | None
+
+    @classmethod
+    def of(cls, session_id: str, model: str, totals: StreamTotals) -> SummaryMessage:
+        mean = totals.probabilities
+        label, confidence = (None, None) if mean is None else top_label(mean)
+        return cls(
+            session_id=session_id,
+            model=model,
+            duration_s=round(totals.duration_s, 6),
+            windows=totals.windows,
+            speech_windows=totals.speech_windows,
+            label=label,
+            confidence=confidence,
+            probabilities=_by_label(mean),
+        )
+
+
+def _by_label(p: np.ndarray | None) -> dict[str, float] | None:
+    return None if p is None else by_label(p)
 
 
 class StartMessage(BaseModel):

@@ -40,11 +40,16 @@ def rows(value: float, n: int = 1) -> np.ndarray:
     return np.full((n, 2, 3), value, dtype=np.float32)
 
 
+def submit(batcher: MicroBatcher, features: np.ndarray) -> asyncio.Future[np.ndarray]:
+    """Queue rows from the event loop (the server's callers are threads: run_rows)."""
+    return asyncio.wrap_future(batcher.enqueue(features))
+
+
 async def test_concurrent_submits_share_a_batch() -> None:
     fake = Recorder(delay_s=0.02)
     batcher = MicroBatcher(fake, "t", max_batch_size=8, max_wait_s=0.05)
     try:
-        results = await asyncio.gather(*(batcher.submit(rows(float(i))) for i in range(8)))
+        results = await asyncio.gather(*(submit(batcher, rows(float(i))) for i in range(8)))
     finally:
         batcher.close()
     for i, out in enumerate(results):  # each caller gets its own row back
@@ -59,13 +64,13 @@ async def test_batches_never_exceed_max_size() -> None:
     batcher = MicroBatcher(fake, "t", max_batch_size=4, max_wait_s=0.05)
     try:
         sizes = [3, 2, 1, 4, 2]
-        results = await asyncio.gather(*(batcher.submit(rows(1.0, n)) for n in sizes))
+        results = await asyncio.gather(*(submit(batcher, rows(1.0, n)) for n in sizes))
     finally:
         batcher.close()
     assert [r.shape[0] for r in results] == sizes
     assert max(fake.batches) <= 4 and sum(fake.batches) == sum(sizes)
     with pytest.raises(ValueError, match="1 to 4 rows"):
-        await batcher.submit(rows(1.0, 5))
+        await submit(batcher, rows(1.0, 5))
 
 
 async def test_a_failing_batch_fails_only_its_callers() -> None:
@@ -73,8 +78,8 @@ async def test_a_failing_batch_fails_only_its_callers() -> None:
     batcher = MicroBatcher(fake, "t", max_batch_size=2, max_wait_s=0.0)
     try:
         with pytest.raises(InferenceError, match="inference failed"):
-            await batcher.submit(rows(13.0))
-        out = await batcher.submit(rows(2.0))  # the worker survived
+            await submit(batcher, rows(13.0))
+        out = await submit(batcher, rows(2.0))  # the worker survived
     finally:
         batcher.close()
     assert out[0, 0] == pytest.approx(12.0)
@@ -92,7 +97,7 @@ async def test_the_event_loop_keeps_running_during_inference() -> None:
 
     ticker = asyncio.create_task(tick())
     try:
-        await batcher.submit(rows(1.0))
+        await submit(batcher, rows(1.0))
     finally:
         ticker.cancel()
         batcher.close()
@@ -155,7 +160,7 @@ async def test_worker_threads_and_coroutines_share_batches() -> None:
     batcher = MicroBatcher(fake, "t", max_batch_size=8, max_wait_s=0.05)
     try:
         in_thread = asyncio.to_thread(batcher.run_rows, rows(1.0, 3))
-        on_loop = batcher.submit(rows(2.0, 2))
+        on_loop = submit(batcher, rows(2.0, 2))
         from_thread, from_loop = await asyncio.gather(in_thread, on_loop)
     finally:
         batcher.close()

@@ -25,6 +25,11 @@ from tests.conftest import synth_speechlike, wav_bytes
 RATE = 16_000
 
 
+def submit(batcher: MicroBatcher, features: np.ndarray) -> asyncio.Future[np.ndarray]:
+    """Queue rows from the event loop (the server's callers are threads: run_rows)."""
+    return asyncio.wrap_future(batcher.enqueue(features))
+
+
 @pytest.fixture
 def gate() -> Iterator[threading.Event]:
     """An event the blocking jobs wait on; set at the end so no thread is left hanging."""
@@ -168,7 +173,7 @@ async def test_non_finite_rows_fail_only_their_caller() -> None:
     batcher = MicroBatcher(run, "test", max_batch_size=8, max_wait_s=0.2)
     good = np.ones((2, 1, 1), np.float32)
     results = await asyncio.gather(
-        batcher.submit(good), batcher.submit(-good), return_exceptions=True
+        submit(batcher, good), submit(batcher, -good), return_exceptions=True
     )
     batcher.close()
     assert isinstance(results[0], np.ndarray) and results[0].shape == (2, 8)

@@ -328,7 +328,7 @@ def test_a_server_fault_is_1011_and_the_next_session_works(
 ) -> None:
     served = client.app.state.registry.get(None)  # type: ignore[attr-defined]
 
-    async def broken(features: np.ndarray) -> np.ndarray:
+    def broken(features: np.ndarray) -> np.ndarray:
         raise RuntimeError("the engine fell over")
 
     monkeypatch.setattr(served, "predict", broken)

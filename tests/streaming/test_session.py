@@ -10,10 +10,10 @@ import soxr
 
 from app.audio import NonFiniteAudioError
 from app.features import FeatureConfig, log_mel
+from app.live import PredictionTrack
 from app.streaming import (
     MIN_FINAL_S,
     PartialFrameError,
-    PredictionTrack,
     StreamConfigError,
     StreamSession,
     StreamTooLongError,
