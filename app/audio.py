@@ -236,6 +236,8 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     """Average the channels of a (frames, channels) array; a 1-D array is returned as is."""
     if samples.ndim == 1:
         return samples
+    if samples.shape[1] == 1:  # a view: a mean over one channel is a slow copy
+        return samples[:, 0]
     return samples.mean(axis=1, dtype=np.float32)
 
 
