@@ -187,3 +187,12 @@ def test_the_batch_wait_defaults_to_the_provider_and_an_explicit_value_wins() ->
 def test_a_cpu_model_gets_the_cpu_wait(make_client) -> None:
     model = make_client().app.state.registry.get("ce")
     assert model.provider == "cpu" and model.batcher.max_wait_s == 0.0
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 2), (8, 4), (64, 4)])
+def test_onnx_runtime_takes_half_the_cores_by_default(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert Settings().intra_op_threads == threads
+    assert Settings(intra_op_threads=3).intra_op_threads == 3
