@@ -185,22 +185,36 @@ class MicroBatcher:
     def enqueue(self, features: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
         """Queue ``features`` (n <= max_batch_size rows) for a batch; the future gets its n
         output rows."""
-        if not 1 <= features.shape[0] <= self.max_batch_size:
-            raise ValueError(f"submit 1 to {self.max_batch_size} rows, got {features.shape[0]}")
+        job = self._job(features)
         if not self._thread.is_alive():
             raise InferenceError(f"the {self.name} model is shut down")
-        future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
-        job = _Job(np.ascontiguousarray(features, dtype=np.float32), future)
         with self._closing:
             if self._closed:
                 raise InferenceError(f"the {self.name} model is shut down")
             self._queue.put(job)
-        return future
+        return job.future
+
+    def _job(self, features: np.ndarray) -> _Job:
+        if not 1 <= features.shape[0] <= self.max_batch_size:
+            raise ValueError(f"submit 1 to {self.max_batch_size} rows, got {features.shape[0]}")
+        if self._closed:
+            raise InferenceError(f"the {self.name} model is shut down")
+        future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
+        return _Job(np.ascontiguousarray(features, dtype=np.float32), future)
 
     def run_rows(self, features: np.ndarray) -> np.ndarray:
         """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows.
-        Blocks the calling thread (a worker's, not the event loop's) until they are done."""
-        return self.enqueue(features).result()
+        Blocks the calling thread (a worker's, not the event loop's) until they are done.
+
+        With no batch wait (the CPU default) the rows run in the calling thread: a queue hop to
+        the batcher's thread would only add its latency, and callers on different threads then
+        run at once, one ONNX Runtime thread each, instead of taking turns on one.
+        """
+        if self.max_wait_s > 0:
+            return self.enqueue(features).result()
+        job = self._job(features)
+        self._run_batch([job])
+        return job.future.result()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Finish the queued jobs, then stop the worker thread.

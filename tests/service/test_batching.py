@@ -196,3 +196,22 @@ def test_onnx_runtime_takes_half_the_cores_by_default(
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert Settings().intra_op_threads == threads
     assert Settings(intra_op_threads=3).intra_op_threads == 3
+
+
+def test_with_no_wait_rows_run_in_the_calling_thread_with_the_same_checks() -> None:
+    fake = Recorder(fail_on=13.0)
+    batcher = MicroBatcher(fake, "t", max_batch_size=4, max_wait_s=0.0)
+    try:
+        out = batcher.run_rows(rows(2.0, 3))
+        assert out.shape == (3, 8) and out[0, 0] == pytest.approx(12.0)
+        assert fake.threads == {threading.current_thread().name}  # no hop to the batcher
+        with pytest.raises(InferenceError, match="inference failed"):
+            batcher.run_rows(rows(13.0))
+        with pytest.raises(ValueError, match="submit 1 to 4 rows"):
+            batcher.run_rows(rows(1.0, 5))
+        nan = MicroBatcher(lambda x: np.full((len(x), 8), np.nan), "n", 4, 0.0)
+        with pytest.raises(InferenceError, match="non-finite"):
+            nan.run_rows(rows(1.0))
+        nan.close()
+    finally:
+        batcher.close()
