@@ -72,9 +72,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue each model from its run folder's last.pt (after a kill or a reboot)",
     )
-    p.add_argument(
-        "--folds", type=int, default=None, help="speaker / corpus protocol: first N folds"
-    )
+    _add_fold_arguments(p)
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
     p.add_argument(
@@ -128,6 +126,18 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=d.corpus_balance,
         help="draw clips with weight n_corpus**-B: 0 every clip once per epoch, 1 equal corpora",
+    )
+
+
+def _add_fold_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--folds", type=int, default=None, help="speaker / corpus protocol: first N folds"
+    )
+    p.add_argument(
+        "--fold",
+        type=int,
+        action="append",
+        help="speaker / corpus protocol: only fold K (repeatable), e.g. to run folds one by one",
     )
 
 
@@ -199,6 +209,7 @@ def run_train(args: argparse.Namespace) -> int:
         train=train,
         cache_dir=args.cache_dir,
         folds=args.folds,
+        only_folds=tuple(args.fold) if args.fold else None,
         export=not args.no_export,
         resume=args.resume,
     )
@@ -220,9 +231,7 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--loss", choices=["ce", "bce", "smoothl1", "l1"], default="ce")
     p.add_argument("--protocol", choices=PROTOCOLS, default="random")
-    p.add_argument(
-        "--folds", type=int, default=None, help="speaker / corpus protocol: first N folds"
-    )
+    _add_fold_arguments(p)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
     p.add_argument("--out", type=Path, default=Path("models"), help="split files, ablation.json")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
@@ -251,6 +260,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         train=_train_config(args),
         cache_dir=args.cache_dir,
         folds=args.folds,
+        only_folds=tuple(args.fold) if args.fold else None,
         resume=args.resume,
     )
     names = args.variant or default_variants(args.protocol)

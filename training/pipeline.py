@@ -62,6 +62,7 @@ class Experiment:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     cache_dir: Path = Path(".cache/segments")  # decoded segments, keyed by content hash
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
+    only_folds: tuple[int, ...] | None = None  # of those, only these fold numbers
     version: str = field(default_factory=lambda: package_version())
     export: bool = True
     resume: bool = False  # continue each model's run from runs/.../last.pt where there is one
@@ -142,7 +143,12 @@ def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str
         folds = splits.make_folds(exp.protocol, clips, root, seed=exp.train.seed)
         for p, rows in zip(paths, folds, strict=True):
             splits.write_split(p, rows)
-    wanted = range(count if exp.folds is None else min(exp.folds, count))
+    wanted = list(range(count if exp.folds is None else min(exp.folds, count)))
+    if exp.only_folds is not None:
+        missing = sorted(set(exp.only_folds) - set(wanted))
+        if missing:
+            raise ValueError(f"no {exp.protocol} fold {missing}: the folds here are {wanted}")
+        wanted = [k for k in wanted if k in exp.only_folds]
     for k in wanted:
         _check_covers(paths[k], clips)
     return [(paths[k].stem, k, paths[k]) for k in wanted]

@@ -111,3 +111,21 @@ def test_a_split_file_for_other_clips_is_not_reused(corpus: Path, tmp_path: Path
 def test_only_the_default_layout_lands_where_the_server_looks() -> None:
     assert onnx_path(Path("models"), "ce", "sequential") == Path("models/ser-ce.onnx")
     assert onnx_path(Path("models"), "ce", "parallel") == Path("models/parallel/ser-ce.onnx")
+
+
+def test_fold_selection_runs_only_the_folds_asked_for(corpus: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from training.corpora import corpus_root, load_corpus
+    from training.pipeline import split_files
+
+    clips = load_corpus(corpus)
+    base = replace(_experiment(corpus, tmp_path, "ce"), protocol="speaker")
+    everything = split_files(base, clips, corpus_root(corpus))
+    assert [fold for _, fold, _ in everything] == list(range(len(everything)))
+    assert len(everything) > 1
+    last = len(everything) - 1
+    chosen = split_files(replace(base, only_folds=(last,)), clips, corpus_root(corpus))
+    assert [(name, fold) for name, fold, _ in chosen] == [(f"speaker-fold{last}", last)]
+    with pytest.raises(ValueError, match="no speaker fold"):
+        split_files(replace(base, folds=1, only_folds=(last,)), clips, corpus_root(corpus))
