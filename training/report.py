@@ -648,7 +648,9 @@ ROBUSTNESS_NOTE = (
     "`speaker` fold those are speakers the model never heard; on a `corpus` fold they are a "
     "tenth of the training corpora. A channel augmentation (`training/channel.py`) is applied "
     "with probability 0.5 to each noisy copy; `channel-all` chains all six; `instance-norm` "
-    "normalises each window's mel bands over time inside the model. In brackets: the change "
+    "normalises each window's mel bands over time inside the model; `balance-sqrt` and "
+    "`balance-equal` draw each clip with weight n_corpus^-0.5 or n_corpus^-1 (`--corpus-balance`), "
+    "so the smaller corpora fill more of each epoch. In brackets: the change "
     "from the same fold's `baseline`. UAR is over the classes the corpus's validation rows have."
 )
 

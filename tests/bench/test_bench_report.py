@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from benchmarks.bench_service import markdown, summary
@@ -14,6 +15,7 @@ def _latency(concurrency: int, p50: float, rps: float) -> dict[str, Any]:
         "p95_ms": p50 * 1.2,
         "p99_ms": p50 * 1.5,
         "requests_per_s": rps,
+        "client_cpu_ms_per_request": 1.0,
     }
 
 
@@ -51,7 +53,8 @@ RESULTS: dict[str, Any] = {
 }
 
 
-def test_the_summary_derives_each_target_from_the_same_run() -> None:
+def test_the_summary_derives_each_target_from_the_same_run(monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     rows = {measure.split(" (")[0]: result for measure, result, _ in summary(RESULTS)}
     assert rows["server overhead per `/predict`"] == "2.00 ms"  # 6.0 - 4.0
     assert rows["`/predict` p50 at 1 client / in-process pipeline time per clip"] == "1.50"
@@ -59,6 +62,8 @@ def test_the_summary_derives_each_target_from_the_same_run() -> None:
     baseline = "`/predict` p50 / PyTorch-eager baseline, torch's default threads, p50"
     assert rows[baseline].startswith("0.25 ")
     assert rows["`/predict` p50 / the same baseline on the server's threads, p50"][:4] == "0.50"
+    # 300 requests/s at 1 ms of client CPU each leave 1.7 of 2 cores: 340 clips/s of ceiling.
+    assert rows["the same against the ceiling scaled to the cores the client leaves"] == "0.88"
     assert rows["concurrent real-time streams with p99 `latency_ms` < 100 ms"].startswith("100 ")
 
 
