@@ -333,7 +333,7 @@ def draw_weights(groups: np.ndarray, balance: float) -> np.ndarray:
 
 
 def _epoch_rows(
-    n_clips: int, versions: int, run: Run, weights: torch.Tensor | None
+    n_clips: int, versions: int, run: Run, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``n_clips`` pool rows in random order, each clip's version drawn uniformly: every clip
     once, or, with ``weights``, clips drawn by weight with replacement."""
