@@ -326,6 +326,57 @@ def robustness_table(path: Path, protocol: str) -> str:
     return "\n".join(lines)
 
 
+def robustness_summary(path: Path, protocol: str) -> str:
+    """Each variant of the ``protocol`` rows over the folds it ran on, with the fold's baseline:
+    mean +- sd of validation accuracy, macro-F1 and each corpus's UAR, and in brackets the mean
+    +- sd of the paired change from the baseline on the same folds. Variants run on fewer than
+    2 folds are left to :func:`robustness_table`; "" when none has 2.
+    """
+    rows = [r for r in _ablation_rows(path, protocol) if "val_by_corpus" in r]
+    baselines = {(r["fold"], r["epochs"]): r for r in rows if r["variant"] == "baseline"}
+    runs: dict[tuple[str, int], list[tuple[Record, Record]]] = {}
+    for r in rows:
+        base = baselines.get((r["fold"], r["epochs"]))
+        if base is not None:
+            runs.setdefault((r["variant"], r["epochs"]), []).append((r, base))
+    runs = {key: pairs for key, pairs in runs.items() if len(pairs) >= 2}
+    if not runs:
+        return ""
+    corpora = sorted({c for r in rows for c in r["val_by_corpus"]})
+
+    def spread(values: list[float], scale: float, digits: int, sign: str = "") -> str:
+        sd = float(np.std(values, ddof=1))
+        return f"{np.mean(values) * scale:{sign}.{digits}f} +- {sd * scale:.{digits}f}"
+
+    def cell(pairs: list[tuple[Record, Record]], value: Any, scale: float, digits: int) -> str:
+        values = [value(r) for r, _ in pairs]
+        if any(v is None for v in values):
+            return ""
+        text = spread(values, scale, digits)
+        if pairs[0][0] is pairs[0][1]:  # the baseline itself
+            return text
+        changes = [value(r) - value(b) for r, b in pairs]
+        return f"{text} ({spread(changes, scale, digits, '+')})"
+
+    head = "| variant | epochs | folds | val accuracy % | val macro-F1 | "
+    head += " | ".join(f"val UAR {c}" for c in corpora) + " |"
+    lines = [head, "|" + "---|" * (5 + len(corpora))]
+    order = list(dict.fromkeys(r["variant"] for r in rows))
+    for (variant, epochs), pairs in sorted(
+        runs.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))
+    ):
+        cells = [
+            cell(pairs, lambda r: r["val"]["accuracy"], 100, 2),
+            cell(pairs, lambda r: r["val"]["macro_f1"], 1, 4),
+        ] + [
+            cell(pairs, lambda r, c=c: r["val_by_corpus"].get(c, {}).get("uar"), 1, 3)
+            for c in corpora
+        ]
+        folds = ",".join(str(r["fold"]) for r, _ in pairs)
+        lines.append(f"| {variant} | {epochs} | {folds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def corpus_table(groups: dict[str, list[Record]]) -> str:
     """Test accuracy on each corpus's part of the test split, per loss."""
     corpora = sorted(
@@ -470,7 +521,17 @@ def rewrite_report(models_dir: Path) -> Path:
         json.loads(calibration_path.read_text())["calibration"] if calibration_path.exists() else []
     )
     ablation = models_dir / "ablation.json"
-    robustness = {p: robustness_table(ablation, p) for p in ("speaker", "corpus")}
+    robustness = {
+        p: "\n\n".join(
+            t
+            for t in (
+                robustness_table(ablation, p),
+                _summary_note(robustness_summary(ablation, p)),
+            )
+            if t
+        )
+        for p in ("speaker", "corpus")
+    }
     return write_report(
         records,
         models_dir / "report",
@@ -653,6 +714,15 @@ ROBUSTNESS_NOTE = (
     "so the smaller corpora fill more of each epoch. In brackets: the change "
     "from the same fold's `baseline`. UAR is over the classes the corpus's validation rows have."
 )
+
+
+def _summary_note(table: str) -> str:
+    if not table:
+        return ""
+    return (
+        "Over the folds each variant ran on: mean +- sd, and in brackets the mean +- sd of the "
+        "paired change from the same folds' `baseline`.\n\n" + table
+    )
 
 
 def _held_out_note() -> str:

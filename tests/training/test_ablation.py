@@ -9,7 +9,7 @@ from training.ablation import ROBUSTNESS_VARIANTS, VARIANTS, default_variants, m
 from training.channel import AUGMENTATIONS
 from training.config import TrainConfig
 from training.model import ModelConfig
-from training.report import ablation_table, robustness_table
+from training.report import ablation_table, robustness_summary, robustness_table
 
 
 def _result(variant: str, epochs: int, accuracy: float) -> dict:
@@ -74,6 +74,24 @@ def test_protocol_rows_are_kept_apart_and_compared_with_their_baseline(tmp_path:
         "| 0 | speed | 11/12 | 74.00 (+2.00) | 0.7400 (+0.0200) | 0.560 (+0.040) | 1.000 (+0.000) |"
     )
     assert robustness_table(path, "corpus") == ""
+
+
+def test_the_summary_averages_each_variant_over_its_folds_against_their_baselines(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ablation.json"
+    merge_ablation(path, _robust(0, "baseline", 0.70, 0.50))
+    merge_ablation(path, _robust(0, "speed", 0.74, 0.56))
+    assert robustness_summary(path, "speaker") == ""  # one fold: the per-fold table says it all
+    merge_ablation(path, _robust(1, "baseline", 0.80, 0.60))
+    merge_ablation(path, _robust(1, "speed", 0.80, 0.62))
+    merge_ablation(path, _robust(1, "gain", 0.90, 0.70))  # one fold only: left out
+    table = robustness_summary(path, "speaker").splitlines()
+    assert len(table) == 4
+    assert table[2].startswith("| baseline | 12 | 0,1 | 75.00 +- 7.07 | 0.7500 +- 0.0707 |")
+    # speed: accuracy 74 and 80 (mean 77, sd 4.24), paired changes +4 and 0 (+2 +- 2.83)
+    assert table[3].startswith("| speed | 12 | 0,1 | 77.00 +- 4.24 (+2.00 +- 2.83) |")
+    assert "0.590 +- 0.042 (+0.040 +- 0.028)" in table[3]  # UAR ravdess: +0.06 and +0.02
 
 
 def test_robustness_variants_are_valid_single_changes() -> None:
