@@ -173,9 +173,10 @@ async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream) -> None
         if kind == "stop":
             results = await asyncio.to_thread(_guarded, live.finish)
             await _send_predictions(websocket, results, received_at, final=True)
-            await _send(websocket, SummaryMessage.of(session_id, served.key, live.totals))
+            totals = live.totals
+            await _send(websocket, SummaryMessage.of(session_id, served.key, totals))
             await websocket.close(code=NORMAL)
-            log.info("stream finished", extra={"session_id": session_id, "windows": len(results)})
+            log.info("stream finished", extra={"session_id": session_id, "windows": totals.windows})
             return
         if kind == "start":
             raise ProtocolError("already_started", "this session has started already")
