@@ -42,7 +42,10 @@ def test_soak_through_the_gateway_loses_nothing(tmp_path: Path) -> None:
     result = json.loads(out.with_suffix(".json").read_text())
     requests = result["requests"]
     for kind in ("predict", "models"):  # idempotent: the gateway retries the killed replica
-        assert set(requests[kind]["outcomes"]) == {"ok"}, requests[kind]
+        outcomes = requests[kind]["outcomes"]
+        # Only a request in flight at the kill whose answer had begun may be cut: one per client.
+        assert {o for o in outcomes if not o.startswith("cut_")} == {"ok"}, requests[kind]
+        assert sum(n for o, n in outcomes.items() if o.startswith("cut_")) <= 2, outcomes
         assert requests[kind]["total"] > 20
     streams = requests["stream"]["outcomes"]
     assert "no_close" not in streams and streams.get("ok", 0) > 0, streams
