@@ -6,8 +6,9 @@ CPU silently when CUDA cannot start, so the active provider is read back with
 ``session.get_providers()`` rather than assumed.
 
 :class:`MicroBatcher` owns a session and one worker thread. Callers are worker threads (an
-upload's lane thread, a stream's push thread): :meth:`MicroBatcher.run_rows` queues their rows
-and blocks on a future until a batch has run them. The batcher's thread takes
+upload's lane thread, a stream's push thread) calling :meth:`MicroBatcher.run_rows`. With no
+batch wait (the CPU default) their rows run in the calling thread, with the checks below. With
+a wait, the rows are queued and the caller blocks on a future: the batcher's thread takes
 the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
 ``max_batch_size`` rows are queued, runs ONE ``session.run`` on the stacked rows and resolves
 each caller's future with its own rows. A failing run fails only the jobs in that batch, and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from app.labels import LABELS
 from app.registry import ServedModel
 from app.streaming import StreamSession, Window
 
-SMOOTHING_S = 1.5  # time constant of the exponential moving average
+SMOOTHING_S: Final[float] = 1.5  # time constant of the exponential moving average
 
 
 class PredictionTrack:
