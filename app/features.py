@@ -179,13 +179,8 @@ def frame_features(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Steps 3-7 on pre-emphasised frames ``(..., frames, win_length)``: the features
     ``(..., n_mels, frames)``, float32. A frame's features depend on its own samples only, which
     is what lets a stream compute each frame once (:class:`app.windows.SlidingFeatures`)."""
-    windowed = frames * analysis_window(config.win_length)
-    # numpy computes a float32 FFT in float64 and rounds the result to complex64. Doing the
-    # widening ourselves gives the same bits about 2.3x faster (0.47 against 1.1 ms for a
-    # 3.5 s window here, numpy 2.4): numpy's own float32 path widens in small buffered pieces.
-    spectrum = np.fft.rfft(windowed.astype(np.float64), n=config.n_fft, axis=-1)
-    spectrum = spectrum.astype(np.complex64)
-    power = spectrum.real**2 + spectrum.imag**2  # float32
+    spectrum = np.fft.rfft(frames * analysis_window(config.win_length), n=config.n_fft, axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
     mel = power @ mel_filters(config).T  # (..., frames, n_mels)
     features = np.log(np.maximum(mel, np.float32(config.log_floor)))
     features = np.swapaxes(features, -1, -2)
