@@ -7,7 +7,6 @@ names the variable, never at the first request.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final, Literal
 
@@ -16,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.audio import DEFAULT_MAX_DECODED_SAMPLES
 from app.contract import Loss
+from app.cpus import usable_cpus
 
 REPO_MODELS_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "models"
 PROVIDER_NAMES: Final[tuple[str, ...]] = ("cuda", "cpu")
@@ -28,15 +28,15 @@ LONG_LANE_SAMPLES: Final[int] = 30 * 48_000 * 2  # 30 s of 48 kHz stereo
 DEFAULT_BATCH_WAIT_MS: Final[dict[str, float]] = {"cpu": 0.0, "cuda": 5.0}
 
 
-def _cpu_count() -> int:
-    return os.cpu_count() or 1
+def _default_work_threads() -> int:
+    return usable_cpus()
 
 
 def _default_intra_op_threads() -> int:
-    # Half the cores, at most 4: the other half decode, featurise and serve HTTP. On 2 cores one
+    # Half the CPUs, at most 4: the other half decode, featurise and serve HTTP. On 2 cores one
     # ORT thread beat two in one benchmark run (2026-11-25): /predict p50 6.6 vs 7.2 ms, streams
     # 5.2 vs 6.0 ms of server CPU per window; a second thread mostly waits to be woken per op.
-    return max(1, min(4, (os.cpu_count() or 1) // 2))
+    return max(1, min(4, usable_cpus() // 2))
 
 
 class Settings(BaseSettings):
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # /predict decode + feature work: two bounded thread pools ("lanes"). Uploads that decode to
     # more than long_lane_samples run in the long lane, so short clips never queue behind them.
     # A lane whose threads are busy and whose queue is full answers 503 with Retry-After.
-    work_threads: int = Field(default_factory=_cpu_count, ge=1, le=256)
+    work_threads: int = Field(default_factory=_default_work_threads, ge=1, le=256)
     work_queue_limit: int = Field(default=64, ge=0)
     long_work_threads: int = Field(default=1, ge=1, le=256)
     long_work_queue_limit: int = Field(default=4, ge=0)

@@ -190,11 +190,12 @@ def test_a_cpu_model_gets_the_cpu_wait(make_client) -> None:
 
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 2), (8, 4), (64, 4)])
-def test_onnx_runtime_takes_half_the_cores_by_default(
+def test_onnx_runtime_takes_half_the_usable_cpus_by_default(
     monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("app.settings.usable_cpus", lambda: cores)
     assert Settings().intra_op_threads == threads
+    assert Settings().work_threads == cores
     assert Settings(intra_op_threads=3).intra_op_threads == 3
 
 
