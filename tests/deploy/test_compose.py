@@ -60,6 +60,8 @@ def test_replicas_healthcheck_limits_and_settings(services: dict[str, Any]) -> N
     env = ser["environment"]
     assert env["SER_PROVIDERS"] == "cpu" and env["SER_HOST"] == "0.0.0.0"
     assert {"SER_WORKERS", "SER_INTRA_OP_THREADS", "SER_MODELS_DIR"} <= set(env)
+    # A replica per core: one process, one decode thread, one ONNX Runtime thread each.
+    assert env["SER_WORKERS"] == env["SER_WORK_THREADS"] == env["SER_INTRA_OP_THREADS"] == "1"
     assert ser["read_only"] is True and "/tmp" in ser["tmpfs"]
 
 
