@@ -66,7 +66,7 @@ ERROR_CODES: Final[dict[str, Outcome]] = {
     # The service's state.
     "unknown_model": Outcome(404, INVALID_PAYLOAD),
     "not_ready": Outcome(503, TRY_AGAIN_LATER),
-    "server_busy": Outcome(503, None),
+    "server_busy": Outcome(503, TRY_AGAIN_LATER),
     "too_many_sessions": Outcome(None, TRY_AGAIN_LATER),
     # The server's own faults: never the client's input.
     "inference_failed": Outcome(500, INTERNAL_ERROR),

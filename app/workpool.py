@@ -1,4 +1,5 @@
-"""Bounded thread pools for the CPU-bound part of ``/predict`` (decoding and features).
+"""Bounded thread pools for the CPU-bound work: ``/predict``'s decoding and features, and the
+chunks of live streams.
 
 A :class:`WorkLane` is a fixed number of threads plus a bounded queue: a job submitted while
 every thread is busy and the queue is full is refused at once with :class:`LaneFullError`
@@ -6,9 +7,11 @@ every thread is busy and the queue is full is refused at once with :class:`LaneF
 A job counts against its lane from submission until its thread finishes it, even when the
 request that submitted it has gone away, so the bound holds on the real work.
 
-:class:`WorkPools` holds two lanes: uploads whose decoded size (frames x channels) is above
+:class:`WorkPools` holds three lanes: uploads whose decoded size (frames x channels) is above
 ``long_lane_samples`` run in the long lane, everything else in the short lane, so a 3.5 s clip
-never queues behind a handful of 10-minute uploads.
+never queues behind a handful of 10-minute uploads; stream chunks run in the stream lane, a few
+threads for every session instead of asyncio's default pool, whose extra threads only
+contend for the GIL.
 
 Each lane publishes its jobs (``ser_work_lane_jobs``) and its refusals
 (``ser_work_lane_refusals_total``) in :mod:`app.metrics`. The app's lifespan makes the pools
@@ -98,6 +101,9 @@ class WorkPools:
     short: WorkLane
     long: WorkLane
     long_lane_samples: int
+    # Streams' chunks. Room for one job per admitted session, the most there can be (a session
+    # waits for its chunk before it reads the next), so it never refuses one.
+    stream: WorkLane
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkPools:
@@ -112,6 +118,9 @@ class WorkPools:
                 LONG_RETRY_AFTER_S,
             ),
             settings.long_lane_samples,
+            WorkLane(
+                "stream", settings.stream_threads, settings.stream_max_sessions, SHORT_RETRY_AFTER_S
+            ),
         )
 
     def lane_for(self, decode_samples: int) -> WorkLane:
@@ -119,6 +128,7 @@ class WorkPools:
         return self.long if decode_samples > self.long_lane_samples else self.short
 
     def close(self) -> None:
-        """Close both lanes; their threads have ended when this returns."""
+        """Close every lane; their threads have ended when this returns."""
         self.short.close()
         self.long.close()
+        self.stream.close()

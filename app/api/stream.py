@@ -48,6 +48,7 @@ from app.live import ClassifiedWindow, LiveStream
 from app.registry import ModelRegistry, ModelsNotReady, UnknownModelError
 from app.settings import Settings
 from app.streaming import StreamError, StreamSession
+from app.workpool import LaneFullError, WorkLane, WorkPools
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["streaming"])
@@ -130,6 +131,7 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
     limits = Limits.from_settings(settings)
     start = await _receive_start(websocket, limits)
     live = _open_stream(websocket.app, start, settings)
+    lane = _stream_lane(websocket.app)
     try:
         admission.take_slot()
     except AdmissionRefused as e:
@@ -137,13 +139,13 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
     limits.started = True
     metrics.ACTIVE_STREAMS.inc()
     try:
-        await _serve(websocket, limits, live)
+        await _serve(websocket, limits, live, lane)
     finally:
         admission.release_slot()
         metrics.ACTIVE_STREAMS.dec()
 
 
-async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream) -> None:
+async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream, lane: WorkLane) -> None:
     session_id = uuid.uuid4().hex
     session, served = live.session, live.model
     ready = ReadyMessage(
@@ -165,13 +167,13 @@ async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream) -> None
     while True:
         received_at, message = await _receive(websocket, limits)
         if message.get("bytes") is not None:
-            # Resampling, features and inference in one hand-off off the event loop.
-            results = await asyncio.to_thread(_guarded, live.push, message["bytes"])
+            # Resampling, features and inference in one hand-off to the stream lane.
+            results = await _in_lane(lane, live.push, message["bytes"])
             await _send_predictions(websocket, results, received_at, final=False)
             continue
         kind = parse_control(message.get("text") or "", limits.max_control_bytes).get("type")
         if kind == "stop":
-            results = await asyncio.to_thread(_guarded, live.finish)
+            results = await _in_lane(lane, live.finish)
             await _send_predictions(websocket, results, received_at, final=True)
             totals = live.totals
             await _send(websocket, SummaryMessage.of(session_id, served.key, totals))
@@ -247,6 +249,23 @@ def _open_stream(app: FastAPI, start: StartMessage, settings: Settings) -> LiveS
         max_duration_s=settings.stream_max_session_s,
     )
     return LiveStream(session, served)
+
+
+def _stream_lane(app: FastAPI) -> WorkLane:
+    pools: WorkPools | None = app.state.work_pools  # made by the lifespan
+    if pools is None:
+        raise ProtocolError("not_ready", "the server is starting or shutting down: retry later")
+    return pools.stream
+
+
+async def _in_lane(lane: WorkLane, call: Any, *args: Any) -> list[ClassifiedWindow]:
+    """``call(*args)`` (a :class:`LiveStream` step) on a stream-lane thread, its errors as
+    protocol errors."""
+    try:
+        results: list[ClassifiedWindow] = await lane.run(_guarded, call, *args)
+    except LaneFullError as e:  # not while every session waits for its own chunk
+        raise ProtocolError("server_busy", str(e)) from e
+    return results
 
 
 def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:

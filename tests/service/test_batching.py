@@ -195,7 +195,7 @@ def test_onnx_runtime_takes_half_the_usable_cpus_by_default(
 ) -> None:
     monkeypatch.setattr("app.settings.usable_cpus", lambda: cores)
     assert Settings().intra_op_threads == threads
-    assert Settings().work_threads == cores
+    assert Settings().work_threads == Settings().stream_threads == cores
     assert Settings(intra_op_threads=3).intra_op_threads == 3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -345,6 +346,28 @@ def test_a_server_fault_is_1011_and_the_next_session_works(
     assert code == 1011
     monkeypatch.undo()
     assert_works(client)
+
+
+def test_chunks_run_on_the_stream_lane_threads(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(stream_threads=2)
+    pools = client.app.state.work_pools  # type: ignore[attr-defined]
+    served = client.app.state.registry.get(None)  # type: ignore[attr-defined]
+    threads: set[str] = set()
+    predict = served.predict
+
+    def recorded(features: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return predict(features)
+
+    monkeypatch.setattr(served, "predict", recorded)
+    audio = pcm16(synth_speechlike(6.0, 16_000))
+    _, messages, code = stream_audio(client, {**START_48K, "sample_rate": 16_000}, audio, [8000])
+    assert code == 1000 and sum(m["type"] == "prediction" for m in messages) == 6
+    assert threads and all(name.startswith("work-stream") for name in threads)
+    assert pools.stream.capacity == 2 + client.app.state.settings.stream_max_sessions  # type: ignore[attr-defined]
+    assert pools.stream.jobs == 0
 
 
 def test_a_client_that_vanishes_mid_stream_frees_its_slot(make_client: ClientFactory) -> None:
