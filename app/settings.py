@@ -28,7 +28,7 @@ LONG_LANE_SAMPLES: Final[int] = 30 * 48_000 * 2  # 30 s of 48 kHz stereo
 DEFAULT_BATCH_WAIT_MS: Final[dict[str, float]] = {"cpu": 0.0, "cuda": 5.0}
 
 
-def _default_work_threads() -> int:
+def _one_per_cpu() -> int:
     return usable_cpus()
 
 
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # /predict decode + feature work: two bounded thread pools ("lanes"). Uploads that decode to
     # more than long_lane_samples run in the long lane, so short clips never queue behind them.
     # A lane whose threads are busy and whose queue is full answers 503 with Retry-After.
-    work_threads: int = Field(default_factory=_default_work_threads, ge=1, le=256)
+    work_threads: int = Field(default_factory=_one_per_cpu, ge=1, le=256)
     work_queue_limit: int = Field(default=64, ge=0)
     long_work_threads: int = Field(default=1, ge=1, le=256)
     long_work_queue_limit: int = Field(default=4, ge=0)
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     # one chunk in flight at a time. More threads than CPUs only fight over the GIL: on 2 cores,
     # 125 real-time sessions had a p99 of 56-66 ms on 2 threads, 110-163 ms on asyncio's
     # default pool of 6.
-    stream_threads: int = Field(default_factory=_default_work_threads, ge=1, le=256)
+    stream_threads: int = Field(default_factory=_one_per_cpu, ge=1, le=256)
     stream_max_frame_bytes: int = Field(default=256 * 1024, ge=1024)
     stream_idle_timeout_s: float = Field(default=30.0, gt=0.0)
     stream_max_session_s: float = Field(default=3600.0, gt=0.0)
