@@ -4,7 +4,8 @@ One run, one machine, side by side (all ratios in the summary come from the same
 
 1. the in-process pipeline ceiling: decode + trim + windows + features + ONNX Runtime for a
    3.5 s WAV, with no server around it: per clip on one thread (with the server's ORT threads),
-   and clips/s on 1 and 2 worker threads;
+   and clips/s on 1 and 2 worker threads and on a process per usable CPU (the ceiling of the
+   summary is the best of these);
 2. ``POST /predict`` over HTTP against a real ``python -m app`` started here: latency
    (p50/p95/p99) and throughput at a few concurrency levels, with the default batch wait and
    with a 5 ms one (does micro-batching pay on this provider?). The load comes from a lean
@@ -39,6 +40,7 @@ import asyncio
 import contextlib
 import io
 import json
+import multiprocessing
 import os
 import random
 import socket
@@ -46,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -188,30 +190,50 @@ def predict_table(
 # -- the in-process pipeline -------------------------------------------------------------------
 
 
-def pipeline_ceiling(model_path: Path, body: bytes, server_threads: int, seconds: float) -> dict:
+def pipeline_run(model_path: Path, body: bytes, threads: int) -> Callable[[], np.ndarray]:
+    """One clip's decode + trim + windows + features + ONNX Runtime, as the server does it."""
+    session, _ = open_session(model_path, ("cpu",), threads, 1)
+    config = ModelMetadata.from_onnx_props(
+        session.get_modelmeta().custom_metadata_map
+    ).feature_config
+
+    def run() -> np.ndarray:
+        audio = decode_audio(body, target_rate=config.sample_rate)
+        start, end = trim_bounds(audio.samples, config)
+        windows = ClipWindows.of(audio.samples, start, end, config, config.window_s / 2)
+        return run_session(session, windows.features())
+
+    return run
+
+
+def _pipeline_process(model_path: Path, body: bytes, seconds: float, barrier: Any) -> float:
+    """Clips/s of one process running the pipeline on one thread (a child of
+    :func:`pipeline_ceiling`; it starts when every sibling is warm)."""
+    threadpool_limits(limits=1, user_api="blas")
+    run = pipeline_run(model_path, body, 1)
+    for _ in range(10):
+        run()
+    barrier.wait()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        run()
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def pipeline_ceiling(
+    model_path: Path, body: bytes, server_threads: int, seconds: float, processes: int
+) -> dict:
     """decode + trim + windows + features + ONNX Runtime per clip, with no server around it.
 
     ``latency``: one clip at a time with the server's ORT threads (what one request costs);
-    ``workers_<n>``: clips/s with n threads each running the pipeline on a 1-thread session (the
-    most a 2-core machine can do).
+    ``workers_<n>``: clips/s with n threads of one process each running the pipeline on a
+    1-thread session; ``processes_<n>``: the same from n processes of one thread, which no GIL
+    holds back (the most the machine can do, to compare a server of a process per core with).
     """
-
-    def make_run(threads: int) -> Any:
-        session, _ = open_session(model_path, ("cpu",), threads, 1)
-        meta = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
-        config = meta.feature_config
-
-        def run() -> np.ndarray:
-            audio = decode_audio(body, target_rate=config.sample_rate)
-            start, end = trim_bounds(audio.samples, config)
-            windows = ClipWindows.of(audio.samples, start, end, config, config.window_s / 2)
-            return run_session(session, windows.features())
-
-        return run
-
     out: dict[str, Any] = {}
     threadpool_limits(limits=1, user_api="blas")  # as the server does (app/main.py)
-    latency_run = make_run(server_threads)
+    latency_run = pipeline_run(model_path, body, server_threads)
     for _ in range(10):
         latency_run()
     times = []
@@ -220,7 +242,7 @@ def pipeline_ceiling(model_path: Path, body: bytes, server_threads: int, seconds
         latency_run()
         times.append((time.perf_counter() - started) * 1000)
     out["latency"] = {"ort_threads": server_threads, **percentiles(times)}
-    single = make_run(1)
+    single = pipeline_run(model_path, body, 1)
     single()
 
     def loop(counts: list[int], i: int, stop_at: float) -> None:
@@ -240,7 +262,20 @@ def pipeline_ceiling(model_path: Path, body: bytes, server_threads: int, seconds
         for t in threads:
             t.join()
         out[f"workers_{workers}"] = round(sum(counts) / (time.perf_counter() - started), 1)
+    if processes > 1:
+        context = multiprocessing.get_context("spawn")  # no fork of ORT's or numpy's threads
+        barrier = context.Manager().Barrier(processes)
+        with context.Pool(processes) as pool:
+            rates = pool.starmap(
+                _pipeline_process, [(model_path, body, seconds, barrier)] * processes
+            )
+        out[f"processes_{processes}"] = round(sum(rates), 1)
     return out
+
+
+def pipeline_best(pipeline: dict) -> float:
+    """The most clips/s of :func:`pipeline_ceiling`'s thread and process runs."""
+    return max(v for k, v in pipeline.items() if k.startswith(("workers_", "processes_")))
 
 
 # -- streams -----------------------------------------------------------------------------------
@@ -418,7 +453,7 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
     by_c = {r["concurrency"]: r for r in results["predict"]}
     pipeline = results["pipeline"]
     work_ms = pipeline["latency"]["p50_ms"]
-    ceiling = max(pipeline["workers_1"], pipeline["workers_2"])
+    ceiling = pipeline_best(pipeline)
     rows = [
         (
             "server overhead per `/predict` (p50 at 1 client minus the in-process pipeline p50)",
@@ -450,8 +485,8 @@ def summary(results: dict) -> list[tuple[str, str, str]]:
             rps = rows_by_c[16]["requests_per_s"]
             rows.append(
                 (
-                    f"`/predict` throughput at 16 clients / in-process ceiling (best of 1, 2 "
-                    f"workers), {shape}",
+                    "`/predict` throughput at 16 clients / in-process ceiling (the best of its "
+                    f"threads and processes), {shape}",
                     f"{rps / ceiling:.2f} ({rps} vs {ceiling} clips/s)",
                     target,
                 )
@@ -521,7 +556,12 @@ def markdown(results: dict) -> str:
         f"- one clip at a time, ORT threads {pipeline['latency']['ort_threads']}: "
         f"p50 {pipeline['latency']['p50_ms']} ms, p99 {pipeline['latency']['p99_ms']} ms",
         f"- 1 worker thread: {pipeline['workers_1']} clips/s; 2 worker threads: "
-        f"{pipeline['workers_2']} clips/s",
+        f"{pipeline['workers_2']} clips/s"
+        + "".join(
+            f"; {k.split('_')[1]} processes of one thread: {v} clips/s"
+            for k, v in pipeline.items()
+            if k.startswith("processes_")
+        ),
         "",
         *_latency_table(
             "## POST /predict (3.5 s WAV, multipart), default batch wait "
@@ -609,7 +649,7 @@ def main() -> int:
         "model": args.model,
         "threads": threads,
         "batch_wait_ms": settings.batch_wait_s("cpu") * 1000,
-        "pipeline": pipeline_ceiling(model_path, body, threads, args.pipeline_s),
+        "pipeline": pipeline_ceiling(model_path, body, threads, args.pipeline_s, usable_cpus()),
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
