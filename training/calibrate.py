@@ -13,7 +13,8 @@ Measures, on the test clips, before (``T = 1``) and after:
 - the negative log-likelihood of the true label.
 
 :func:`calibrate_model` fits ``T`` for one exported model from its split file's validation rows,
-measures the test rows and writes ``T`` into the model's metadata;
+measures the validation and test rows (ECE and NLL before and after) and writes ``T`` into the
+model's metadata;
 ``python -m training calibrate`` does it for every released model and keeps the figures in
 ``calibration.json`` beside ``metrics.json`` (the report's calibration section and reliability
 diagrams come from there).
@@ -145,10 +146,13 @@ def calibrate_model(
         "loss": loss,
         "split_file": Path(split_path).name,
         "temperature": round(temperature, 6),
+        # The validation figures are the ones a recipe may be chosen on; test is for reporting.
         "val": {
             "n": len(val.truth),
             "nll_before": negative_log_likelihood(val_scores, val.truth, 1.0),
             "nll_after": negative_log_likelihood(val_scores, val.truth, temperature),
+            "ece_before": expected_calibration_error(softmax(val_scores, 1.0), val.truth),
+            "ece_after": expected_calibration_error(softmax(val_scores, temperature), val.truth),
         },
         "test": {
             "n": len(test.truth),

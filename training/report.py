@@ -542,16 +542,18 @@ def rewrite_report(models_dir: Path) -> Path:
 
 
 def calibration_table(calibration: list[Record]) -> str:
-    """Temperature and test ECE / NLL before and after, per calibrated model."""
+    """Temperature, validation ECE and test ECE / NLL before and after, per calibrated model."""
     lines = [
-        "| Model | Temperature | Test ECE before | Test ECE after | Test NLL before "
-        "| Test NLL after | Mean confidence before / after | Test accuracy |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Model | Temperature | Val ECE before / after | Test ECE before | Test ECE after "
+        "| Test NLL before | Test NLL after | Mean confidence before / after | Test accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in calibration:
-        before, after = r["test"]["before"], r["test"]["after"]
+        before, after, val = r["test"]["before"], r["test"]["after"], r["val"]
         lines.append(
-            f"| {r['model']} | {r['temperature']:.3f} | {before['ece']:.4f} | {after['ece']:.4f} "
+            f"| {r['model']} | {r['temperature']:.3f} "
+            f"| {val['ece_before']:.4f} / {val['ece_after']:.4f} "
+            f"| {before['ece']:.4f} | {after['ece']:.4f} "
             f"| {before['nll']:.4f} | {after['nll']:.4f} "
             f"| {before['mean_confidence']:.3f} / {after['mean_confidence']:.3f} "
             f"| {100 * after['accuracy']:.2f} % |"

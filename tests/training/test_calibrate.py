@@ -68,7 +68,7 @@ def record(model: str, temperature: float) -> dict:
         "loss": "ce",
         "split_file": "random.csv",
         "temperature": temperature,
-        "val": {"n": 10, "nll_before": 1.0, "nll_after": 0.9},
+        "val": {"n": 10, "nll_before": 1.0, "nll_after": 0.9, "ece_before": 0.2, "ece_after": 0.05},
         "test": {
             "n": len(labels),
             "before": measures(scores, labels, 1.0),
@@ -84,7 +84,7 @@ def test_calibration_records_merge_by_model_and_reach_the_report(tmp_path: Path)
     assert [(r["model"], r["temperature"]) for r in merged] == [("ser-bce", 0.9), ("ser-ce", 1.5)]
     assert json.loads(path.read_text())["calibration"] == merged
     table = calibration_table(merged)
-    assert "| ser-ce | 1.500 |" in table
+    assert "| ser-ce | 1.500 | 0.2000 / 0.0500 |" in table
     text = write_report([], tmp_path / "report", calibration=merged).read_text()
     assert "## Calibration (temperature scaling)" in text
     for name in ("ser-ce", "ser-bce"):

@@ -13,6 +13,7 @@ import soundfile as sf
 from app.features import FeatureConfig
 from app.labels import LABELS
 from tests.conftest import synth_speechlike
+from training.calibrate import calibrate_model
 from training.cli import main
 from training.config import TrainConfig
 from training.evaluate import evaluate_onnx
@@ -91,6 +92,14 @@ def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
     report = (models / "report" / "report.md").read_text()
     assert "Binary cross-entropy" in report
     assert any((models / "report").glob("random-sequential-bce-*.png"))
+
+    # Calibration: the temperature fitted on the val rows lands in the metadata, and the val
+    # figures a recipe is chosen on are measured at T = 1 and at the fitted T.
+    calibration = calibrate_model(onnx_path, split_path, corpus, cache_dir=tmp_path / "cache")
+    assert read_metadata(onnx_path).temperature == pytest.approx(calibration["temperature"])
+    val = calibration["val"]
+    assert val["n"] == 8 and val["nll_after"] <= val["nll_before"]
+    assert 0 <= val["ece_after"] <= 1 and 0 <= val["ece_before"] <= 1
 
     out = tmp_path / "eval.json"
     argv = ["evaluate", str(onnx_path), "--split", str(split_path), "--data", str(corpus)]
