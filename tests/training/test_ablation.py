@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.ablation import ROBUSTNESS_VARIANTS, VARIANTS, default_variants, merge_ablation
+from training.ablation import (
+    RECIPE_VARIANTS,
+    ROBUSTNESS_VARIANTS,
+    VARIANTS,
+    default_variants,
+    merge_ablation,
+)
 from training.channel import AUGMENTATIONS
 from training.config import TrainConfig
 from training.model import ModelConfig
@@ -102,6 +108,19 @@ def test_robustness_variants_are_valid_single_changes() -> None:
         "no-label-smoothing",
         "none",
     ]
+    # The recipe variants keep their meaning now that the release has no label smoothing:
+    # each names its smoothing, and the smoothing-free variant is the release recipe.
+    smoothing = {
+        n: TrainConfig().replace(**v.train).label_smoothing for n, v in RECIPE_VARIANTS.items()
+    }
+    assert smoothing == {
+        "all": 0.1,
+        "no-specaugment": 0.1,
+        "no-mixup": 0.1,
+        "no-label-smoothing": 0.0,
+        "none": 0.0,
+    }
+    assert TrainConfig().replace(**RECIPE_VARIANTS["no-label-smoothing"].train) == TrainConfig()
     assert default_variants("speaker")[0] == "baseline"
     for name in AUGMENTATIONS:
         assert ROBUSTNESS_VARIANTS[name].train == {"channel_augment": (name,)}
