@@ -53,6 +53,10 @@ ROBUSTNESS_VARIANTS: dict[str, Variant] = {
     # Draw the small corpora more often (TrainConfig.corpus_balance); shares baseline's pool.
     "balance-sqrt": Variant({"corpus_balance": 0.5}),
     "balance-equal": Variant({"corpus_balance": 1.0}),
+    # A gradient-reversal head against the training speakers / corpora (training/adversary.py);
+    # shares baseline's pool.
+    "adversary-speaker": Variant({"adversary": "speaker"}),
+    "adversary-corpus": Variant({"adversary": "corpus"}),
 }
 VARIANTS: dict[str, Variant] = {**RECIPE_VARIANTS, **ROBUSTNESS_VARIANTS}
 

@@ -87,7 +87,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The TrainConfig flags shared by ``train`` and ``ablate``."""
-    from training.config import TrainConfig
+    from training.config import ADVERSARIES, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
@@ -127,6 +127,15 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         default=d.corpus_balance,
         help="draw clips with weight n_corpus**-B: 0 every clip once per epoch, 1 equal corpora",
     )
+    p.add_argument(
+        "--adversary",
+        choices=list(ADVERSARIES),
+        default=d.adversary,
+        help="gradient-reversal head that learns to name the training speaker or corpus",
+    )
+    p.add_argument(
+        "--adversary-weight", type=float, default=d.adversary_weight, help="reversal strength"
+    )
 
 
 def _add_fold_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,6 +171,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         channel_augment=args.channel_augment,
         channel_prob=args.channel_prob,
         corpus_balance=args.corpus_balance,
+        adversary=args.adversary,
+        adversary_weight=args.adversary_weight,
         time_budget_s=getattr(args, "time_budget", None),
     )
 

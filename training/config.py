@@ -20,6 +20,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 PEAK_LR: dict[str, float] = {"ce": 2e-3, "bce": 2e-3, "smoothl1": 2e-3, "l1": 5e-4}
 Monitor = Literal["macro_f1", "accuracy"]
 Device = Literal["auto", "cpu", "cuda"]
+AdversaryKind = Literal["none", "speaker", "corpus"]
+ADVERSARIES: tuple[str, ...] = ("none", "speaker", "corpus")
 
 
 class TrainConfigError(ValueError):
@@ -56,6 +58,11 @@ class TrainConfig:
     # release); 1 gives each corpus an equal share of the epoch, drawn with replacement, so the
     # small corpora (SAVEE: 4 speakers) are not outweighed by TESS.
     corpus_balance: float = 0.0
+    # Adversarial training (training/adversary.py): a gradient-reversal head learns to name
+    # each clip's training speaker (or corpus) from the embedding while the model learns to
+    # make that impossible; adversary_weight is the reversal's strength once ramped up.
+    adversary: AdversaryKind = "none"
+    adversary_weight: float = 0.3
     # Regularisation (training/regularise.py); the defaults come from the ablation in the report.
     freq_masks: int = 2  # SpecAugment frequency masks per clip
     freq_mask_width: int = 16  # mels, the most one mask covers
@@ -96,6 +103,10 @@ class TrainConfig:
             raise TrainConfigError("channel_prob must be in [0, 1]")
         if not 0 <= self.corpus_balance <= 1:
             raise TrainConfigError("corpus_balance must be in [0, 1]")
+        if self.adversary not in ADVERSARIES:
+            raise TrainConfigError(f"adversary {self.adversary!r} is not one of {ADVERSARIES}")
+        if not self.adversary_weight >= 0:
+            raise TrainConfigError("adversary_weight must be >= 0")
         from training.channel import check_names
 
         try:

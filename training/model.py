@@ -38,6 +38,9 @@ window's frames (per-utterance cepstral-style mean/variance normalisation). It r
 recording's fixed spectral colouring (microphone, room EQ, level), which global statistics keep;
 it is part of the graph, so the exported model and the server need nothing else.
 
+Both layouts split ``forward`` into ``embed`` (the vector the head reads) and ``head``; training's
+speaker / corpus adversary (training/adversary.py) reads the same embedding.
+
 The frame count is fixed by the config (the positional embedding and the flattened CNN size
 depend on it); only the batch axis is dynamic.
 """
@@ -207,15 +210,20 @@ class SequentialCnnTransformer(nn.Module):
         self.config = config
         self.cnn = _cnn(config)
         self.transformer = TokenEncoder(config)
+        self.embedding_dim = config.d_model
         self.head = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(config.d_model, config.n_labels)
+            nn.Dropout(config.dropout), nn.Linear(self.embedding_dim, config.n_labels)
         )
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, frames) -> the pooled embedding the head reads (B, embedding_dim)."""
+        cells = self.cnn(_input(features, self.config))  # (B, C, F', T')
+        tokens = cells.flatten(2).transpose(1, 2)  # (B, F' * T', C)
+        return self.transformer(tokens)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, frames) -> logits (B, n_labels)."""
-        cells = self.cnn(_input(features, self.config))  # (B, C, F', T')
-        tokens = cells.flatten(2).transpose(1, 2)  # (B, F' * T', C)
-        return self.head(self.transformer(tokens))
+        return self.head(self.embed(features))
 
 
 class ParallelCnnTransformer(nn.Module):
@@ -228,22 +236,28 @@ class ParallelCnnTransformer(nn.Module):
         self.pool = nn.MaxPool2d(kernel_size=TRANSFORMER_POOL, stride=TRANSFORMER_POOL)
         self.transformer = TokenEncoder(config)
         mels, frames = config.cnn_map
-        cnn_dim = config.channels[-1] * mels * frames
+        self.embedding_dim = config.channels[-1] * mels * frames + config.d_model
         self.head = nn.Sequential(
-            nn.Dropout(config.dropout), nn.Linear(cnn_dim + config.d_model, config.n_labels)
+            nn.Dropout(config.dropout), nn.Linear(self.embedding_dim, config.n_labels)
         )
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, frames) -> logits (B, n_labels)."""
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, frames) -> the joint embedding the head reads (B, embedding_dim)."""
         image = _input(features, self.config)
         cnn_embedding = self.cnn(image).flatten(1)  # (B, C * F' * T')
         pooled = self.pool(image).squeeze(1)  # (B, n_mels / 2, frames / 4)
         tokens = pooled.transpose(1, 2)  # (B, frames / 4, d_model): one token per time step
-        embedding = torch.cat([cnn_embedding, self.transformer(tokens)], dim=1)
-        return self.head(embedding)
+        return torch.cat([cnn_embedding, self.transformer(tokens)], dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, frames) -> logits (B, n_labels)."""
+        return self.head(self.embed(features))
 
 
-def build_model(config: ModelConfig | None = None) -> nn.Module:
+CnnTransformer = SequentialCnnTransformer | ParallelCnnTransformer
+
+
+def build_model(config: ModelConfig | None = None) -> CnnTransformer:
     """A freshly initialised model for ``config`` (defaults: the paper's sequential layout)."""
     config = config or ModelConfig()
     if config.architecture == "parallel":

@@ -189,12 +189,14 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
     # normalised features are O(1), where float16 keeps ~3 significant digits.
     datasets = np.array([c.dataset for c in clips])
+    speakers = np.array([f"{c.dataset}/{c.speaker}" for c in clips])
     n_train = len(train.labels) // (1 + exp.train.noisy_copies)
     pool = LabelledFeatures(
         train_x.astype(np.float16),
         train.labels,
         versions=1 + exp.train.noisy_copies,
         groups=datasets[train.source[:n_train]],
+        speakers=speakers[train.source[:n_train]],
     )
     del train_x
 
@@ -249,7 +251,9 @@ def part_scores(
 def clean_training_clips(pool: LabelledFeatures) -> LabelledFeatures:
     """Version 0 of every clip of a training pool: the clips without added noise."""
     n = pool.n_clips
-    return LabelledFeatures(pool.features[:n], pool.labels[:n], groups=pool.groups)
+    return LabelledFeatures(
+        pool.features[:n], pool.labels[:n], groups=pool.groups, speakers=pool.speakers
+    )
 
 
 def model_name(loss: str, architecture: str) -> str:

@@ -48,10 +48,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from app.features import FeatureConfig
+from training.adversary import Adversary, group_indices, reversal_scale
 from training.config import TrainConfig
 from training.device import autocast, resolve_device, resolve_precision, use_all_cores
 from training.losses import make_loss
-from training.model import ModelConfig, build_model
+from training.model import CnnTransformer, ModelConfig, build_model
 from training.regularise import Mixup, SpecAugment
 
 LAST_CHECKPOINT = "last.pt"
@@ -71,14 +72,25 @@ class LabelledFeatures:
     labels: np.ndarray
     versions: int = 1
     groups: np.ndarray | None = None  # (n,) each clip's corpus, for TrainConfig.corpus_balance
+    speakers: np.ndarray | None = None  # (n,) each clip's speaker, for TrainConfig.adversary
 
     def __post_init__(self) -> None:
         if len(self.features) != len(self.labels):
             raise ValueError(f"{len(self.features)} feature rows but {len(self.labels)} labels")
         if self.versions < 1 or len(self.labels) % self.versions:
             raise ValueError(f"{len(self.labels)} rows do not split into {self.versions} versions")
-        if self.groups is not None and len(self.groups) != self.n_clips:
-            raise ValueError(f"{len(self.groups)} groups for {self.n_clips} clips")
+        for name in ("groups", "speakers"):
+            keys = getattr(self, name)
+            if keys is not None and len(keys) != self.n_clips:
+                raise ValueError(f"{len(keys)} {name} for {self.n_clips} clips")
+
+    def adversary_keys(self, adversary: str) -> np.ndarray:
+        """(n,) what TrainConfig.adversary learns to name: each clip's speaker or corpus."""
+        keys = self.speakers if adversary == "speaker" else self.groups
+        if keys is None:
+            what = "speakers" if adversary == "speaker" else "corpora (groups)"
+            raise ValueError(f"a {adversary} adversary needs the training clips' {what}")
+        return keys
 
     @property
     def n_clips(self) -> int:
@@ -239,7 +251,7 @@ class Run:
     feature_config: FeatureConfig
     device: torch.device
     precision: str  # resolved: "fp32" or "bf16"
-    model: nn.Module
+    model: CnnTransformer
     optimiser: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     generator: torch.Generator  # batch order, versions, masks, mixup pairs
@@ -247,6 +259,13 @@ class Run:
     best: BestEpoch
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0  # over all sessions of a resumed run
+    adversary: Adversary | None = None  # TrainConfig.adversary's head (training only)
+    total_steps: int = 1  # optimiser steps of the whole run: the reversal's ramp
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the run's optimiser steps taken."""
+        return self.scheduler.last_epoch / self.total_steps
 
     @property
     def epoch(self) -> int:
@@ -266,6 +285,7 @@ class Run:
             "train_config": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
             "feature_config": self.feature_config.to_dict(),
+            "adversary": None if self.adversary is None else _cpu_state(self.adversary),
         }
 
     def restore(self, data: dict[str, Any]) -> None:
@@ -276,6 +296,8 @@ class Run:
                     "same settings, or start afresh without --resume (or with another --runs)"
                 )
         self.model.load_state_dict(data["model"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(data["adversary"])
         self.optimiser.load_state_dict(data["optimiser"])
         self.scheduler.load_state_dict(data["scheduler"])
         self.generator.set_state(data["generator"])
@@ -292,8 +314,10 @@ def start_run(
     config: TrainConfig,
     feature_config: FeatureConfig,
     steps_per_epoch: int,
+    adversary_groups: int = 0,
 ) -> Run:
-    """A fresh, seeded run: model, optimiser, schedule and random sources."""
+    """A fresh, seeded run: model, optimiser, schedule and random sources; with
+    ``config.adversary``, an adversary head over ``adversary_groups`` speakers or corpora."""
     seed_everything(config.seed)
     device = resolve_device(config.device)
     if device.type == "cpu":
@@ -301,9 +325,14 @@ def start_run(
     model = build_model(model_config).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.peak_lr, weight_decay=config.weight_decay
-    )
+    parameters = list(model.parameters())
+    adversary = None
+    if config.adversary != "none":
+        # Its own draw of the torch RNG: the model's dropout sees the same numbers as without it.
+        with torch.random.fork_rng(devices=[]):
+            adversary = Adversary(model.embedding_dim, adversary_groups).to(device)
+        parameters += list(adversary.parameters())
+    optimiser = torch.optim.AdamW(parameters, lr=config.peak_lr, weight_decay=config.weight_decay)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -322,6 +351,8 @@ def start_run(
         generator=torch.Generator(device=device).manual_seed(config.seed),
         rng=random.Random(config.seed),
         best=BestEpoch(config.monitor, config.patience),
+        adversary=adversary,
+        total_steps=total_steps,
     )
 
 
@@ -351,9 +382,11 @@ def run_epoch(
     y_pool: torch.Tensor,
     versions: int,
     weights: torch.Tensor | None = None,
+    adversary_pool: torch.Tensor | None = None,
 ) -> dict:
     """One epoch of as many draws as there are training clips; returns its mean train loss and
-    accuracy."""
+    accuracy, and with an adversary (``adversary_pool``: each clip's group id) its loss and
+    accuracy at naming the group."""
     config, model = run.config, run.model
     loss_fn = make_loss(config.loss, config.label_smoothing)
     masks = SpecAugment(
@@ -361,9 +394,12 @@ def run_epoch(
     )
     mixup = Mixup(config.mixup_alpha, config.mixup_prob)
     model.train()
-    rows = _epoch_rows(len(y_pool) // versions, versions, run, weights)
+    n_clips = len(y_pool) // versions
+    rows = _epoch_rows(n_clips, versions, run, weights)
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device, dtype=torch.long)
+    adversary_sum = torch.zeros((), device=run.device)
+    adversary_correct = torch.zeros((), device=run.device, dtype=torch.long)
     for start in tqdm(
         range(0, len(rows), config.batch_size), leave=False, unit="batch", disable=None
     ):
@@ -374,20 +410,41 @@ def run_epoch(
             lam, pair = mix
             xb = lam * xb + (1.0 - lam) * xb[pair]
         with autocast(run.device, run.precision):
-            logits = model(xb)
+            embedding = model.embed(xb)
+            logits = model.head(embedding)
+            group_logits = None
+            if run.adversary is not None:
+                scale = reversal_scale(run.progress, config.adversary_weight)
+                group_logits = run.adversary(embedding, scale)
         logits = logits.float()
         loss = loss_fn(logits, yb)
         if mix is not None:
             loss = lam * loss + (1.0 - lam) * loss_fn(logits, yb[pair])
+        total = loss
+        if group_logits is not None and adversary_pool is not None:
+            group_logits = group_logits.float()
+            gb = adversary_pool[index % n_clips]  # pool row -> its clip's group
+            group_loss = nn.functional.cross_entropy(group_logits, gb)
+            if mix is not None:
+                other = nn.functional.cross_entropy(group_logits, gb[pair])
+                group_loss = lam * group_loss + (1.0 - lam) * other
+            total = loss + group_loss
+            adversary_sum += group_loss.detach() * len(index)
+            adversary_correct += (group_logits.argmax(dim=-1) == gb).sum()
         run.optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         run.optimiser.step()
         run.scheduler.step()
         # Accumulate on the device: a .item() per step would stall a GPU every step.
         loss_sum += loss.detach() * len(index)
         correct += (logits.argmax(dim=-1) == yb).sum()
-    return {"train_loss": float(loss_sum) / len(rows), "train_accuracy": float(correct) / len(rows)}
+    n = len(rows)
+    scores = {"train_loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
+    if run.adversary is not None:
+        scores["train_adversary_loss"] = float(adversary_sum) / n
+        scores["train_adversary_accuracy"] = float(adversary_correct) / n
+    return scores
 
 
 def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
@@ -447,7 +504,10 @@ def fit(
     written (the resume test kills its process there).
     """
     steps_per_epoch = math.ceil(train.n_clips / config.batch_size)
-    run = start_run(model_config, config, feature_config, steps_per_epoch)
+    adversary_ids, adversary_groups = None, 0
+    if config.adversary != "none":
+        adversary_ids, adversary_groups = group_indices(train.adversary_keys(config.adversary))
+    run = start_run(model_config, config, feature_config, steps_per_epoch, adversary_groups)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         last = run_dir / LAST_CHECKPOINT
@@ -463,6 +523,9 @@ def fit(
             raise ValueError("corpus_balance needs the training clips' corpora (groups)")
         weights = torch.from_numpy(draw_weights(train.groups, config.corpus_balance))
         weights = weights.to(run.device)
+    adversary_pool = None
+    if adversary_ids is not None:
+        adversary_pool = torch.from_numpy(adversary_ids).to(run.device)
     x_val = torch.from_numpy(val.features).to(run.device)
     y_val = torch.from_numpy(val.labels.astype(np.int64)).to(run.device)
     epochs = tqdm(
@@ -472,7 +535,7 @@ def fit(
         if run.best.exhausted or _budget_spent(run):
             break
         started = time.perf_counter()
-        train_scores = run_epoch(run, x_pool, y_pool, train.versions, weights)
+        train_scores = run_epoch(run, x_pool, y_pool, train.versions, weights, adversary_pool)
         if not math.isfinite(train_scores["train_loss"]):
             raise FloatingPointError(f"training loss became {train_scores['train_loss']}")
         logits = predict_logits(run.model, x_val, config.eval_batch_size, run.precision)
