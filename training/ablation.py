@@ -47,6 +47,7 @@ RECIPE_VARIANTS: dict[str, Variant] = {
 # Against the release recipe (no channel augmentation, global normalisation).
 ROBUSTNESS_VARIANTS: dict[str, Variant] = {
     "baseline": Variant(),
+    "label-smoothing": Variant(SMOOTHING),  # the recipe of 2026-11-24
     "instance-norm": Variant(model={"input_norm": "instance"}),  # shares baseline's pool
     **{name: Variant({"channel_augment": (name,)}) for name in AUGMENTATIONS},
     "channel-all": Variant({"channel_augment": tuple(AUGMENTATIONS)}),

@@ -707,14 +707,19 @@ def _split_files(groups: dict[str, list[Record]]) -> str:
 
 ROBUSTNESS_NOTE = (
     "Short CE runs (`python -m training ablate --protocol <p> --folds N --epochs E`), one "
-    "change each against the release recipe, scored on the fold's validation rows only: on a "
+    "change each against the baseline, scored on the fold's validation rows only: on a "
     "`speaker` fold those are speakers the model never heard; on a `corpus` fold they are a "
     "tenth of the training corpora. A channel augmentation (`training/channel.py`) is applied "
     "with probability 0.5 to each noisy copy; `channel-all` chains all six; `instance-norm` "
     "normalises each window's mel bands over time inside the model; `balance-sqrt` and "
     "`balance-equal` draw each clip with weight n_corpus^-0.5 or n_corpus^-1 (`--corpus-balance`), "
-    "so the smaller corpora fill more of each epoch. In brackets: the change "
-    "from the same fold's `baseline`. UAR is over the classes the corpus's validation rows have."
+    "so the smaller corpora fill more of each epoch; `adversary-speaker` and `adversary-corpus` "
+    "train a gradient-reversal head that learns to name the training speaker or corpus "
+    "(`--adversary`, `training/adversary.py`). The 12-epoch rows all carry the recipe of "
+    "2026-11-24 (label smoothing 0.1, baseline included); at 24 epochs `baseline` is today's "
+    "release recipe and `label-smoothing` the former one (each row's `train_config` records "
+    "its recipe). In brackets: the change from the same fold's `baseline` of the same length. "
+    "UAR is over the classes the corpus's validation rows have."
 )
 
 
