@@ -2,7 +2,9 @@
 
 Decoding is libsndfile's (via soundfile) for WAV (PCM 8/16/24/32-bit and float), FLAC, OGG
 (Vorbis/Opus) and MP3, and FFmpeg's (via PyAV, :mod:`app.containers`) for M4A/MP4/AAC and
-WebM/Matroska. Both give the same header and the same interleaved float32 blocks; channels are
+WebM/Matroska. Which of the two reads a file, and with which FFmpeg demuxer, is decided from
+its first bytes (:mod:`app.sniff`) before either parser sees it; anything else is refused
+unread. Both give the same header and the same interleaved float32 blocks; channels are
 averaged to mono and the result is resampled with soxr. Every rejection raises a subclass of
 :class:`AudioError` whose message tells the caller what to fix.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -37,6 +40,8 @@ from typing import Final, Protocol
 import numpy as np
 import soundfile as sf
 import soxr
+
+from app.sniff import HEAD_BYTES, MediaKind, UnknownMediaError, identify
 
 TARGET_RATE: Final[int] = 16_000
 MIN_SOURCE_RATE: Final[int] = 8_000
@@ -99,6 +104,17 @@ class AudioTooLargeError(AudioError):
 
 class SampleRateError(AudioError):
     code = "unsupported_sample_rate"
+
+
+class SlowHeaderError(AudioError):
+    """Reading the header alone took longer than its budget: a file padded or built to be slow
+    to parse (a WAV of millions of empty chunks, an M4A of millions of ``free`` atoms)."""
+
+
+class LaneBudgetExceeded(Exception):
+    """Not an error of the audio: it decodes to more samples than the caller's lane takes
+    (``lane_samples``), judged from the header or from what was decoded; the caller moves the
+    job to a lane for long clips."""
 
 
 @dataclass(frozen=True)
@@ -182,12 +198,15 @@ class _SoundFileReader:
 class _ContainerReader:
     """:class:`app.containers.ContainerReader` with this module's errors."""
 
-    def __init__(self, data: bytes) -> None:
-        from app.containers import ContainerError, ContainerReader
+    def __init__(self, data: bytes, kind: MediaKind, open_timeout_s: float | None) -> None:
+        from app.containers import ContainerError, ContainerReader, TooManyStreamsError
 
+        assert kind.demuxer is not None
         self._error = ContainerError
         try:
-            self._reader = ContainerReader(data)
+            self._reader = ContainerReader(data, kind.demuxer, kind.name, open_timeout_s)
+        except TooManyStreamsError as e:
+            raise UnsupportedAudioError(str(e)) from e
         except ContainerError as e:
             raise UnsupportedAudioError(f"could not decode the audio ({e}): {FORMATS_HINT}") from e
         self.format = self._reader.format
@@ -199,8 +218,12 @@ class _ContainerReader:
             raise UnsupportedAudioError(f"the audio stream has no channels: {FORMATS_HINT}")
 
     def blocks(self) -> Iterator[np.ndarray]:
+        from app.containers import FormatChangeError
+
         try:
             yield from self._reader.blocks()
+        except FormatChangeError as e:
+            raise AudioError(str(e)) from e
         except self._error as e:
             raise UnsupportedAudioError(str(e)) from e
 
@@ -208,20 +231,54 @@ class _ContainerReader:
         self._reader.close()
 
 
-def _open(source: AudioSource) -> _Reader:
+def _identify(head: bytes) -> MediaKind:
+    try:
+        return identify(head)
+    except UnknownMediaError as e:
+        raise UnsupportedAudioError(f"{e}: {FORMATS_HINT}") from e
+
+
+def _open(source: AudioSource, open_timeout_s: float | None = None) -> _Reader:
+    """A reader of ``source``, chosen by its first bytes (:func:`app.sniff.identify`)."""
     data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else None
     if data is not None and not data:
         raise EmptyAudioError(f"the upload is empty: {FORMATS_HINT}")
-    try:
-        opened = sf.SoundFile(io.BytesIO(data) if data is not None else source)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-        pass  # not one of libsndfile's formats: perhaps a container FFmpeg reads
+    if data is None:
+        with open(os.fspath(source), "rb") as f:  # type: ignore[arg-type]
+            kind = _identify(f.read(HEAD_BYTES))
     else:
+        kind = _identify(data[:HEAD_BYTES])
+    if kind.demuxer is None:
+        try:
+            opened = sf.SoundFile(io.BytesIO(data) if data is not None else source)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+            raise UnsupportedAudioError(
+                f"could not read the {kind.name} file ({e}): {FORMATS_HINT}"
+            ) from e
         return _SoundFileReader(opened)
     if data is None:
         with open(os.fspath(source), "rb") as f:  # type: ignore[arg-type]
             data = f.read()
-    return _ContainerReader(data)
+    return _ContainerReader(data, kind, open_timeout_s)
+
+
+def _open_timed(source: AudioSource, max_header_s: float | None) -> _Reader:
+    """:func:`_open`, refused when opening (reading the header) took over ``max_header_s``.
+
+    The parsers cannot be stopped from here (libsndfile has no interrupt at all; FFmpeg's is
+    asked, but its MP4 atom loop never checks it), so the time is judged once they return: the
+    thread was busy, but the file is not decoded.
+    """
+    started = time.perf_counter()
+    reader = _open(source, max_header_s)
+    elapsed_s = time.perf_counter() - started
+    if max_header_s is not None and elapsed_s > max_header_s:
+        reader.close()
+        raise SlowHeaderError(
+            f"reading the file's header took {elapsed_s:.2f} s, more than the {max_header_s:g} s "
+            "allowed: the file is padded or malformed; re-encode it (e.g. to WAV or FLAC)"
+        )
+    return reader
 
 
 def check_sample_rate(rate: int) -> None:
@@ -276,7 +333,10 @@ def is_silent(samples: np.ndarray) -> bool:
 
 
 def _read_header(
-    reader: _Reader, max_duration_s: float | None, max_decoded_samples: int | None
+    reader: _Reader,
+    max_duration_s: float | None,
+    max_decoded_samples: int | None,
+    lane_samples: int | None = None,
 ) -> AudioHeader:
     check_sample_rate(reader.sample_rate)
     limit = None if max_duration_s is None else int(max_duration_s * reader.sample_rate) + 1
@@ -284,6 +344,11 @@ def _read_header(
     stated = header.frames is not None or limit is not None
     if max_decoded_samples is not None and stated and header.decode_samples > max_decoded_samples:
         raise _too_large(header, max_decoded_samples, header.decode_samples)
+    # Only a stated length moves a job before decoding (a live WebM recording often states
+    # none): an unstated or understated one is caught as it decodes.
+    known = header.frames is not None
+    if lane_samples is not None and known and header.decode_samples > lane_samples:
+        raise LaneBudgetExceeded(header.decode_samples)
     return header
 
 
@@ -303,14 +368,16 @@ def probe_audio(
     *,
     max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
     max_decoded_samples: int | None = DEFAULT_MAX_DECODED_SAMPLES,
+    max_header_s: float | None = None,
 ) -> AudioHeader:
     """Read only the header of ``source`` and apply the checks it allows (cheap).
 
     Raises:
-        UnsupportedAudioError, EmptyAudioError, SampleRateError: as :func:`decode_audio`.
+        UnsupportedAudioError, EmptyAudioError, SampleRateError, SlowHeaderError: as
+            :func:`decode_audio`.
         AudioTooLargeError: it could decode to more than ``max_decoded_samples`` samples.
     """
-    reader = _open(source)
+    reader = _open_timed(source, max_header_s)
     try:
         return _read_header(reader, max_duration_s, max_decoded_samples)
     finally:
@@ -339,11 +406,16 @@ class _MonoResampler:
 
 
 def _decode_blocks(
-    reader: _Reader, header: AudioHeader, target_rate: int, max_decoded_samples: int | None
+    reader: _Reader,
+    header: AudioHeader,
+    target_rate: int,
+    max_decoded_samples: int | None,
+    lane_samples: int | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode, check, down-mix and resample ``reader`` block by block; ``(samples, frames
     read)``. Stops one frame past ``header.frame_limit``; refuses more than
-    ``max_decoded_samples`` as it goes (for containers whose header does not say)."""
+    ``max_decoded_samples`` as it goes (for containers whose header does not say or lies),
+    and stops with :class:`LaneBudgetExceeded` past ``lane_samples``."""
     resampler = _MonoResampler(header.sample_rate, target_rate)
     chunks: list[np.ndarray] = []
     frames_read = 0
@@ -353,6 +425,8 @@ def _decode_blocks(
         frames_read += block.shape[0]
         if max_decoded_samples is not None and frames_read * header.channels > max_decoded_samples:
             raise _too_large(header, max_decoded_samples)
+        if lane_samples is not None and frames_read * header.channels > lane_samples:
+            raise LaneBudgetExceeded(frames_read * header.channels)
         check_samples(block)
         # No check after the down-mix: the mean of finite samples within the range stays
         # finite and within it. Resampling can overshoot, so the resampler checks its output.
@@ -370,11 +444,15 @@ def decode_audio(
     target_rate: int = TARGET_RATE,
     max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
     max_decoded_samples: int | None = DEFAULT_MAX_DECODED_SAMPLES,
+    max_header_s: float | None = None,
+    lane_samples: int | None = None,
 ) -> Audio:
     """Decode ``source`` (encoded bytes or a path) to mono float32 at ``target_rate``.
 
     Peak memory is the output plus one block of :data:`BLOCK_SAMPLES` (see the module
-    docstring), whatever the source's rate and channel count.
+    docstring), whatever the source's rate and channel count. ``max_header_s`` bounds the
+    time to open the file and read its header; ``lane_samples`` is the most samples (frames x
+    channels) the caller's work lane takes, by the header or by what is really decoded.
 
     Raises:
         UnsupportedAudioError: not audio in a format read here (see the module docstring).
@@ -385,11 +463,16 @@ def decode_audio(
         AudioTooLongError: longer than ``max_duration_s`` (checked before decoding it all).
         NonFiniteAudioError: NaN or infinite samples (float files).
         SampleRangeError: samples beyond +-MAX_SAMPLE_MAGNITUDE (float files).
+        SlowHeaderError: opening the file took longer than ``max_header_s``.
+        AudioError: (``invalid_audio``) the stream changes rate or channels part-way.
+        LaneBudgetExceeded: more than ``lane_samples`` (not an error of the audio).
     """
-    reader = _open(source)
+    reader = _open_timed(source, max_header_s)
     try:
-        header = _read_header(reader, max_duration_s, max_decoded_samples)
-        samples, frames_read = _decode_blocks(reader, header, target_rate, max_decoded_samples)
+        header = _read_header(reader, max_duration_s, max_decoded_samples, lane_samples)
+        samples, frames_read = _decode_blocks(
+            reader, header, target_rate, max_decoded_samples, lane_samples
+        )
     finally:
         reader.close()
     if header.frame_limit is not None and frames_read >= header.frame_limit:

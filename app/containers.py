@@ -8,8 +8,11 @@ same limits, validity rule, down-mix and resampler apply to every format. FFmpeg
 convert each decoded frame to packed float32 at the stream's own rate and channel layout, nothing
 more: mixing to mono and resampling stay :mod:`app.audio`'s, identical for all formats.
 
-Only audio containers are accepted (:data:`CONTAINERS`): FFmpeg would open almost anything, and
-a service has no reason to parse video game formats from strangers.
+FFmpeg sees only what is accepted: :mod:`app.sniff` has already named the container from its
+magic bytes, and it is opened with that one demuxer (no probing over FFmpeg's whole list), no
+protocol for anything the media names inside it (:data:`OPEN_OPTIONS`), a bounded probe, and
+at most :data:`MAX_STREAMS` streams: FFmpeg opens a decoder per stream while it probes, and its
+own cap is 1,000 (a 0.4 MB Matroska file of 1,000 Opus tracks cost 220 MB).
 """
 
 from __future__ import annotations
@@ -21,36 +24,75 @@ from typing import Any, Final
 import av
 import numpy as np
 
-# FFmpeg demuxer names -> the format name reported to clients.
-CONTAINERS: Final[dict[str, str]] = {
-    "mov,mp4,m4a,3gp,3g2,mj2": "MP4",
-    "matroska,webm": "WEBM",
-    "aac": "AAC",
+MAX_STREAMS: Final[int] = 8  # audio, cover art, subtitles...: more is not a recording
+PROBE_BYTES: Final[int] = 1 << 20  # what FFmpeg may read to fill in the streams' parameters
+PROBE_US: Final[int] = 2_000_000  # and how much of the media it may look at, in microseconds
+OPEN_OPTIONS: Final[dict[str, str]] = {
+    # The input is an in-memory buffer, which needs no protocol; a whitelist naming none makes
+    # every nested open (MP4 external references, playlists) fail without touching a file or
+    # a socket.
+    "protocol_whitelist": "none",
+    "probesize": str(PROBE_BYTES),
+    "analyzeduration": str(PROBE_US),
+    # FFmpeg stops adding streams at this count (Matroska silently, MP4 with ENOMEM): one past
+    # the limit, so that a file over it is seen and refused.
+    "max_streams": str(MAX_STREAMS + 1),
 }
-_PROBE_BYTES: Final[int] = 1 << 16
 
 
 class ContainerError(ValueError):
     """Not a container this reader takes, or no audio stream in it, or a corrupt stream."""
 
 
-class ContainerReader:
-    """The first audio stream of an M4A/MP4/AAC or WebM/Matroska file held in memory."""
+class TooManyStreamsError(ContainerError):
+    """More streams than :data:`MAX_STREAMS`."""
 
-    def __init__(self, data: bytes) -> None:
+
+class FormatChangeError(ContainerError):
+    """The audio stream changes its sample rate or channel layout part-way through."""
+
+
+def _too_many_streams() -> TooManyStreamsError:
+    return TooManyStreamsError(
+        f"the file holds more than {MAX_STREAMS} streams: send a file with one audio stream"
+    )
+
+
+class ContainerReader:
+    """The first audio stream of an M4A/MP4/AAC or WebM/Matroska file held in memory.
+
+    Args:
+        data: the whole file.
+        demuxer: FFmpeg's name of the demuxer that reads it (from :mod:`app.sniff`).
+        format_name: the format name reported to clients.
+        open_timeout_s: FFmpeg gives up opening after this long, where it checks (PyAV's
+            interrupt callback; the caller still times the open as a whole).
+    """
+
+    def __init__(
+        self, data: bytes, demuxer: str, format_name: str, open_timeout_s: float | None = None
+    ) -> None:
         try:
-            self._container: Any = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
+            self._container: Any = av.open(
+                io.BytesIO(data),
+                mode="r",
+                format=demuxer,
+                container_options=OPEN_OPTIONS,
+                metadata_errors="ignore",
+                timeout=(open_timeout_s, None),
+            )
+        except MemoryError as e:  # av.error.MemoryError: the max_streams cap (see OPEN_OPTIONS)
+            raise _too_many_streams() from e
         except (av.FFmpegError, ValueError, OSError) as e:
-            raise ContainerError(f"not a readable container: {e}") from e
+            raise ContainerError(f"not a readable {format_name} file: {e}") from e
         try:
-            name = self._container.format.name
-            if name not in CONTAINERS:
-                raise ContainerError(f"{name} files are not accepted")
+            if len(self._container.streams) > MAX_STREAMS:
+                raise _too_many_streams()
             if not self._container.streams.audio:
                 raise ContainerError("the file has no audio stream")
             self._stream = self._container.streams.audio[0]
             context = self._stream.codec_context
-            self.format = CONTAINERS[name]
+            self.format = format_name
             self.sample_rate = int(context.sample_rate or 0)
             self.channels = int(context.layout.nb_channels if context.layout else 0)
             self.frames = self._frames()
@@ -77,6 +119,7 @@ class ContainerReader:
 
         Raises:
             ContainerError: the stream is corrupt.
+            FormatChangeError: its rate or channels change part-way (ADTS streams can).
         """
         try:
             for frame in self._container.decode(self._stream):
@@ -86,6 +129,11 @@ class ContainerReader:
                 yield self._interleaved(converted)
         except av.FFmpegError as e:
             raise ContainerError(f"the audio stream is corrupt: {e}") from e
+        except ValueError as e:  # PyAV: "Frame does not match AudioResampler setup"
+            raise FormatChangeError(
+                "the audio changes its sample rate or channel count part-way through: "
+                "send one recording per file, or re-encode it (e.g. to WAV or FLAC)"
+            ) from e
 
     def _interleaved(self, frame: Any) -> np.ndarray:
         packed = frame.to_ndarray()  # packed float32: (1, frames x channels)

@@ -62,6 +62,11 @@ WORK_LANE_REFUSALS = Counter(
     "Jobs refused because their work lane was full (answered 503 server_busy), by lane.",
     ["lane"],
 )
+LANE_MOVES = Counter(
+    "ser_work_lane_moves",
+    "/predict uploads moved from the short to the long lane, because their header or the "
+    "samples they really decoded to passed the short lane's budget.",
+)
 PREDICTIONS = Counter(
     "ser_predictions",
     "Predictions returned (one per /predict response or classified stream window), by label.",

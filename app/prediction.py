@@ -21,9 +21,9 @@ from app import metrics
 from app.audio import (
     DEFAULT_MAX_DECODED_SAMPLES,
     Audio,
+    LaneBudgetExceeded,
     decode_audio,
     is_silent,
-    probe_audio,
 )
 from app.contract import ModelMetadata
 from app.errors import UnusableAudioError
@@ -37,15 +37,22 @@ from app.workpool import WorkPools
 
 @dataclass(frozen=True)
 class ClipLimits:
-    """What one upload may be: seconds of audio, and samples (frames x channels) to decode."""
+    """What one upload may be: seconds of audio, samples (frames x channels) to decode, and
+    seconds to read its header."""
 
     max_audio_s: float
     min_audio_s: float
     max_decoded_samples: int = DEFAULT_MAX_DECODED_SAMPLES
+    max_header_s: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClipLimits:
-        return cls(settings.max_audio_s, settings.min_audio_s, settings.max_decoded_samples)
+        return cls(
+            settings.max_audio_s,
+            settings.min_audio_s,
+            settings.max_decoded_samples,
+            settings.max_header_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,18 @@ class ClipPrediction:
 
 
 def classify_clip(
-    data: bytes, model: ServedModel, hop_s: float, limits: ClipLimits
+    data: bytes,
+    model: ServedModel,
+    hop_s: float,
+    limits: ClipLimits,
+    lane_samples: int | None = None,
 ) -> ClassifiedClip:
     """Decode ``data``, cut it into windows and classify them; runs on a lane thread.
+
+    Everything that parses the client's bytes, the header included, happens here, never on
+    the event loop. ``lane_samples`` is the most samples (frames x channels) the calling lane
+    takes: the header is read first, and decoding stops as soon as either the header or the
+    samples really decoded pass it (a header may lie about the length).
 
     The windows go to the model's batcher one batch at a time (so a long clip's features are
     never all held: 10 minutes would be 60 MB) and this thread waits for each batch; other
@@ -85,6 +101,7 @@ def classify_clip(
         app.audio.AudioError: the bytes are not usable audio (see :func:`decode_audio`).
         UnusableAudioError: shorter than ``limits.min_audio_s``, or silent.
         app.engine.InferenceError: the model failed on the clip's windows.
+        app.audio.LaneBudgetExceeded: longer than ``lane_samples``; nothing was classified.
     """
     config = model.feature_config
     started = time.perf_counter()
@@ -93,6 +110,8 @@ def classify_clip(
         target_rate=config.sample_rate,
         max_duration_s=limits.max_audio_s,
         max_decoded_samples=limits.max_decoded_samples,
+        max_header_s=limits.max_header_s,
+        lane_samples=lane_samples,
     )
     decoded = time.perf_counter()
     if audio.duration_s < limits.min_audio_s:
@@ -132,11 +151,13 @@ async def predict_clip(
     pools: WorkPools,
     started: float | None = None,
 ) -> ClipPrediction:
-    """The full ``/predict`` computation for one upload; nothing CPU-heavy runs on the loop.
+    """The full ``/predict`` computation for one upload; no client byte is parsed on the loop.
 
-    The header is read here (a few bytes: it decides the lane and refuses a decompression
-    bomb before it takes a thread); decoding, features and the wait for the model run in the
-    lane's pool (:func:`classify_clip`).
+    Every upload starts in the short lane, where :func:`classify_clip` reads the header and
+    decodes at most ``pools.long_lane_samples``; one that turns out longer, by its header or
+    by what it really decodes to, is moved to the long lane and decoded there from the start
+    (the short lane's work on it is bounded by that budget), so neither a long clip nor a
+    header that lies about its length can hold the short lane's threads.
     ``started`` (a ``time.perf_counter()`` value) is when the request arrived, so that the
     reported total includes reading the upload.
 
@@ -144,11 +165,13 @@ async def predict_clip(
         app.workpool.LaneFullError: the lane's threads and queue are full.
     """
     started = time.perf_counter() if started is None else started
-    header = probe_audio(
-        data, max_duration_s=limits.max_audio_s, max_decoded_samples=limits.max_decoded_samples
-    )
-    lane = pools.lane_for(header.decode_samples)
-    clip = await lane.run(classify_clip, data, model, hop_s, limits)
+    try:
+        clip = await pools.short.run(
+            classify_clip, data, model, hop_s, limits, pools.long_lane_samples
+        )
+    except LaneBudgetExceeded:
+        metrics.LANE_MOVES.inc()
+        clip = await pools.long.run(classify_clip, data, model, hop_s, limits, None)
     mean = clip.rows.mean(axis=0, dtype=np.float64)
     mean /= mean.sum()
     metrics.PREDICTIONS.labels(model.key, LABELS[int(np.argmax(mean))]).inc()

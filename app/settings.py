@@ -61,9 +61,14 @@ class Settings(BaseSettings):
     segment_hop_s: float | None = Field(default=None, gt=0.0)  # None: half the model window
     # Decoded size (frames x channels) a /predict upload may reach, judged from its header.
     max_decoded_samples: int = Field(default=DEFAULT_MAX_DECODED_SAMPLES, ge=1)
+    # Seconds opening an upload and reading its header may take (done in a work lane): legit
+    # headers take milliseconds; files padded with millions of empty chunks or atoms take
+    # seconds and are refused (422) instead of being decoded.
+    max_header_s: float = Field(default=1.0, gt=0.0)
 
     # /predict decode + feature work: two bounded thread pools ("lanes"). Uploads that decode to
-    # more than long_lane_samples run in the long lane, so short clips never queue behind them.
+    # more than long_lane_samples (by their header, or by what the short lane really decoded
+    # before moving them) run in the long lane, so short clips never queue behind them.
     # A lane whose threads are busy and whose queue is full answers 503 with Retry-After.
     work_threads: int = Field(default_factory=_one_per_cpu, ge=1, le=256)
     work_queue_limit: int = Field(default=64, ge=0)

@@ -9,9 +9,11 @@ request that submitted it has gone away, so the bound holds on the real work.
 
 :class:`WorkPools` holds three lanes: uploads whose decoded size (frames x channels) is above
 ``long_lane_samples`` run in the long lane, everything else in the short lane, so a 3.5 s clip
-never queues behind a handful of 10-minute uploads; stream chunks run in the stream lane, a few
-threads for every session instead of asyncio's default pool, whose extra threads only
-contend for the GIL.
+never queues behind a handful of 10-minute uploads. The size is what is really decoded, not
+what a header claims: every upload starts in the short lane, which decodes at most
+``long_lane_samples`` of it before moving it (:func:`app.prediction.predict_clip`). Stream
+chunks run in the stream lane, a few threads for every session instead of asyncio's default
+pool, whose extra threads only contend for the GIL.
 
 Each lane publishes its jobs (``ser_work_lane_jobs``) and its refusals
 (``ser_work_lane_refusals_total``) in :mod:`app.metrics`. The app's lifespan makes the pools
@@ -122,10 +124,6 @@ class WorkPools:
                 "stream", settings.stream_threads, settings.stream_max_sessions, SHORT_RETRY_AFTER_S
             ),
         )
-
-    def lane_for(self, decode_samples: int) -> WorkLane:
-        """The lane for an upload that decodes to ``decode_samples`` (frames x channels)."""
-        return self.long if decode_samples > self.long_lane_samples else self.short
 
     def close(self) -> None:
         """Close every lane; their threads have ended when this returns."""

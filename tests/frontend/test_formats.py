@@ -76,5 +76,5 @@ def test_a_truncated_container_is_refused_not_crashed(name: str) -> None:
 
 def test_other_ffmpeg_containers_are_not_accepted() -> None:
     flv = av_bytes(synth_speechlike(1.0, 44_100), 44_100, "flv", "aac")
-    with pytest.raises(UnsupportedAudioError, match="flv files are not accepted"):
+    with pytest.raises(UnsupportedAudioError, match="FLV files are not accepted"):
         decode_audio(flv)
