@@ -116,12 +116,15 @@ class ModelMetadata:
         return cls.from_json(props[METADATA_KEY])
 
     def check_compatible(self, config: FeatureConfig, labels: tuple[str, ...] = LABELS) -> None:
-        """Raise MetadataError unless this model computes on ``config``'s features and labels."""
+        """Raise MetadataError unless this model computes on ``config``'s features and labels.
+
+        The level stage is the model's own (each model's windows are featurised with its own
+        config), so only the frames, filterbank and windows have to match."""
         if self.labels != labels:
             raise MetadataError(f"model labels {self.labels} differ from the server's {labels}")
-        if not self.feature_config.same_transform(config):
-            mine = self.feature_config.without_stats().to_dict()
-            theirs = config.without_stats().to_dict()
+        if not self.feature_config.without_level().same_transform(config.without_level()):
+            mine = self.feature_config.without_level().without_stats().to_dict()
+            theirs = config.without_level().without_stats().to_dict()
             diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
             raise MetadataError(f"model FeatureConfig differs from the server's: {diff}")
         if not self.feature_config.normalised:

@@ -10,12 +10,35 @@ For a mono float32 waveform ``x`` at ``sample_rate``:
 4. FFT            ``n_fft``-point real FFT, power spectrum
 5. mel            Slaney-style filterbank (as ``librosa.filters.mel``), frozen once into
                   ``assets/mel_filters.npz`` so serving needs numpy only
-6. log            ``log(max(mel, log_floor))``: a fixed floor, never a per-clip statistic
-7. normalise      ``(log_mel - mean[band]) / std[band]`` with statistics measured on the
+6. level          with ``level="window"``, the window's mel power scaled by one gain that puts
+                  its active-speech level at ``level_target_dbfs`` (see below); ``"none"`` (the
+                  default, and every model file from before the stage) leaves it as recorded
+7. log            ``log(max(mel, log_floor))``: a fixed floor, never a per-clip statistic
+8. normalise      ``(log_mel - mean[band]) / std[band]`` with statistics measured on the
                   training set and stored in the config that travels with each model
 
 The config also fixes the clip-level preprocessing shared by training and ``/predict``: the
 silence-trim threshold and the model's window length (the paper's 3.5 s segment).
+
+The level stage. A recording's level says as much about the microphone, its gain and the
+distance to it as about the speaker, and the training corpora tie level to the label (RAVDESS
+angry sits ~18 dB above its neutral; SAVEE sits 15-25 dB above RAVDESS). With
+``level="window"`` every model window is heard at one speech level:
+
+- the window's *active-speech level* is the mean power of its loudest quarter of 25 ms analysis
+  frames (the frames of step 2, on the samples before pre-emphasis), frames of digital zeros
+  (a short clip's padding) left out, in dB relative to a full-scale square wave (dBFS);
+- the gain is ``level_target_dbfs - level``, but never more than ``level_max_gain_db``: a window
+  of room noise or near-silence is lifted at most that much, so it stays far below speech (the
+  stream's silence gate decides on the unscaled samples, before this stage);
+- the gain multiplies the mel power (step 5) before the log floor: exactly what scaling the
+  window's samples by the same gain would give, so a window and the same window x 0.1 get the
+  same features (up to float rounding), quiet detail below the floor included.
+
+A robust statistic of the louder frames and never the peak: one click does not set the level,
+and a clip's pauses do not lower it. Every window is scaled on its own (not by the level of the
+whole file or stream), because the model is trained on single windows scaled so: a window of a
+long upload or a stream is then heard exactly as training heard its clips.
 """
 
 from __future__ import annotations
@@ -24,12 +47,15 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 MEL_ASSET = "mel_filters.npz"
+LevelMode = Literal["none", "window"]
+LEVEL_MODES: Final[tuple[str, ...]] = get_args(LevelMode)
+LEVEL_QUANTILE: Final[float] = 0.25  # the loudest quarter of a window's frames sets its level
 
 
 class FeatureConfigError(ValueError):
@@ -51,6 +77,10 @@ class FeatureConfig:
     trim_top_db: float = 60.0  # librosa.effects.trim defaults
     trim_frame_length: int = 2048
     trim_hop_length: int = 512
+    # The level stage (module docstring). "none": the features follow the recording's level.
+    level: LevelMode = "none"
+    level_target_dbfs: float = -25.0
+    level_max_gain_db: float = 40.0
     # Per-band normalisation statistics from the training set; None until measured.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -66,6 +96,12 @@ class FeatureConfig:
             raise FeatureConfigError("log_floor must be positive")
         if self.window_samples < self.win_length:
             raise FeatureConfigError("window_s is shorter than one analysis frame")
+        if self.level not in LEVEL_MODES:
+            raise FeatureConfigError(f"level must be one of {LEVEL_MODES}, got {self.level!r}")
+        if not -80.0 <= self.level_target_dbfs <= 0.0 or not 0 <= self.level_max_gain_db <= 80:
+            raise FeatureConfigError(
+                "need -80 <= level_target_dbfs <= 0 and 0 <= level_max_gain_db <= 80"
+            )
         if (self.mean is None) != (self.std is None):
             raise FeatureConfigError("mean and std must be given together")
         if self.mean is not None and self.std is not None:
@@ -108,6 +144,16 @@ class FeatureConfig:
     def same_transform(self, other: FeatureConfig) -> bool:
         """True when both compute the same features up to the normalisation statistics."""
         return self.without_stats() == other.without_stats()
+
+    def without_level(self) -> FeatureConfig:
+        """This config with the level stage off (the same frames, filterbank and windows)."""
+        defaults = FeatureConfig()
+        return dataclasses.replace(
+            self,
+            level="none",
+            level_target_dbfs=defaults.level_target_dbfs,
+            level_max_gain_db=defaults.level_max_gain_db,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -175,15 +221,59 @@ def emphasise(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
     )
 
 
-def frame_features(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Steps 3-7 on pre-emphasised frames ``(..., frames, win_length)``: the features
-    ``(..., n_mels, frames)``, float32. A frame's features depend on its own samples only, which
-    is what lets a stream compute each frame once (:class:`app.windows.SlidingFeatures`)."""
+def frame_mel(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Steps 3-5 on pre-emphasised frames ``(..., frames, win_length)``: the mel power
+    ``(..., frames, n_mels)``, float32, before any level gain or log. A frame's mel power depends
+    on its own samples only, which is what lets a stream compute each frame once
+    (:class:`app.windows.SlidingFeatures`)."""
     spectrum = np.fft.rfft(frames * analysis_window(config.win_length), n=config.n_fft, axis=-1)
     power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    mel = power @ mel_filters(config).T  # (..., frames, n_mels)
-    features = np.log(np.maximum(mel, np.float32(config.log_floor)))
-    features = np.swapaxes(features, -1, -2)
+    return power @ mel_filters(config).T
+
+
+def frame_power(frames: np.ndarray) -> np.ndarray:
+    """Mean square of each frame ``(..., frames, win_length)`` -> ``(..., frames)``, float64:
+    the raw samples' power, which :func:`level_gain` reads."""
+    return np.mean(np.square(frames, dtype=np.float64), axis=-1)
+
+
+def speech_level_db(powers: np.ndarray) -> float:
+    """Active-speech level, dBFS, of one window's frame powers ``(frames,)``: the mean power of
+    its loudest :data:`LEVEL_QUANTILE` of frames, digital-zero frames left out; -inf if all are.
+    0 dBFS is a full-scale square wave (mean square 1)."""
+    active = powers[powers > 0.0]
+    if active.size == 0:
+        return -np.inf
+    k = max(1, int(np.ceil(LEVEL_QUANTILE * active.size)))
+    loudest = np.partition(active, active.size - k)[active.size - k :]
+    return float(10.0 * np.log10(np.mean(loudest)))
+
+
+def level_gain(powers: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The power gain of the level stage for each window's frame powers ``(..., frames)``:
+    float32 ``(...)``, 1 where ``config.level`` is "none" or a window is digital silence."""
+    powers = np.asarray(powers)
+    flat = powers.reshape(-1, powers.shape[-1])
+    gains = np.ones(flat.shape[0], dtype=np.float32)
+    if config.level == "window":
+        for i, row in enumerate(flat):
+            level = speech_level_db(row)
+            if np.isfinite(level):
+                gain_db = min(config.level_target_dbfs - level, config.level_max_gain_db)
+                gains[i] = 10.0 ** (gain_db / 10.0)
+    return gains.reshape(powers.shape[:-1])
+
+
+def mel_features(
+    mel: np.ndarray, config: FeatureConfig, gain: np.ndarray | float = 1.0
+) -> np.ndarray:
+    """Steps 6-8 on mel power ``(..., frames, n_mels)``: times the power ``gain`` (one per
+    window, shape ``(...)``), the floored log, then the config's normalisation: float32 features
+    ``(..., n_mels, frames)``."""
+    gain = np.asarray(gain, dtype=np.float32)
+    if gain.ndim or gain != 1.0:
+        mel = mel * gain[..., None, None]
+    features = np.swapaxes(np.log(np.maximum(mel, np.float32(config.log_floor))), -1, -2)
     if config.mean is not None and config.std is not None:
         mean = np.asarray(config.mean, dtype=np.float32)[:, None]
         std = np.asarray(config.std, dtype=np.float32)[:, None]
@@ -214,4 +304,6 @@ def log_mel(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
         raise ValueError(
             f"need at least {config.win_length} samples for one frame, got {x.shape[-1]}"
         )
-    return frame_features(frames_of(emphasise(x, config), config), config)
+    mel = frame_mel(frames_of(emphasise(x, config), config), config)
+    gain = level_gain(frame_power(frames_of(x, config)), config) if config.level != "none" else 1.0
+    return mel_features(mel, config, gain)

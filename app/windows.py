@@ -25,9 +25,12 @@ from app.features import (
     FeatureConfig,
     analysis_window,
     emphasise,
-    frame_features,
+    frame_mel,
+    frame_power,
     frames_of,
+    level_gain,
     log_mel,
+    mel_features,
 )
 from app.segment import trim_bounds
 
@@ -141,13 +144,14 @@ class SlidingFeatures:
     """The features of a stream's full windows, each 10 ms frame computed once.
 
     The front-end has no centre padding, so frame ``f`` of the stream (samples
-    ``[f * hop_length, f * hop_length + win_length)``) has the same features in every window that
-    contains it. Pre-emphasis restarts at a window's first sample (``y[0] = x[0]`` instead of
-    ``x[0] - preemphasis * x[-1]``), but that sample is the first of the window's first frame,
+    ``[f * hop_length, f * hop_length + win_length)``) has the same mel power in every window
+    that contains it. Pre-emphasis restarts at a window's first sample (``y[0] = x[0]`` instead
+    of ``x[0] - preemphasis * x[-1]``), but that sample is the first of the window's first frame,
     where the periodic Hann window is exactly 0, so it changes nothing. Windows that start on
     the frame grid therefore need only their new frames: 50 of 348 for the default 0.5 s hop.
-    The result equals :func:`app.features.log_mel` of the window up to float32 rounding
-    (tested).
+    The cache holds each frame's mel power and raw power, so the window's own level gain (the
+    level stage) and log come after, per window. The result equals
+    :func:`app.features.log_mel` of the window up to float32 rounding (tested).
 
     Only full, unpadded windows whose start is a multiple of ``hop_length`` go through the cache
     (:meth:`usable`); anything else is featurised whole.
@@ -157,15 +161,16 @@ class SlidingFeatures:
         if analysis_window(config.win_length)[0] != 0.0:
             raise ValueError("frame reuse needs an analysis window that starts at 0")
         self.config = config
-        self._columns = np.empty((config.n_mels, 0), dtype=np.float32)
-        self._first = 0  # stream frame index of _columns[:, 0]
+        self._mel = np.empty((0, config.n_mels), dtype=np.float32)  # (frames, n_mels)
+        self._power = np.empty(0, dtype=np.float64)  # (frames,) raw mean square
+        self._first = 0  # stream frame index of _mel[0]
 
     def usable(self, start: int, length: int) -> bool:
         return start % self.config.hop_length == 0 and length == self.config.window_samples
 
     @property
     def cached_frames(self) -> int:
-        return self._columns.shape[1]
+        return self._mel.shape[0]
 
     def window(self, audio: np.ndarray, audio_start: int, start: int) -> np.ndarray:
         """Features ``(n_mels, frames)`` of the full window at stream sample ``start``.
@@ -182,9 +187,12 @@ class SlidingFeatures:
             raise ValueError(f"window at {start} is not on the {c.hop_length}-sample frame grid")
         first = start // c.hop_length
         end = first + c.window_frames
-        cached_end = self._first + self._columns.shape[1]
+        cached_end = self._first + self._mel.shape[0]
         if first >= cached_end or first < self._first:  # nothing to reuse: start afresh
-            self._columns, self._first, cached_end = self._columns[:, :0], first, first
+            self._mel, self._power = self._mel[:0], self._power[:0]
+            self._first = cached_end = first
+        drop = first - self._first
+        self._mel, self._power, self._first = self._mel[drop:], self._power[drop:], first
         if end > cached_end:
             # Frames cached_end..end-1, pre-emphasised as one stretch of the stream. The sample
             # before the stretch is there unless the stretch starts at the window's first
@@ -193,10 +201,8 @@ class SlidingFeatures:
             hi = (end - 1) * c.hop_length + c.win_length - audio_start
             stretch = audio[max(lo - 1, 0) : hi]
             emphasised = emphasise(stretch, c)[1:] if lo > 0 else emphasise(stretch, c)
-            new = frame_features(frames_of(emphasised, c), c)
-            self._columns = np.concatenate([self._columns[:, first - self._first :], new], axis=1)
-            self._first = first
-        else:
-            self._columns = self._columns[:, first - self._first :]
-            self._first = first
-        return self._columns[:, : c.window_frames].copy()
+            raw = audio[lo:hi]
+            self._mel = np.concatenate([self._mel, frame_mel(frames_of(emphasised, c), c)])
+            self._power = np.concatenate([self._power, frame_power(frames_of(raw, c))])
+        mel, power = self._mel[: c.window_frames], self._power[: c.window_frames]
+        return mel_features(mel, c, level_gain(power, c) if c.level != "none" else 1.0)

@@ -71,11 +71,12 @@ def speech_16k() -> np.ndarray:
     return np.concatenate([pad, synth_speechlike(3.4, 16_000), pad])
 
 
-def synthetic_feature_config(seed: int = 0):  # -> app.features.FeatureConfig
-    """The server's FeatureConfig with per-band statistics measured on synthetic speech."""
+def synthetic_feature_config(seed: int = 0, level: str = "none"):  # -> FeatureConfig
+    """The server's FeatureConfig (with the given level stage) with per-band statistics
+    measured on synthetic speech."""
     from app.features import FeatureConfig, log_mel
 
-    config = FeatureConfig()
+    config = FeatureConfig(level=level)  # type: ignore[arg-type]
     clips = np.stack([synth_speechlike(config.window_s, config.sample_rate, s) for s in range(4)])
     features = log_mel(clips, config)  # (4, n_mels, frames)
     mean = features.mean(axis=(0, 2))
