@@ -15,7 +15,12 @@ augmentations, each applied with probability ``TrainConfig.channel_prob``, in th
 - ``telephone``: a round trip through 8 kHz (nothing above 4 kHz survives);
 - ``codec``: a round trip through Ogg Opus (libsndfile, via soundfile) at a random compression
   level, i.e. a random bitrate;
-- ``gain``: a level change drawn from [-6, +6] dB, clipped to +-1 as an ADC would.
+- ``gain``: a level change drawn from [-6, +6] dB, clipped to +-1 as an ADC would;
+- ``level``: the same over [-20, +20] dB, what a quiet or a hot microphone, its gain setting and
+  the distance to it make of one voice; loud clips pushed up clip hard at +-1;
+- ``clip``: the peaks limited as broadcast and phone audio have them: everything above a
+  threshold drawn 1-12 dB below the clip's peak is hard-clipped (half the time) or soft-limited
+  (``t * tanh(x / t)``, the other half).
 
 Each works on the clip's audio only and leaves its zero padding zero, as at serving time; eq and
 reverb keep the clip's RMS level (level is ``gain``'s job). Then the Gaussian noise is added at
@@ -44,6 +49,8 @@ EQ_POINTS: Final[int] = 6
 RT60_RANGE_S: Final = (0.2, 0.8)
 DRR_RANGE_DB: Final = (0.0, 10.0)
 GAIN_DB: Final[float] = 6.0
+LEVEL_DB: Final[float] = 20.0
+CLIP_BELOW_PEAK_DB: Final = (1.0, 12.0)
 TELEPHONE_RATE: Final[int] = 8_000
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -107,9 +114,27 @@ def codec(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    factor = np.float32(10.0 ** (rng.uniform(-GAIN_DB, GAIN_DB) / 20.0))
+def _scaled(x: np.ndarray, rng: np.random.Generator, range_db: float) -> np.ndarray:
+    factor = np.float32(10.0 ** (rng.uniform(-range_db, range_db) / 20.0))
     return np.clip(x * factor, -1.0, 1.0).astype(np.float32)
+
+
+def gain(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _scaled(x, rng, GAIN_DB)
+
+
+def level(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return _scaled(x, rng, LEVEL_DB)
+
+
+def clip(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak == 0.0:
+        return x
+    threshold = np.float32(peak * 10.0 ** (-rng.uniform(*CLIP_BELOW_PEAK_DB) / 20.0))
+    if rng.random() < 0.5:
+        return np.clip(x, -threshold, threshold).astype(np.float32)
+    return (threshold * np.tanh(x / threshold)).astype(np.float32)
 
 
 AUGMENTATIONS: Final[dict[str, Augmentation]] = {
@@ -119,6 +144,8 @@ AUGMENTATIONS: Final[dict[str, Augmentation]] = {
     "telephone": telephone,
     "codec": codec,
     "gain": gain,
+    "level": level,
+    "clip": clip,
 }
 
 

@@ -87,7 +87,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The TrainConfig flags shared by ``train`` and ``ablate``."""
-    from training.config import ADVERSARIES, TrainConfig
+    from app.features import LEVEL_MODES
+    from training.config import ADVERSARIES, RELEASE_FEATURES, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
@@ -135,6 +136,13 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--adversary-weight", type=float, default=d.adversary_weight, help="reversal strength"
+    )
+    p.add_argument(
+        "--level",
+        choices=list(LEVEL_MODES),
+        default=RELEASE_FEATURES.level,
+        help="the front-end's level stage: window (each window scaled to one speech level, "
+        "the release) or none (features follow the recording's level, as before 2026-12-04)",
     )
 
 
@@ -218,6 +226,7 @@ def run_train(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         architectures=("sequential", "parallel") if args.arch == "both" else (args.arch,),
         train=train,
+        features=FeatureConfig(level=args.level),
         cache_dir=args.cache_dir,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
@@ -269,6 +278,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         losses=(args.loss,),
         protocol=args.protocol,
         train=_train_config(args),
+        features=FeatureConfig(level=args.level),
         cache_dir=args.cache_dir,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
@@ -387,6 +397,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_gain_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gain-check",
+        help="score models on the test split at -30..+10 dB and peak-normalised",
+        description="Score each model on a split's test rows with every clip scaled by -30, "
+        "-20, -10, 0, +10 dB or peak-normalised (clipped and quantised as a 16-bit WAV), "
+        "through the server's own trim, window and features; print accuracy and the share of "
+        "labels that change against 0 dB, and merge the figures into <out>/gain.json.",
+    )
+    p.add_argument(
+        "models", type=Path, nargs="*", help="exported .onnx files (default: <out>/ser-*.onnx)"
+    )
+    p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
+    p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
+    p.add_argument("--part", choices=["train", "val", "test"], default="test")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes; 0: all CPU cores")
+    p.set_defaults(func=run_gain_check)
+
+
+def run_gain_check(args: argparse.Namespace) -> int:
+    from training.corpora import corpus_root
+    from training.gaincheck import gain_check, table, write_results
+
+    models = args.models or sorted(args.out.glob("ser-*.onnx"))
+    split = args.split or args.out / "splits" / "random.csv"
+    root = corpus_root(args.data)
+    results = [gain_check(m, split, root, args.part, args.workers) for m in models]
+    print(f"{args.part} rows of {split}: accuracy (labels changed against 0 dB)")
+    print(table(results))
+    if args.part == "test":
+        write_results(args.out / "gain.json", results)
+    return 0
+
+
 def add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "data",
@@ -468,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ablate(sub)
     add_report(sub)
     add_calibrate(sub)
+    add_gain_check(sub)
     add_data(sub)
     return parser
 

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.contract import LOSSES, Loss
+from app.features import FeatureConfig
+
+# The front-end of every model trained from here on: each window heard at one speech level
+# (app/features.py, the level stage). Models exported before 2026-12-04 carry level "none".
+RELEASE_FEATURES = FeatureConfig(level="window")
 
 Precision = Literal["auto", "fp32", "bf16"]
 

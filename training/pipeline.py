@@ -37,7 +37,7 @@ import torch
 from app.contract import ModelMetadata
 from app.features import FeatureConfig
 from app.labels import LABEL_INDEX, LABELS
-from training.config import TrainConfig
+from training.config import RELEASE_FEATURES, TrainConfig
 from training.device import resolve_device, resolve_precision
 from training.evaluate import accuracy_by, classification_metrics, corpus_metrics, summary
 from training.export import export_onnx
@@ -59,7 +59,7 @@ class Experiment:
     protocol: str = "random"
     architectures: Sequence[str] = (DEFAULT_ARCHITECTURE,)
     train: TrainConfig = field(default_factory=TrainConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    features: FeatureConfig = RELEASE_FEATURES
     cache_dir: Path = Path(".cache/segments")  # decoded segments, keyed by content hash
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
     only_folds: tuple[int, ...] | None = None  # of those, only these fold numbers
