@@ -15,6 +15,7 @@ import uvicorn
 from app.http_edge import EdgeHttpProtocol
 from app.logs import configure_logging
 from app.settings import Settings
+from app.ws_edge import EdgeWebSocketProtocol
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -78,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # settings), idle keep-alive, WebSocket frames refused by uvicorn above twice the
         # service's own frame limit (the service answers frames up to that with a JSON error).
         http=EdgeHttpProtocol,
+        # WebSocket upgrades: refused handshakes answered, a handshake deadline, a bounded
+        # ping rate (app.ws_edge).
+        ws=EdgeWebSocketProtocol,
         timeout_keep_alive=settings.http_keep_alive_s,
         ws_max_size=2 * settings.stream_max_frame_bytes,
         # PCM barely compresses and the messages are small: deflating every frame cost the

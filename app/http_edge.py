@@ -8,7 +8,15 @@ start or the request's first byte) and a cap on their size, and answers its own 
 service's JSON error body: 400 for bytes that are not HTTP (uvicorn sends plain text), 408 when
 the deadline passes mid-request, 431 for headers over the cap. A connection that sent nothing
 is closed silently, as a keep-alive timeout closes it. Upload bodies have their own deadline in
-:mod:`app.api.upload`.
+:mod:`app.api.upload`. A WebSocket upgrade keeps what is left of its request's deadline until
+the app accepts it (:class:`app.ws_edge.EdgeWebSocketProtocol`).
+
+The cap counts the request's own header bytes only, never the body of the request before it
+on the same connection (pipelining). Every byte of a chunk read while a request's headers are
+open is theirs, except in the chunk where the request begins after the end of the one before
+(httptools does not say where in the chunk that is): there, what httptools reports of the new
+request counts (the request line as it arrives, each header once complete), so a header still
+arriving at the end of that chunk is counted from the next chunk on.
 
 ``python -m app`` passes the class to uvicorn (``http=``); its limits come from the ``SER_*``
 settings of the process. :class:`InvalidUtf8LogFilter` turns uvicorn's error-level traceback for
@@ -33,10 +41,20 @@ from app.settings import Settings
 INVALID_UTF8_MESSAGE: Final[str] = "Invalid UTF-8 sequence received from client"
 
 
+# "METHOD SP ... SP HTTP/1.1 CRLF" and the blank line, besides the method and the URL, and
+# ": " + CRLF around each header: what httptools does not report.
+REQUEST_LINE_EXTRA_BYTES: Final[int] = 1 + 11 + 2
+HEADER_EXTRA_BYTES: Final[int] = 4
+
+
 @dataclass(frozen=True)
 class HeaderLimits:
     timeout_s: float
     max_bytes: int
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop httptools once the request has been refused."""
 
 
 @functools.cache
@@ -70,8 +88,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._limits = header_limits()
         self._header_timer: asyncio.TimerHandle | None = None
-        self._header_bytes = 0
+        self._reported_bytes = 0  # request line and headers httptools has reported
+        self._raw_bytes = 0  # bytes of later chunks that arrived while the headers were open
+        self._began_in_chunk = False
+        self._chunk_shared = False  # a request's bytes came before the new one in this chunk
+        self._completed_in_chunk = False
         self._request_started = False
+        self._refused = False
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -79,41 +102,86 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the connection closes after the response in flight; nothing more is read
+        self._began_in_chunk = self._chunk_shared = self._completed_in_chunk = False
         super().data_received(data)
-        if self._header_timer is None or self.transport.is_closing():
+        if self._header_timer is None or self._refused or self.transport.is_closing():
             return  # not inside a request's headers (they completed in this chunk, or earlier)
-        self._header_bytes += len(data)
-        if self._header_bytes > self._limits.max_bytes:
-            self._refuse(
-                431,
-                "headers_too_large",
-                f"the request line and headers are over {self._limits.max_bytes} bytes",
-            )
+        if not (self._began_in_chunk and self._chunk_shared):
+            self._raw_bytes += len(data)  # the whole chunk is this request's line and headers
+            self._refuse_if_over(self._raw_bytes)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._request_started = True
+        self._began_in_chunk = True
+        # A request that ended earlier in this chunk had its last bytes here.
+        self._chunk_shared = self._completed_in_chunk
+        self._reported_bytes = self._raw_bytes = 0
         if self._header_timer is None:
             self._arm_header_deadline()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._completed_in_chunk = True
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._reported_bytes += len(url)
+        self._stop_if_over(self._reported_bytes)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._reported_bytes += len(name) + len(value) + HEADER_EXTRA_BYTES
+        self._stop_if_over(self._reported_bytes)
+
     def on_headers_complete(self) -> None:
         self._disarm_header_deadline()
+        method = self.parser.get_method()
+        self._stop_if_over(self._reported_bytes + len(method) + REQUEST_LINE_EXTRA_BYTES)
         super().on_headers_complete()
 
     def handle_websocket_upgrade(self) -> None:
+        deadline = self.loop.time() + self._limits.timeout_s
+        if self._header_timer is not None:
+            deadline = self._header_timer.when()
         self._disarm_header_deadline()
         super().handle_websocket_upgrade()
+        from app.ws_edge import EdgeWebSocketProtocol  # it imports this module
+
+        protocol = self.transport.get_protocol()
+        if isinstance(protocol, EdgeWebSocketProtocol):
+            protocol.set_handshake_deadline(deadline)
 
     def send_400_response(self, msg: str) -> None:
         self._disarm_header_deadline()
+        if self._refused or self.transport.is_closing():
+            return  # httptools stopped because a callback refused the request: answered
         metrics.HTTP_EDGE_ERRORS.labels(code="bad_request").inc()
         self.transport.write(
             error_bytes(400, "bad_request", msg, self.server_state.default_headers)
         )
         self.transport.close()
 
+    def _refuse_if_over(self, size_bytes: int) -> bool:
+        """Refuse the request (431) when its headers are over the cap; whether it was."""
+        if size_bytes <= self._limits.max_bytes:
+            return False
+        self._refuse(
+            431,
+            "headers_too_large",
+            f"the request line and headers are over {self._limits.max_bytes} bytes",
+        )
+        return True
+
+    def _stop_if_over(self, size_bytes: int) -> None:
+        """:meth:`_refuse_if_over` inside a parser callback: stops httptools if refused (its
+        callback error reaches :meth:`send_400_response`, which then stays silent)."""
+        if self._refuse_if_over(size_bytes):
+            raise _Refused
+
     def _arm_header_deadline(self) -> None:
-        self._header_bytes = 0
         self._header_timer = self.loop.call_later(self._limits.timeout_s, self._on_header_timeout)
 
     def _disarm_header_deadline(self) -> None:
@@ -124,7 +192,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
 
     def _on_header_timeout(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
         if not self._request_started:
             metrics.HTTP_EDGE_ERRORS.labels(code="idle_timeout").inc()
@@ -137,12 +205,17 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer ``status`` and close; while the response to an earlier pipelined request is
+        still being written, let it finish first (uvicorn closes after it) instead of cutting
+        it off: the client gets that answer, and nothing writes to a closed transport."""
         self._disarm_header_deadline()
+        self._refused = True
         metrics.HTTP_EDGE_ERRORS.labels(code=code).inc()
-        if self.cycle is None or self.cycle.response_complete:  # not inside another response
-            self.transport.write(
-                error_bytes(status, code, message, self.server_state.default_headers)
-            )
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self.transport.write(error_bytes(status, code, message, self.server_state.default_headers))
         self.transport.close()
 
 

@@ -42,14 +42,15 @@ ACTIVE_STREAMS = Gauge("ser_active_streams", "Open WebSocket streaming sessions.
 STREAM_ERRORS = Counter(
     "ser_stream_errors",
     "WebSocket streams ended by an error, by its code (the JSON error's code; invalid_frame "
-    "for frames the WebSocket layer refused: bad UTF-8, over the size limit, bad framing).",
+    "for frames the WebSocket layer refused: bad UTF-8, over the size limit, bad framing; "
+    "ping_flood for connections closed for sending pings faster than they are answered).",
     ["code"],
 )
 HTTP_EDGE_ERRORS = Counter(
     "ser_http_edge_errors",
     "HTTP connections answered or closed by the server's protocol layer before the app saw a "
-    "request, by code (bad_request, header_timeout, headers_too_large; idle_timeout for a "
-    "connection closed before it sent a byte).",
+    "request, by code (bad_request, header_timeout, headers_too_large, uri_too_long; "
+    "idle_timeout for a connection closed before it sent a byte).",
     ["code"],
 )
 WORK_LANE_JOBS = Gauge(
@@ -85,9 +86,23 @@ MODEL_INFO = Gauge(
 MODELS_READY = Gauge("ser_models_ready", "1 when the service is ready to predict, else 0.")
 
 
+# The methods a label may name; any other (httptools parses dozens: PROPFIND, MKCOL, SOURCE,
+# ...) is "other", so that clients cannot grow the label set.
+METHODS: Final[frozenset[str]] = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
+)
+OTHER_METHOD: Final[str] = "other"
+
+
+def method_label(method: str) -> str:
+    """``method`` when it is one of :data:`METHODS`, else ``"other"``."""
+    return method if method in METHODS else OTHER_METHOD
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    """Count one HTTP request and record its duration."""
-    labels = (route, method, str(status))
+    """Count one HTTP request and record its duration (``method`` folded by
+    :func:`method_label`)."""
+    labels = (route, method_label(method), str(status))
     HTTP_REQUESTS.labels(*labels).inc()
     HTTP_REQUEST_SECONDS.labels(*labels).observe(seconds)
 

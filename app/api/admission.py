@@ -4,13 +4,16 @@ A connection counts against its client from the moment it is accepted; a session
 process-wide ``stream_max_sessions``) is taken only once a valid ``start`` has arrived, so
 sockets that never start cannot hold slots, and the start deadline closes them. A client is
 the host of the ASGI ``client`` address: with ``--proxy-headers`` (``python -m app`` turns it
-on) uvicorn has already replaced a trusted proxy's address there (``FORWARDED_ALLOW_IPS``) by
-the client address in its ``X-Forwarded-For`` (the first one when that is ``*``, as in the
-image); the gateway writes that header itself, so clients cannot choose it.
+on) uvicorn has already replaced a trusted proxy's address there (``FORWARDED_ALLOW_IPS``: the
+gateway's network in the image, the compose file and the manifests, never ``*``) by the
+client address in its ``X-Forwarded-For``; the gateway writes that header itself, so clients
+cannot choose it. uvicorn passes on whatever string the header holds, so the key is the
+address normalised by :mod:`ipaddress` (at most 39 characters), or :data:`UNKNOWN_CLIENT`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -33,9 +36,15 @@ class AdmissionRefused(Exception):
 
 
 def client_host(scope: Scope) -> str:
-    """The client a connection counts against (see the module docstring)."""
+    """The client a connection counts against (see the module docstring): a normalised IP
+    address, never a raw header string."""
     client = scope.get("client")
-    return str(client[0]) if client else UNKNOWN_CLIENT
+    if not client:
+        return UNKNOWN_CLIENT
+    try:
+        return ipaddress.ip_address(str(client[0])[:64]).compressed
+    except ValueError:
+        return UNKNOWN_CLIENT
 
 
 class StreamAdmission:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -198,3 +199,62 @@ def test_well_behaved_requests_are_unaffected(server: LiveServer) -> None:
         multipart = client.post("/predict", files={"file": ("a.wav", audio, "audio/wav")})
         assert multipart.status_code == 200
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_request_line_over_the_cap_is_a_json_431(server: LiveServer) -> None:
+    with raw(server) as sock:
+        sock.sendall(b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed, data = closed_within(sock, 5)
+    assert closed
+    assert_json_error(data, 431, "headers_too_large")
+
+
+def statuses(data: bytes) -> list[int]:
+    """The status of every response in ``data`` (a body is followed by the next status line)."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+def test_a_pipelined_request_after_a_body_counts_only_its_own_headers(
+    server: LiveServer,
+) -> None:
+    """A POST whose body is past the header cap (4 KiB here), then a GET in the same write
+    whose headers end in a later one: both are answered, and nothing is logged as a bug."""
+    body = wav_bytes(synth_speechlike(2.2, 16_000, seed=2), 16_000)  # 70 KB
+    post = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    errors_before = sum(e.get("level") == "error" for e in server.log_entries())
+    with raw(server) as sock:
+        sock.sendall(post + b"GET /healthz HTTP/1.1\r\nHo")
+        time.sleep(0.3)
+        sock.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+        closed, data = closed_within(sock, 10)
+    assert closed and statuses(data) == [200, 200], data[-300:]
+    assert sum(e.get("level") == "error" for e in server.log_entries()) == errors_before
+
+
+def test_an_oversized_pipelined_request_lets_the_answer_in_flight_finish(
+    server: LiveServer,
+) -> None:
+    with raw(server) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n"
+        )
+        closed, data = closed_within(sock, 5)
+    assert closed and statuses(data)[0] == 200
+
+
+def test_unknown_methods_fold_into_one_metrics_label(server: LiveServer) -> None:
+    methods = ["PROPFIND", "MKCOL", "LOCK", "SOURCE", "PURGE", "REPORT"]
+    for method in methods:
+        with raw(server) as sock:
+            sock.sendall(
+                f"{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            closed_within(sock, 5)
+    text = server.get("/metrics").text
+    assert not any(f'method="{method}"' in text for method in methods)
+    assert server.metric("ser_http_requests_total", method="other") >= len(methods)
