@@ -55,6 +55,9 @@ SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset(
 FORMATS_HINT: Final[str] = "send WAV, FLAC, OGG (Vorbis/Opus), MP3, M4A/AAC or WebM"
 RESAMPLE_QUALITY: Final[str] = "HQ"
 BLOCK_SAMPLES: Final[int] = 1 << 20  # interleaved samples decoded at once: 4 MB of float32
+# How far past its stated length a file may decode before its header is taken to have lied
+# (lossy codecs add priming and padding of a few ms).
+HEADER_SLACK_S: Final[float] = 1.0
 # Float overs a mix bus can export; exact in float32, so the bound means the same at any stage.
 MAX_SAMPLE_MAGNITUDE: Final[float] = 4.0
 MAX_SAMPLE_DBFS: Final[float] = 20.0 * math.log10(MAX_SAMPLE_MAGNITUDE)  # +12 dBFS
@@ -405,6 +408,21 @@ class _MonoResampler:
         return out
 
 
+def _lane_frames(header: AudioHeader, lane_samples: int | None) -> int | None:
+    """The most frames a lane of ``lane_samples`` decodes of this file before moving it.
+
+    A file that holds more than its header states has lied about its length: it is moved as
+    soon as it passes the stated length (plus :data:`HEADER_SLACK_S` for codec priming and
+    padding), so a liar costs the short lane what it claimed, not the whole budget.
+    """
+    if lane_samples is None:
+        return None
+    frames = lane_samples // max(header.channels, 1)
+    if header.frames is not None:
+        frames = min(frames, header.frames + round(HEADER_SLACK_S * header.sample_rate))
+    return frames
+
+
 def _decode_blocks(
     reader: _Reader,
     header: AudioHeader,
@@ -417,6 +435,7 @@ def _decode_blocks(
     ``max_decoded_samples`` as it goes (for containers whose header does not say or lies),
     and stops with :class:`LaneBudgetExceeded` past ``lane_samples``."""
     resampler = _MonoResampler(header.sample_rate, target_rate)
+    lane_frames = _lane_frames(header, lane_samples)
     chunks: list[np.ndarray] = []
     frames_read = 0
     for block in reader.blocks():
@@ -425,7 +444,7 @@ def _decode_blocks(
         frames_read += block.shape[0]
         if max_decoded_samples is not None and frames_read * header.channels > max_decoded_samples:
             raise _too_large(header, max_decoded_samples)
-        if lane_samples is not None and frames_read * header.channels > lane_samples:
+        if lane_frames is not None and frames_read > lane_frames:
             raise LaneBudgetExceeded(frames_read * header.channels)
         check_samples(block)
         # No check after the down-mix: the mean of finite samples within the range stays

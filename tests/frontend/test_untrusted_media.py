@@ -157,6 +157,13 @@ def test_a_header_that_understates_the_length_is_caught_by_what_is_decoded() -> 
     assert decode_audio(data).duration_s == pytest.approx(12.0, abs=0.1)
 
 
+def test_a_liar_costs_the_short_lane_its_stated_length_not_the_whole_budget() -> None:
+    with pytest.raises(LaneBudgetExceeded) as raised:
+        decode_audio(lying_webm(12.0, claimed_s=1.0), lane_samples=11 * 48_000)
+    decoded_samples = raised.value.args[0]
+    assert decoded_samples <= 2.1 * 48_000  # 1 s stated + 1 s of slack + one Opus frame
+
+
 def test_a_stated_length_over_the_lane_budget_moves_before_decoding() -> None:
     data = wav_bytes(synth_speechlike(3.0, 16_000), 16_000)
     with pytest.raises(LaneBudgetExceeded):
