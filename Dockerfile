@@ -69,7 +69,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SER_MODELS_DIR=/srv/ser/models \
     SER_PROVIDERS=cuda \
     SER_LOG_JSON=true \
-    FORWARDED_ALLOW_IPS=*
+    FORWARDED_ALLOW_IPS=127.0.0.1
 WORKDIR /srv/ser
 USER 10001:10001
 EXPOSE 8000
@@ -94,7 +94,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SER_MODELS_DIR=/srv/ser/models \
     SER_PROVIDERS=cpu \
     SER_LOG_JSON=true \
-    FORWARDED_ALLOW_IPS=*
+    FORWARDED_ALLOW_IPS=127.0.0.1
 WORKDIR /srv/ser
 USER 10001:10001
 EXPOSE 8000

@@ -179,7 +179,7 @@ def start_replica(models_dir: Path, log: Path) -> Replica:
         "SER_INTRA_OP_THREADS": "1",
         "SER_LOG_JSON": "true",
         "PYTHONUNBUFFERED": "1",
-        "FORWARDED_ALLOW_IPS": "*",  # as the Dockerfile and docker-compose.yml set it
+        "FORWARDED_ALLOW_IPS": "127.0.0.1",  # the gateway's address (here: loopback)
     }
     command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
