@@ -10,6 +10,11 @@ Per corpus (:func:`corpus_metrics`), the macro averages are taken over the class
 clips have (SAVEE and TESS have no ``calm``), and over the classes the model was trained on: a
 model trained without RAVDESS has never seen ``calm``, so RAVDESS's calm clips count towards
 accuracy (as errors) but not towards that corpus's UAR. The decision stays the 8-way argmax.
+
+Affect (:func:`affect_uars`): the decision mapped to binary arousal (high / low) and to valence
+(negative / neutral / positive) by :mod:`app.affect`, and the UAR of each, from the confusion
+matrix; clips labelled disgust are left out of arousal. Computed from the confusion matrix, they
+can be read off any stored record.
 """
 
 from __future__ import annotations
@@ -27,8 +32,40 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from app.affect import AROUSAL_CLASS, AROUSAL_EXCLUDED, VALENCE_CLASS
 from app.contract import ModelMetadata
 from app.labels import LABEL_INDEX, LABELS
+
+
+def _collapsed_uar(
+    confusion: np.ndarray, classes: dict[str, str], excluded: frozenset[str]
+) -> float | None:
+    """UAR of the decision mapped by ``classes``, over the collapsed classes that have clips;
+    rows (true labels) in ``excluded`` left out. None when no class has clips."""
+    names = sorted(set(classes.values()))
+    collapsed = np.zeros((len(names), len(names)), dtype=np.int64)
+    for i, true in enumerate(LABELS):
+        if true in excluded:
+            continue
+        for j, predicted in enumerate(LABELS):
+            collapsed[names.index(classes[true]), names.index(classes[predicted])] += confusion[i][
+                j
+            ]
+    totals = collapsed.sum(axis=1)
+    present = totals > 0
+    if not present.any():
+        return None
+    return float(np.mean(np.diag(collapsed)[present] / totals[present]))
+
+
+def affect_uars(confusion: np.ndarray | list[list[int]]) -> dict[str, float | None]:
+    """``arousal_uar`` (binary) and ``valence_uar`` (3 classes) of the 8-way decision, from its
+    confusion matrix (rows true, columns predicted, :data:`LABELS` order)."""
+    matrix = np.asarray(confusion, dtype=np.int64)
+    return {
+        "arousal_uar": _collapsed_uar(matrix, AROUSAL_CLASS, AROUSAL_EXCLUDED),
+        "valence_uar": _collapsed_uar(matrix, VALENCE_CLASS, frozenset()),
+    }
 
 
 def classification_metrics(
@@ -56,6 +93,7 @@ def classification_metrics(
         output_dict=True,
         zero_division=0,
     )
+    confusion = confusion_matrix(truth, predicted, labels=index)
     return {
         "n": len(truth),
         "accuracy": float(accuracy_score(truth, predicted)),
@@ -64,7 +102,8 @@ def classification_metrics(
         "macro_f1": float(f1),
         "uar": float(recall),
         "per_class": {name: {k: float(v) for k, v in report[name].items()} for name in labels},
-        "confusion": confusion_matrix(truth, predicted, labels=index).tolist(),
+        "confusion": confusion.tolist(),
+        **affect_uars(confusion),
         **(
             {}
             if corpora is None
@@ -102,6 +141,7 @@ def corpus_metrics(
             "accuracy": float((t == p).mean()),
             "macro_f1": float(f1),
             "uar": float(recall),
+            **affect_uars(confusion_matrix(t, p, labels=list(range(len(LABELS))))),
             "classes": [LABELS[i] for i in classes],
         }
     return out
@@ -118,8 +158,9 @@ def accuracy_by(groups: np.ndarray, truth: np.ndarray, predicted: np.ndarray) ->
 
 def summary(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar headline numbers of :func:`classification_metrics` (for ONNX metadata)."""
-    keys = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "uar", "loss")
-    return {k: round(float(metrics[k]), 6) for k in keys if k in metrics}
+    keys = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "uar")
+    keys += ("arousal_uar", "valence_uar", "loss")
+    return {k: round(float(metrics[k]), 6) for k in keys if metrics.get(k) is not None}
 
 
 def loss_value(logits: np.ndarray, truth: np.ndarray, loss: str) -> float:

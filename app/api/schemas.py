@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from app.affect import AROUSAL_HELP, VALENCE_HELP, affect_of
 from app.contract import by_label, top_label
 from app.prediction import ClipPrediction
 
@@ -25,6 +26,8 @@ class SegmentResult(BaseModel):
     label: str
     confidence: float
     probabilities: dict[str, float]
+    arousal: float = Field(description=AROUSAL_HELP)
+    valence: float = Field(description=VALENCE_HELP)
 
 
 class AudioInfo(BaseModel):
@@ -44,6 +47,8 @@ class PredictResponse(BaseModel):
     label: str = Field(examples=["happy"])
     confidence: float = Field(description="probability of the label")
     probabilities: dict[str, float] = Field(description="all 8 labels, summing to 1")
+    arousal: float = Field(description=AROUSAL_HELP)
+    valence: float = Field(description=VALENCE_HELP)
     model: ModelRef
     duration_s: float = Field(description="length of the uploaded audio")
     padded: bool = Field(description="the trimmed clip was shorter than one window")
@@ -62,15 +67,20 @@ def predict_response(result: ClipPrediction) -> PredictResponse:
             label=row_label,
             confidence=row_confidence,
             probabilities=by_label(row),
+            arousal=arousal,
+            valence=valence,
         )
         for (start_s, end_s), row in zip(clip.spans_s, clip.rows, strict=True)
-        for row_label, row_confidence in [top_label(row)]
+        for (row_label, row_confidence), (arousal, valence) in [(top_label(row), affect_of(row))]
     ]
+    arousal, valence = affect_of(result.probabilities)
     meta, audio = result.metadata, clip.audio
     return PredictResponse(
         label=label,
         confidence=confidence,
         probabilities=by_label(result.probabilities),
+        arousal=arousal,
+        valence=valence,
         model=ModelRef(name=meta.name, loss=meta.loss, version=meta.version),
         duration_s=round(audio.duration_s, 4),
         padded=clip.padded,

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.affect import AROUSAL_HELP, VALENCE_HELP, affect_of
 from app.audio import MAX_SOURCE_RATE, MIN_SOURCE_RATE
 from app.contract import by_label, top_label
 from app.error_codes import close_code
@@ -75,10 +76,14 @@ class PredictionMessage(BaseModel):
     label: str | None
     confidence: float | None
     probabilities: dict[str, float] | None
+    arousal: float | None = Field(description=AROUSAL_HELP)
+    valence: float | None = Field(description=VALENCE_HELP)
     smoothed: dict[str, float] | None = Field(
         description="moving average over the speech windows (time constant 1.5 s)"
     )
     smoothed_label: str | None
+    smoothed_arousal: float | None
+    smoothed_valence: float | None
     level_dbfs: float | None = Field(description="window level; None for digital silence")
     active_fraction: float = Field(description="share of 10 ms frames above the speech gate")
     padded: bool
@@ -89,6 +94,8 @@ class PredictionMessage(BaseModel):
     def of(cls, result: ClassifiedWindow, final: bool, latency_ms: float) -> PredictionMessage:
         window, p, smoothed = result.window, result.probabilities, result.smoothed
         label, confidence = (None, None) if p is None else top_label(p)
+        arousal, valence = _affect(p)
+        smoothed_arousal, smoothed_valence = _affect(smoothed)
         return cls(
             index=window.index,
             start_s=round(window.start_s, 6),
@@ -97,8 +104,12 @@ class PredictionMessage(BaseModel):
             label=label,
             confidence=confidence,
             probabilities=_by_label(p),
+            arousal=arousal,
+            valence=valence,
             smoothed=_by_label(smoothed),
             smoothed_label=None if smoothed is None else top_label(smoothed)[0],
+            smoothed_arousal=smoothed_arousal,
+            smoothed_valence=smoothed_valence,
             level_dbfs=None if math.isinf(window.level_dbfs) else round(window.level_dbfs, 2),
             active_fraction=round(window.active_fraction, 4),
             padded=window.padded_samples > 0,
@@ -119,11 +130,14 @@ class SummaryMessage(BaseModel):
     label: str | None
     confidence: float | None
     probabilities: dict[str, float] | None
+    arousal: float | None = Field(description=AROUSAL_HELP)
+    valence: float | None = Field(description=VALENCE_HELP)
 
     @classmethod
     def of(cls, session_id: str, model: str, totals: StreamTotals) -> SummaryMessage:
         mean = totals.probabilities
         label, confidence = (None, None) if mean is None else top_label(mean)
+        arousal, valence = _affect(mean)
         return cls(
             session_id=session_id,
             model=model,
@@ -133,11 +147,17 @@ class SummaryMessage(BaseModel):
             label=label,
             confidence=confidence,
             probabilities=_by_label(mean),
+            arousal=arousal,
+            valence=valence,
         )
 
 
 def _by_label(p: np.ndarray | None) -> dict[str, float] | None:
     return None if p is None else by_label(p)
+
+
+def _affect(p: np.ndarray | None) -> tuple[float | None, float | None]:
+    return (None, None) if p is None else affect_of(p)
 
 
 class StartMessage(BaseModel):
