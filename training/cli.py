@@ -429,6 +429,10 @@ def run_gain_check(args: argparse.Namespace) -> int:
     print(table(results))
     if args.part == "test":
         write_results(args.out / "gain.json", results)
+        if (args.out / "metrics.json").exists():
+            from training.report import rewrite_report
+
+            print(f"report: {rewrite_report(args.out)}")
     return 0
 
 

@@ -310,6 +310,7 @@ def train_one(
         "history": result.history,
         "train_config": config.to_dict(),
         "model_config": model_config.to_dict(),
+        "feature_config": split.feature_config.without_stats().to_dict(),
     }
     (run_dir / "record.json").write_text(json.dumps(record, indent=1))
     return record, result

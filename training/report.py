@@ -30,7 +30,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from app.labels import LABELS
+from training.evaluate import affect_uars
 
+AFFECT_NOTE = (
+    "The 8-way decision mapped to binary arousal (high: angry, happy, fearful, surprised, "
+    "disgust; low: neutral, calm, sad; clips labelled disgust left out) and to valence "
+    "(negative, neutral, positive), app/affect.py; UAR of each."
+)
+GAIN_NOTE = (
+    "`python -m training gain-check`: every test clip scaled, clipped and quantised as a "
+    "16-bit WAV would hold it, then through the server's trim, window and features. "
+    "Accuracy at each gain, and in brackets the share of clips whose label differs from "
+    "the 0 dB label."
+)
 LOSS_TITLES = {
     "l1": "L1",
     "smoothl1": "Smooth L1",
@@ -453,18 +465,56 @@ def held_out_corpus_table(runs: list[Record]) -> str:
     """Leave one corpus out: per held-out corpus, its UAR, accuracy and macro-F1 (8-way argmax;
     averages over the classes the corpus has and the training corpora taught)."""
     lines = [
-        "| Held-out corpus | Trained on | Clips | UAR | Accuracy % | Macro-F1 | UAR over |",
-        "|---|---|---|---|---|---|---|",
+        "| Held-out corpus | Trained on | Clips | UAR | Accuracy % | Macro-F1 | UAR over "
+        "| Arousal UAR | Valence UAR | Level stage |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: r["fold"]):
         (corpus, part), *_ = r["test"]["by_corpus"].items()
         trained_on = sorted(set(r["val"].get("by_corpus", {})))
+        affect = affect_uars(r["test"]["confusion"])
         lines.append(
             f"| {corpus} | {' + '.join(trained_on) or '-'} | {part['n']} | {part['uar']:.4f} "
             f"| {100 * part['accuracy']:.2f} | {part['macro_f1']:.4f} "
-            f"| {len(part['classes'])} classes |"
+            f"| {len(part['classes'])} classes | {_score(affect['arousal_uar'])} "
+            f"| {_score(affect['valence_uar'])} | {level_stage(r)} |"
         )
     return "\n".join(lines)
+
+
+def level_stage(record: Record) -> str:
+    """The front-end level stage a run trained with ("none" before it existed)."""
+    return str(record.get("feature_config", {}).get("level", "none"))
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def affect_table(groups: dict[str, list[Record]]) -> str:
+    """Test arousal (binary) and valence (3-class) UAR of the decision, per loss."""
+    lines = ["| Loss | Arousal UAR | Valence UAR | Level stage |", "|---|---|---|---|"]
+    for loss in PAPER_ORDER:
+        runs = groups.get(loss, [])
+        if not runs:
+            continue
+        affect = [affect_uars(r["test"]["confusion"]) for r in runs]
+        cells = [
+            _cell(np.array([a[k] for a in affect if a[k] is not None]), 4)
+            for k in ("arousal_uar", "valence_uar")
+        ]
+        stages = ", ".join(sorted({level_stage(r) for r in runs}))
+        lines.append(f"| {LOSS_TITLES[loss]} | {cells[0]} | {cells[1]} | {stages} |")
+    return "\n".join(lines)
+
+
+def gain_table(path: Path) -> str:
+    """The gain-invariance figures of ``gain.json`` (training/gaincheck.py), if present."""
+    if not path.exists():
+        return ""
+    from training.gaincheck import table
+
+    return table(list(json.loads(path.read_text())["models"].values()))
 
 
 def cost_table(records: list[Record]) -> str:
@@ -538,6 +588,7 @@ def rewrite_report(models_dir: Path) -> Path:
         ablation_table(ablation),
         calibration,
         {p: table for p, table in robustness.items() if table},
+        gain_table(models_dir / "gain.json"),
     )
 
 
@@ -590,6 +641,7 @@ def write_report(
     ablation: str = "",
     calibration: list[Record] | None = None,
     robustness: dict[str, str] | None = None,
+    gains: str = "",
 ) -> Path:
     """Write ``report.md`` plus per-run and paper-style figures into ``out_dir``; returns it.
 
@@ -624,6 +676,13 @@ def write_report(
                 "### Table 2: test precision, recall, F1 (macro)\n\n" + table2(groups) + "\n"
             )
             sections.append("### Test F1 per emotion\n\n" + per_class_table(groups) + "\n")
+            sections.append(
+                "### Arousal and valence of the decision (test UAR)\n\n"
+                + AFFECT_NOTE
+                + "\n\n"
+                + affect_table(groups)
+                + "\n"
+            )
             by_corpus = corpus_table(groups)
             if by_corpus:
                 sections.append("### Test accuracy per corpus\n\n" + by_corpus + "\n")
@@ -692,6 +751,8 @@ def write_report(
             )
             + ".\n"
         )
+    if gains:
+        sections.append("## Gain invariance (test split)\n\n" + GAIN_NOTE + "\n\n" + gains + "\n")
     sections.append("## Training cost\n\n" + cost_table(records) + "\n")
     path = out / "report.md"
     path.write_text("\n".join(sections))

@@ -53,7 +53,7 @@ def _experiment(corpus: Path, tmp: Path, loss: str) -> Experiment:
         runs=tmp / "runs",
         losses=(loss,),
         train=TrainConfig(epochs=2, batch_size=32, workers=1, device="cpu"),
-        features=FeatureConfig(window_s=WINDOW_S),
+        features=FeatureConfig(window_s=WINDOW_S, level="window"),
         cache_dir=tmp / "cache",
     )
 
@@ -73,6 +73,7 @@ def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
     assert metadata.split_sha256 == split_sha256(split_path)
     assert metadata.loss == "ce" and metadata.architecture == "sequential"
     assert metadata.feature_config.normalised and metadata.feature_config.window_s == WINDOW_S
+    assert metadata.feature_config.level == record["feature_config"]["level"] == "window"
     assert metadata.metrics["test"]["accuracy"] == pytest.approx(record["test"]["accuracy"])
     _, checkpoint = load_checkpoint(tmp_path / "runs" / "random" / "ser-ce" / "best.pt")
     assert FeatureConfig.from_dict(checkpoint["feature_config"]) == metadata.feature_config
@@ -106,6 +107,19 @@ def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
     assert main([*argv, "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["confusion"] == record["test"]["confusion"]
 
+    # The gain check: at 0 dB the 16-bit clips are stored as they are, so it scores what the
+    # evaluation scored; the level stage hears the quieter copies as the same clips.
+    argv = ["gain-check", str(onnx_path), "--split", str(split_path), "--data", str(corpus)]
+    assert main([*argv, "--out", str(models), "--workers", "1"]) == 0
+    (gains,) = json.loads((models / "gain.json").read_text())["models"].values()
+    assert gains["level"] == "window" and gains["n"] == 8
+    assert gains["conditions"]["0 dB"]["accuracy"] == pytest.approx(
+        record["test"]["accuracy"], abs=1e-4
+    )
+    for condition in ("-20 dB", "-10 dB"):
+        assert gains["conditions"][condition]["label_changed"] == 0.0, condition
+    assert "## Gain invariance" in (models / "report" / "report.md").read_text()
+
 
 def test_a_split_file_for_other_clips_is_not_reused(corpus: Path, tmp_path: Path) -> None:
     splits = tmp_path / "models" / "splits"
@@ -138,3 +152,15 @@ def test_fold_selection_runs_only_the_folds_asked_for(corpus: Path, tmp_path: Pa
     assert [(name, fold) for name, fold, _ in chosen] == [(f"speaker-fold{last}", last)]
     with pytest.raises(ValueError, match="no speaker fold"):
         split_files(replace(base, folds=1, only_folds=(last,)), clips, corpus_root(corpus))
+
+
+def test_the_gain_check_stores_clips_as_a_16_bit_wav_would() -> None:
+    from training.gaincheck import as_stored
+
+    x = np.array([0.5, -0.25, 0.001, 0.0], dtype=np.float32)
+    np.testing.assert_allclose(as_stored(x, "-20 dB"), x * 0.1, atol=1 / 32768)
+    louder = as_stored(x, "+10 dB")
+    assert louder[0] == 32767 / 32768  # 0.5 x 3.16 clips at full scale
+    assert louder[1] == pytest.approx(-0.25 * 10**0.5, abs=1 / 32768)
+    assert np.max(np.abs(as_stored(x, "peak"))) == pytest.approx(32767 / 32768)
+    assert as_stored(np.zeros(4, np.float32), "peak").tolist() == [0.0] * 4
