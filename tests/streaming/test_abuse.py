@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.api.admission import StreamAdmission
+from app.api.admission import UNKNOWN_CLIENT, StreamAdmission
 from app.api.stream_messages import MAX_DEPTH, nesting_depth, parse_control
 from tests.conftest import synth_speechlike
 
@@ -184,7 +184,7 @@ def test_sockets_that_never_start_hold_no_slot_and_are_closed(make_client: Clien
         assert [m["code"] for m in messages] == ["start_timeout"] and close == 1008
         assert 1.4 < held_s < 5.0
     admission: StreamAdmission = client.app.state.stream_admission  # type: ignore[attr-defined]
-    assert admission.active == 0 and admission.open_connections("testclient") == 0
+    assert admission.active == 0 and admission.open_connections(UNKNOWN_CLIENT) == 0
 
 
 def test_one_client_cannot_hold_every_slot(make_client: ClientFactory) -> None:
@@ -202,7 +202,7 @@ def test_one_client_cannot_hold_every_slot(make_client: ClientFactory) -> None:
         codes, close = error_and_close(client)
         assert (codes, close) == (["too_many_client_streams"], 1008)
         admission: StreamAdmission = client.app.state.stream_admission  # type: ignore[attr-defined]
-        assert admission.active == 2 and admission.open_connections("testclient") == 4
+        assert admission.active == 2 and admission.open_connections(UNKNOWN_CLIENT) == 4
     assert_works(client)  # all four closed: the client may stream again
 
 
