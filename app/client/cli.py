@@ -26,7 +26,13 @@ from typing import Any, TextIO
 import httpx
 
 from app.client.api import DEFAULT_URL, AsyncClient
-from app.client.results import Prediction, ServiceError, StreamPrediction, StreamSummary
+from app.client.results import (
+    Prediction,
+    Segment,
+    ServiceError,
+    StreamPrediction,
+    StreamSummary,
+)
 from app.client.sources import AudioSource, MicrophoneError, MicrophoneSource, file_source
 from app.labels import LABELS
 
@@ -70,44 +76,54 @@ async def _predict_all(
     return list(outcomes)
 
 
+def _score(value: float | None, width: int = 7) -> str:
+    """An arousal or valence score, signed, 3 decimals; "-" when there is none."""
+    return f"{'-':>{width}}" if value is None else f"{value:+{width}.3f}"
+
+
 def _print_table(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
     width = max([len(o.path) for o in outcomes] + [4])
-    out.write(f"{'file':<{width}}  {'label':<9}  {'conf':>6}  {'seconds':>8}  windows\n")
+    out.write(
+        f"{'file':<{width}}  {'label':<9}  {'conf':>6}  {'arousal':>7}  {'valence':>7}  "
+        f"{'seconds':>8}  windows\n"
+    )
     for o in outcomes:
         if o.result is None:
             out.write(f"{o.path:<{width}}  error: {o.error}\n")
             continue
         r = o.result
         out.write(
-            f"{o.path:<{width}}  {r.label:<9}  {r.confidence:6.3f}  {r.duration_s:8.2f}  "
-            f"{len(r.segments)}\n"
+            f"{o.path:<{width}}  {r.label:<9}  {r.confidence:6.3f}  {_score(r.arousal)}  "
+            f"{_score(r.valence)}  {r.duration_s:8.2f}  {len(r.segments)}\n"
         )
         if windows:
             for s in r.segments:
                 span = f"{s.start_s:.2f}-{s.end_s:.2f} s"
-                out.write(f"{'':<{width}}    {span:>16}  {s.label:<9} {s.confidence:6.3f}\n")
+                out.write(
+                    f"{'':<{width}}    {span:>16}  {s.label:<9} {s.confidence:6.3f}  "
+                    f"{_score(s.arousal)}  {_score(s.valence)}\n"
+                )
+
+
+# The 8 probabilities keep their columns; the two scores derived from them follow them.
+CSV_HEAD = ("file", "start_s", "end_s", "label", "confidence", *LABELS, "arousal", "valence")
 
 
 def _write_csv(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n")
-    head = ["file", "start_s", "end_s", "label", "confidence", *LABELS, "error"]
-    writer.writerow(head)
+    writer.writerow([*CSV_HEAD, "error"])
     for o in outcomes:
         if o.result is None:
-            writer.writerow([o.path] + [""] * (len(head) - 2) + [o.error])
+            writer.writerow([o.path] + [""] * (len(CSV_HEAD) - 1) + [o.error])
             continue
         r = o.result
-        rows: list[tuple[Any, Any, str, float, dict[str, float]]] = [
-            ("", "", r.label, r.confidence, r.probabilities)
-        ]
+        rows: list[tuple[Any, Any, Prediction | Segment]] = [("", "", r)]
         if windows:
-            rows += [
-                (s.start_s, s.end_s, s.label, s.confidence, s.probabilities) for s in r.segments
-            ]
-        for start, end, label, confidence, probs in rows:
-            writer.writerow(
-                [o.path, start, end, label, confidence, *(probs.get(k) for k in LABELS), ""]
-            )
+            rows += [(s.start_s, s.end_s, s) for s in r.segments]
+        for start, end, p in rows:
+            probabilities = [p.probabilities.get(k) for k in LABELS]
+            cells = [o.path, start, end, p.label, p.confidence, *probabilities]
+            writer.writerow([*cells, p.arousal, p.valence, ""])
 
 
 def _write_json(outcomes: list[Outcome], out: TextIO) -> None:
@@ -156,34 +172,49 @@ def run_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- ser stream
 
 
+def _affect(arousal: float | None, valence: float | None) -> str:
+    if arousal is None or valence is None:
+        return ""
+    return f"arousal {arousal:+.2f} valence {valence:+.2f}"
+
+
 def _live_line(event: StreamPrediction) -> str:
     span = f"{event.start_s:7.2f}-{event.end_s:7.2f} s"
     if not event.speech:
         return f"{span}  (no speech)"
-    smoothed = f"  smoothed: {event.smoothed_label}" if event.smoothed_label else ""
-    return f"{span}  {event.label:<9} {event.confidence:.3f}{smoothed}"
+    parts = [
+        span,
+        f"{event.label:<9} {event.confidence:.3f}",
+        _affect(event.arousal, event.valence),
+    ]
+    if event.smoothed_label:
+        smoothed = _affect(event.smoothed_arousal, event.smoothed_valence)
+        parts.append(f"smoothed: {event.smoothed_label:<9} {smoothed}".rstrip())
+    return "  ".join(part for part in parts if part)
+
+
+def _summary_line(event: StreamSummary) -> str:
+    label = event.label or "no speech"
+    confidence = "" if event.confidence is None else f" {event.confidence:.3f}"
+    affect = _affect(event.arousal, event.valence)
+    return (
+        f"summary: {label}{confidence}{f' ({affect})' if affect else ''} over "
+        f"{event.speech_windows} speech window(s) of {event.windows}, "
+        f"{event.duration_s:.2f} s of audio"
+    )
 
 
 async def _stream(source: AudioSource, args: argparse.Namespace, out: TextIO) -> int:
     async with AsyncClient(args.url) as client:
         async for event in client.stream(source, model=args.model):
-            if isinstance(event, StreamSummary):
-                if args.json:
-                    out.write(json.dumps({"type": "summary", **vars(event)}) + "\n")
-                else:
-                    label = event.label or "no speech"
-                    confidence = "" if event.confidence is None else f" {event.confidence:.3f}"
-                    out.write(
-                        f"summary: {label}{confidence} over {event.speech_windows} speech "
-                        f"window(s) of {event.windows}, {event.duration_s:.2f} s of audio\n"
-                    )
+            if args.json:
+                kind = "summary" if isinstance(event, StreamSummary) else "prediction"
+                out.write(json.dumps({"type": kind, **vars(event)}))
+            elif isinstance(event, StreamSummary):
+                out.write(_summary_line(event))
             else:
-                out.write(
-                    json.dumps({"type": "prediction", **vars(event)})
-                    if args.json
-                    else _live_line(event)
-                )
-                out.write("\n")
+                out.write(_live_line(event))
+            out.write("\n")
             out.flush()
     return 0
 

@@ -1,5 +1,11 @@
 """Typed results of the service's responses, parsed from their JSON (see docs/api.md).
 
+Every prediction carries ``arousal`` and ``valence``: the eight probabilities placed on
+Russell's circumplex, each in [-1, 1] (-1 sleepy or unpleasant, +1 aroused or pleasant; the
+server's ``app/affect.py`` gives the placement). They are None where there is nothing to score
+(a window without speech; the smoothed ones before a stream's first speech) and from a server
+that predates them.
+
 Plain frozen dataclasses rather than the server's pydantic models: the client imports nothing
 of the server, so it installs and starts without FastAPI or ONNX Runtime.
 """
@@ -35,6 +41,10 @@ def _probabilities(data: dict[str, Any] | None) -> dict[str, float] | None:
     return None if data is None else {str(k): float(v) for k, v in data.items()}
 
 
+def _score(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True)
 class Segment:
     """One model window of an upload."""
@@ -44,15 +54,19 @@ class Segment:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    arousal: float | None
+    valence: float | None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
         return cls(
-            float(data["start_s"]),
-            float(data["end_s"]),
-            str(data["label"]),
-            float(data["confidence"]),
-            _probabilities(data["probabilities"]) or {},
+            start_s=float(data["start_s"]),
+            end_s=float(data["end_s"]),
+            label=str(data["label"]),
+            confidence=float(data["confidence"]),
+            probabilities=_probabilities(data["probabilities"]) or {},
+            arousal=_score(data.get("arousal")),
+            valence=_score(data.get("valence")),
         )
 
 
@@ -63,6 +77,8 @@ class Prediction:
     label: str
     confidence: float
     probabilities: dict[str, float]
+    arousal: float | None
+    valence: float | None
     model: str
     duration_s: float
     segments: tuple[Segment, ...]
@@ -74,6 +90,8 @@ class Prediction:
             label=str(data["label"]),
             confidence=float(data["confidence"]),
             probabilities=_probabilities(data["probabilities"]) or {},
+            arousal=_score(data.get("arousal")),
+            valence=_score(data.get("valence")),
             model=str(data["model"]["name"]),
             duration_s=float(data["duration_s"]),
             segments=tuple(Segment.from_json(s) for s in data["segments"]),
@@ -92,24 +110,31 @@ class StreamPrediction:
     label: str | None
     confidence: float | None
     probabilities: dict[str, float] | None
+    arousal: float | None
+    valence: float | None
     smoothed_label: str | None
     smoothed: dict[str, float] | None
+    smoothed_arousal: float | None
+    smoothed_valence: float | None
     latency_ms: float
     final: bool
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamPrediction:
-        confidence = data.get("confidence")
         return cls(
             index=int(data["index"]),
             start_s=float(data["start_s"]),
             end_s=float(data["end_s"]),
             speech=bool(data["speech"]),
             label=data.get("label"),
-            confidence=None if confidence is None else float(confidence),
+            confidence=_score(data.get("confidence")),
             probabilities=_probabilities(data.get("probabilities")),
+            arousal=_score(data.get("arousal")),
+            valence=_score(data.get("valence")),
             smoothed_label=data.get("smoothed_label"),
             smoothed=_probabilities(data.get("smoothed")),
+            smoothed_arousal=_score(data.get("smoothed_arousal")),
+            smoothed_valence=_score(data.get("smoothed_valence")),
             latency_ms=float(data.get("latency_ms", 0.0)),
             final=bool(data.get("final", False)),
         )
@@ -127,10 +152,11 @@ class StreamSummary:
     label: str | None
     confidence: float | None
     probabilities: dict[str, float] | None
+    arousal: float | None
+    valence: float | None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamSummary:
-        confidence = data.get("confidence")
         return cls(
             session_id=str(data["session_id"]),
             model=str(data["model"]),
@@ -138,6 +164,8 @@ class StreamSummary:
             windows=int(data["windows"]),
             speech_windows=int(data["speech_windows"]),
             label=data.get("label"),
-            confidence=None if confidence is None else float(confidence),
+            confidence=_score(data.get("confidence")),
             probabilities=_probabilities(data.get("probabilities")),
+            arousal=_score(data.get("arousal")),
+            valence=_score(data.get("valence")),
         )

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from app.affect import affect_of
 from app.client import (
     AsyncClient,
     Client,
@@ -63,6 +64,16 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+def assert_affect_of(
+    probabilities: dict[str, float] | None, arousal: float | None, valence: float | None
+) -> None:
+    """The scores are those of the probabilities (not swapped, not another window's)."""
+    assert probabilities is not None and arousal is not None and valence is not None
+    expected = affect_of(np.array([probabilities[label] for label in LABELS]))
+    assert (arousal, valence) == pytest.approx(expected, abs=2e-4)
+    assert -1 <= arousal <= 1 and -1 <= valence <= 1
+
+
 def ser(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.client", "--url", server.url, *args],
@@ -83,6 +94,11 @@ def test_predict_returns_typed_results(server: LiveServer, clips: dict[str, Path
     assert len(result.segments) >= 2
     assert result.segments[0].start_s < result.segments[1].start_s
     assert same.probabilities == result.probabilities
+    assert (result.arousal, result.valence) == (result.raw["arousal"], result.raw["valence"])
+    assert_affect_of(result.probabilities, result.arousal, result.valence)
+    for segment, raw in zip(result.segments, result.raw["segments"], strict=True):
+        assert (segment.arousal, segment.valence) == (raw["arousal"], raw["valence"])
+        assert_affect_of(segment.probabilities, segment.arousal, segment.valence)
 
 
 def test_predict_refusal_is_a_service_error(server: LiveServer, clips: dict[str, Path]) -> None:
@@ -109,6 +125,18 @@ def test_stream_yields_predictions_in_order_then_the_summary(
     assert [w.index for w in windows] == list(range(len(windows))) and len(windows) >= 5
     assert summary.windows == len(windows) and summary.duration_s == pytest.approx(6.0, abs=0.01)
     assert summary.label in LABELS
+    assert_affect_of(summary.probabilities, summary.arousal, summary.valence)
+    for window in windows:
+        assert isinstance(window, StreamPrediction)
+        if window.speech:
+            assert_affect_of(window.probabilities, window.arousal, window.valence)
+        else:
+            assert window.arousal is None and window.valence is None
+        if window.smoothed is not None:
+            assert_affect_of(window.smoothed, window.smoothed_arousal, window.smoothed_valence)
+        else:
+            assert window.smoothed_arousal is None and window.smoothed_valence is None
+    assert any(isinstance(w, StreamPrediction) and w.speech for w in windows)
 
 
 def test_realtime_pacing_takes_as_long_as_the_audio(
@@ -150,6 +178,17 @@ def test_cli_predict_many_files_as_csv(server: LiveServer, clips: dict[str, Path
     clip_row, *window_rows = by_file["long.flac"]
     assert clip_row["start_s"] == "" and len(window_rows) >= 2
     assert sum(float(clip_row[label]) for label in LABELS) == pytest.approx(1.0, abs=1e-5)
+    # The scores follow the probabilities, and are the service's (the default model here too).
+    head = done.stdout.splitlines()[0].split(",")
+    scores = ["arousal", "valence", "error"]
+    assert head == ["file", "start_s", "end_s", "label", "confidence", *LABELS, *scores]
+    with Client(server.url) as client:
+        expected = client.predict(clips["long.flac"])
+    assert len(window_rows) == len(expected.segments)
+    scored = [(expected.arousal, expected.valence)]
+    scored += [(s.arousal, s.valence) for s in expected.segments]
+    assert [(float(r["arousal"]), float(r["valence"])) for r in [clip_row, *window_rows]] == scored
+    assert by_file["notes.txt"][0]["arousal"] == by_file["notes.txt"][0]["valence"] == ""
 
 
 def test_cli_predict_json_and_table(server: LiveServer, clips: dict[str, Path]) -> None:
@@ -157,9 +196,26 @@ def test_cli_predict_json_and_table(server: LiveServer, clips: dict[str, Path]) 
     assert done.returncode == 0, done.stderr
     [item] = json.loads(done.stdout)
     assert item["result"]["model"]["name"] == "ser-ce"
-    table = ser(server, "predict", str(clips["short.wav"]))
+    table = ser(server, "predict", str(clips["short.wav"]), "--model", "ce", "--windows")
     assert table.returncode == 0 and "short.wav" in table.stdout
-    assert table.stdout.splitlines()[0].split()[:3] == ["file", "label", "conf"]
+    head, row, window = table.stdout.splitlines()
+    assert head.split() == ["file", "label", "conf", "arousal", "valence", "seconds", "windows"]
+    result = item["result"]
+    assert row.split()[1:] == [
+        result["label"],
+        f"{result['confidence']:.3f}",
+        f"{result['arousal']:+.3f}",
+        f"{result['valence']:+.3f}",
+        f"{result['duration_s']:.2f}",
+        "1",
+    ]
+    [segment] = result["segments"]
+    assert window.split()[-4:] == [
+        segment["label"],
+        f"{segment['confidence']:.3f}",
+        f"{segment['arousal']:+.3f}",
+        f"{segment['valence']:+.3f}",
+    ]
 
 
 def test_cli_stream_prints_a_line_per_window_and_the_summary(
@@ -170,9 +226,17 @@ def test_cli_stream_prints_a_line_per_window_and_the_summary(
     lines = done.stdout.splitlines()
     assert lines[-1].startswith("summary: ") and len(lines) >= 6
     assert all(" s  " in line for line in lines[:-1])
+    speech = [line for line in lines[:-1] if "(no speech)" not in line]
+    assert speech and all("smoothed: " in line for line in speech)
+    # "... label 0.123  arousal +0.12 valence -0.34  smoothed: label arousal ... valence ..."
+    assert all(line.count(" arousal ") == line.count(" valence ") == 2 for line in speech)
+    assert "(arousal " in lines[-1] and " valence " in lines[-1]
     as_json = ser(server, "stream", str(clips["short.wav"]), "--fast", "--json")
-    kinds = [json.loads(line)["type"] for line in as_json.stdout.splitlines()]
+    messages = [json.loads(line) for line in as_json.stdout.splitlines()]
+    kinds = [message["type"] for message in messages]
     assert kinds[-1] == "summary" and set(kinds[:-1]) == {"prediction"}
+    assert {"arousal", "valence", "smoothed_arousal", "smoothed_valence"} <= set(messages[0])
+    assert {"arousal", "valence"} <= set(messages[-1])
 
 
 def test_cli_says_what_is_wrong(server: LiveServer, clips: dict[str, Path], tmp_path) -> None:
