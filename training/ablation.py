@@ -44,7 +44,8 @@ RECIPE_VARIANTS: dict[str, Variant] = {
     "no-label-smoothing": Variant({"label_smoothing": 0.0}),  # the release recipe
     "none": Variant({"freq_masks": 0, "time_masks": 0, "mixup_alpha": 0.0, "label_smoothing": 0.0}),
 }
-# Against the release recipe (no channel augmentation, global normalisation).
+# Against the release recipe: global normalisation; since 2026-12-04 the level stage and the
+# level + clip chain (rows recorded before then: no level stage, no channel augmentation).
 ROBUSTNESS_VARIANTS: dict[str, Variant] = {
     "baseline": Variant(),
     "label-smoothing": Variant(SMOOTHING),  # the recipe of 2026-11-24

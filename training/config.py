@@ -55,8 +55,10 @@ class TrainConfig:
     noisy_copies: int = 2  # Gaussian-noise copies per training clip (the paper triples)
     snr_db: tuple[float, float] = (15.0, 30.0)
     # Channel / speaker augmentation of the noisy copies (training/channel.py): names from
-    # speed, eq, reverb, telephone, codec, gain; each applied with probability channel_prob.
-    channel_augment: tuple[str, ...] = ()
+    # speed, eq, reverb, telephone, codec, gain, level, clip; each applied with probability
+    # channel_prob. The release (since 2026-12-04, with the level stage) uses level and clip:
+    # what a hot microphone and a limiter do to the waveform survives the level stage.
+    channel_augment: tuple[str, ...] = ("level", "clip")
     channel_prob: float = 0.5
     # How an epoch draws its clips: each training clip is drawn with weight n_corpus ** -balance,
     # n_corpus its corpus's number of training clips. 0 takes every clip once per epoch (the

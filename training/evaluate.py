@@ -158,8 +158,16 @@ def accuracy_by(groups: np.ndarray, truth: np.ndarray, predicted: np.ndarray) ->
 
 def summary(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar headline numbers of :func:`classification_metrics` (for ONNX metadata)."""
-    keys = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "uar")
-    keys += ("arousal_uar", "valence_uar", "loss")
+    keys = (
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "uar",
+        "arousal_uar",
+        "valence_uar",
+        "loss",
+    )
     return {k: round(float(metrics[k]), 6) for k in keys if metrics.get(k) is not None}
 
 
