@@ -40,6 +40,57 @@ function showBars(container, probabilities) {
   });
 }
 
+// ---------- arousal and valence ----------
+
+// Each -1..+1: the eight probabilities on Russell's circumplex (docs/api.md). A meter fills
+// from its centre (0) towards the value.
+const AFFECT = [
+  { key: "arousal", low: "sleepy", high: "aroused" },
+  { key: "valence", low: "unpleasant", high: "pleasant" },
+];
+
+function makeAffect(container) {
+  container.replaceChildren();
+  for (const { key, low, high } of AFFECT) {
+    const row = document.createElement("div");
+    row.className = "affect-row";
+    row.dataset.dimension = key;
+    row.innerHTML =
+      `<span class="affect-name">${key}</span>` +
+      `<span class="affect-end low">${low}</span>` +
+      `<div class="affect-track" role="meter" aria-valuemin="-1" aria-valuemax="1"` +
+      ` aria-valuenow="0" aria-valuetext="none" aria-label="${key}"><div class="affect-fill"></div></div>` +
+      `<span class="affect-end high">${high}</span>` +
+      `<span class="affect-value" data-value="">&ndash;</span>`;
+    container.append(row);
+  }
+}
+
+function signed(value) {
+  return `${value >= 0 ? "+" : ""}${value.toFixed(2)}`;
+}
+
+// arousal, valence: numbers, or null when there is nothing to score (no speech yet).
+function showAffect(container, arousal, valence) {
+  if (!container.firstChild) makeAffect(container);
+  const values = { arousal, valence };
+  container.querySelectorAll(".affect-row").forEach((row, i) => {
+    const value = values[row.dataset.dimension];
+    const known = typeof value === "number";
+    const v = known ? Math.max(-1, Math.min(1, value)) : 0;
+    const fill = row.querySelector(".affect-fill");
+    fill.style.left = `${50 + Math.min(0, v) * 50}%`;
+    fill.style.width = `${Math.abs(v) * 50}%`;
+    const track = row.querySelector(".affect-track");
+    track.setAttribute("aria-valuenow", String(v));
+    const side = v < 0 ? AFFECT[i].low : AFFECT[i].high;
+    track.setAttribute("aria-valuetext", known ? `${signed(value)}, ${side}` : "none");
+    const text = row.querySelector(".affect-value");
+    text.textContent = known ? signed(value) : "\u2013";
+    text.dataset.value = known ? String(value) : "";
+  });
+}
+
 function setStatus(element, text, isError = false) {
   element.textContent = text;
   element.classList.toggle("error", isError);
@@ -103,11 +154,17 @@ async function upload(event) {
     const duration = body.duration_s !== undefined ? `, ${Number(body.duration_s).toFixed(1)} s` : "";
     $("upload-detail").textContent = `${(confidence * 100).toFixed(1)}% confidence${duration}`;
     showBars($("upload-bars"), body.probabilities);
-    // Emotion over time, for a recording of more than one window.
+    showAffect($("upload-affect"), body.arousal ?? null, body.valence ?? null);
+    // Emotion, arousal and valence over time, for a recording of more than one window.
     const segments = body.segments || [];
     timelines.upload.clear();
-    for (const s of segments) timelines.upload.add(s.start_s, s.end_s, s.probabilities);
+    timelines.uploadAffect.clear();
+    for (const s of segments) {
+      timelines.upload.add(s.start_s, s.end_s, s.probabilities);
+      timelines.uploadAffect.add(s.start_s, s.end_s, s);
+    }
     $("upload-timeline").hidden = segments.length < 2;
+    $("upload-affect-timeline").hidden = segments.length < 2;
     setStatus(status, `${file.name}: ${body.label}.`);
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, true);
@@ -119,7 +176,7 @@ async function upload(event) {
 // ---------- microphone streaming ----------
 
 let live = null; // {socket, context, media, node, source}
-const timelines = {}; // upload, live: Timeline (timeline.js)
+const timelines = {}; // upload, uploadAffect, live, liveAffect: Timeline (timeline.js)
 
 function floatToPcm16(block) {
   const pcm = new Int16Array(block.length);
@@ -182,7 +239,9 @@ function onServerMessage(message) {
     $("stop-button").disabled = false;
     $("live-result").hidden = false;
     makeBars($("live-bars"));
+    makeAffect($("live-affect"));
     timelines.live.clear();
+    timelines.liveAffect.clear();
     setStatus(
       status,
       `Streaming to ${message.model} at ${message.sample_rate} Hz; first prediction after ` +
@@ -199,6 +258,7 @@ function onServerMessage(message) {
 
 function showPrediction(message) {
   timelines.live.add(message.start_s, message.end_s, message.speech ? message.probabilities : null);
+  timelines.liveAffect.add(message.start_s, message.end_s, message.speech ? message : null);
   const indicator = $("speech-indicator");
   indicator.dataset.speech = String(message.speech);
   indicator.classList.toggle("speech", message.speech);
@@ -210,6 +270,7 @@ function showPrediction(message) {
       $("live-label").textContent = message.smoothed_label;
     }
     showBars($("live-bars"), message.smoothed);
+    showAffect($("live-affect"), message.smoothed_arousal ?? null, message.smoothed_valence ?? null);
   }
   $("live-detail").textContent =
     `${message.start_s.toFixed(1)}-${message.end_s.toFixed(1)} s` +
@@ -224,8 +285,13 @@ function showSummary(message) {
   $("summary-text").textContent = message.label
     ? `${message.duration_s.toFixed(1)} s streamed, ${speech}: overall ${message.label}.`
     : `${message.duration_s.toFixed(1)} s streamed, ${speech}: no speech to classify.`;
-  if (message.probabilities) showBars($("summary-bars"), message.probabilities);
-  else $("summary-bars").replaceChildren();
+  if (message.probabilities) {
+    showBars($("summary-bars"), message.probabilities);
+    showAffect($("summary-affect"), message.arousal ?? null, message.valence ?? null);
+  } else {
+    $("summary-bars").replaceChildren();
+    $("summary-affect").replaceChildren();
+  }
 }
 
 function releaseAudio() {
@@ -264,8 +330,12 @@ function onClosed(event) {
 document.addEventListener("DOMContentLoaded", () => {
   makeBars($("upload-bars"));
   makeBars($("live-bars"));
-  timelines.upload = new Timeline($("upload-timeline"), LABELS);
-  timelines.live = new Timeline($("live-timeline"), LABELS);
+  makeAffect($("upload-affect"));
+  makeAffect($("live-affect"));
+  timelines.upload = Timeline.emotions($("upload-timeline"), LABELS);
+  timelines.uploadAffect = Timeline.affect($("upload-affect-timeline"));
+  timelines.live = Timeline.emotions($("live-timeline"), LABELS);
+  timelines.liveAffect = Timeline.affect($("live-affect-timeline"));
   $("upload-form").addEventListener("submit", upload);
   $("start-button").addEventListener("click", startStreaming);
   $("stop-button").addEventListener("click", stopStreaming);

@@ -1,5 +1,7 @@
-// Emotion over time: the eight probabilities of each window as lines against seconds, with the
-// windows that held no speech shaded. Plain SVG, drawn here (no chart library to fetch).
+// Over time: each window's values as lines against seconds, with the windows that held no speech
+// shaded. Two kinds: the eight emotion probabilities on 0..1, and arousal and valence on -1..+1
+// (the probabilities on Russell's circumplex, see docs/api.md). Plain SVG, drawn here (no chart
+// library to fetch).
 "use strict";
 
 const TIMELINE_COLOURS = {
@@ -12,35 +14,56 @@ const TIMELINE_COLOURS = {
   disgust: "#009e73",
   surprised: "#b8a800",
 };
+// Orange and purple: told apart with any colour vision; valence is dashed as well.
+const AFFECT_SERIES = [
+  { key: "arousal", colour: "#e66100", name: "arousal (-1 sleepy, +1 aroused)" },
+  { key: "valence", colour: "#5d3a9b", name: "valence (-1 unpleasant, +1 pleasant)", dash: "6 3" },
+];
 const SVG_NS = "http://www.w3.org/2000/svg";
 const TIMELINE_MAX_POINTS = 2400; // 20 minutes of 0.5 s hops; older points are dropped
 
 class Timeline {
-  // container: an element to draw into; labels: the label order of the probabilities.
-  constructor(container, labels) {
+  // container: an element to draw into; series: [{key, colour, name, dash?}], the lines;
+  // scale: {min, max, ticks, height, title}, the vertical axis.
+  constructor(container, series, scale) {
     this.container = container;
-    this.labels = labels;
-    this.points = []; // {t, probabilities: number[] | null}
+    this.series = series;
+    this.scale = scale;
+    this.points = []; // {t, values: number[]}, in series order
     this.silences = []; // [start_s, end_s]
     this.width = 640;
-    this.height = 220;
+    this.height = scale.height;
     this.margin = { left: 36, right: 10, top: 10, bottom: 26 };
     this.legend();
     this.svg = document.createElementNS(SVG_NS, "svg");
     this.svg.setAttribute("viewBox", `0 0 ${this.width} ${this.height}`);
     this.svg.setAttribute("role", "img");
-    this.svg.setAttribute("aria-label", "Probability of each emotion over time");
+    this.svg.setAttribute("aria-label", scale.title);
     this.container.append(this.svg);
     this.render();
+  }
+
+  // The eight probabilities of each window, 0..1, one line per label.
+  static emotions(container, labels) {
+    const series = labels.map((label) => ({ key: label, colour: TIMELINE_COLOURS[label], name: label }));
+    const scale = { min: 0, max: 1, ticks: [0, 0.25, 0.5, 0.75, 1], height: 220, title: "Probability of each emotion over time" };
+    return new Timeline(container, series, scale);
+  }
+
+  // Arousal and valence of each window, -1..+1, under the emotions' timeline.
+  static affect(container) {
+    const scale = { min: -1, max: 1, ticks: [-1, -0.5, 0, 0.5, 1], height: 140, title: "Arousal and valence over time" };
+    return new Timeline(container, AFFECT_SERIES, scale);
   }
 
   legend() {
     const legend = document.createElement("div");
     legend.className = "timeline-legend";
-    for (const label of this.labels) {
+    for (const { colour, name, dash } of this.series) {
       const item = document.createElement("span");
       item.className = "timeline-key";
-      item.innerHTML = `<span class="swatch" style="background:${TIMELINE_COLOURS[label]}"></span>${label}`;
+      const swatch = dash ? `background:linear-gradient(90deg, ${colour} 60%, transparent 60%) 0 0 / 0.45rem 100%` : `background:${colour}`;
+      item.innerHTML = `<span class="swatch" style="${swatch}"></span>${name}`;
       legend.append(item);
     }
     this.container.append(legend);
@@ -52,10 +75,10 @@ class Timeline {
     this.render();
   }
 
-  // One window: its span in seconds and its probabilities ({label: p} or null for silence).
-  add(startS, endS, probabilities) {
-    if (probabilities) {
-      const values = this.labels.map((label) => Number(probabilities[label] ?? 0));
+  // One window: its span in seconds and its values ({key: value} or null for silence).
+  add(startS, endS, byKey) {
+    if (byKey) {
+      const values = this.series.map(({ key }) => Number(byKey[key] ?? 0));
       this.points.push({ t: (startS + endS) / 2, values });
       if (this.points.length > TIMELINE_MAX_POINTS) this.points.shift();
     } else {
@@ -71,7 +94,8 @@ class Timeline {
     const lastT = Math.max(1, ...this.points.map((p) => p.t), ...this.silences.map((s) => s[1]));
     const firstT = 0;
     const x = (t) => left + ((t - firstT) / (lastT - firstT)) * plotW;
-    const y = (p) => top + (1 - p) * plotH;
+    const { min, max, ticks } = this.scale;
+    const y = (v) => top + ((max - v) / (max - min)) * plotH;
     const parts = [];
     for (const [start, end] of this.silences) {
       const x0 = Math.max(left, x(start));
@@ -79,19 +103,21 @@ class Timeline {
         `<rect class="silence" x="${x0}" y="${top}" width="${Math.max(1, x(end) - x0)}" height="${plotH}"></rect>`,
       );
     }
-    for (const p of [0, 0.25, 0.5, 0.75, 1]) {
-      parts.push(`<line class="grid" x1="${left}" x2="${left + plotW}" y1="${y(p)}" y2="${y(p)}"></line>`);
-      parts.push(`<text class="tick" x="${left - 4}" y="${y(p) + 4}" text-anchor="end">${p}</text>`);
+    for (const v of ticks) {
+      const grid = v === 0 && min < 0 ? "grid zero" : "grid"; // the neutral line of -1..+1
+      parts.push(`<line class="${grid}" x1="${left}" x2="${left + plotW}" y1="${y(v)}" y2="${y(v)}"></line>`);
+      parts.push(`<text class="tick" x="${left - 4}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
     }
     const step = niceStep(lastT - firstT);
     for (let t = Math.ceil(firstT / step) * step; t <= lastT + 1e-9; t += step) {
       parts.push(`<text class="tick" x="${x(t)}" y="${this.height - 8}" text-anchor="middle">${+t.toFixed(1)}</text>`);
     }
     parts.push(`<text class="axis" x="${left + plotW}" y="${this.height - 8}" text-anchor="end">s</text>`);
-    this.labels.forEach((label, i) => {
+    this.series.forEach(({ key, colour, dash }, i) => {
       const coords = this.points.map((p) => `${x(p.t).toFixed(1)},${y(p.values[i]).toFixed(1)}`);
       parts.push(
-        `<polyline class="series" data-label="${label}" fill="none" stroke="${TIMELINE_COLOURS[label]}"` +
+        `<polyline class="series" data-label="${key}" fill="none" stroke="${colour}"` +
+          (dash ? ` stroke-dasharray="${dash}"` : "") +
           ` stroke-width="2" points="${coords.join(" ")}"></polyline>`,
       );
     });

@@ -2,7 +2,8 @@
 
 Only what the tests need: launch Debian's chromium with a fake microphone that plays a WAV
 file, attach to its page over the DevTools WebSocket with the ``websockets`` package, send
-commands, evaluate JavaScript and collect console errors.
+commands, evaluate JavaScript, collect console errors and (after ``Network.enable``) the text
+the page's WebSockets received.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Page:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.console_errors: list[str] = []
+        self.websocket_received: list[str] = []  # text frames, in order, once Network is enabled
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -76,6 +78,8 @@ class Page:
             self.console_errors.append(" ".join(str(a.get("value", "")) for a in params["args"]))
         elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
             self.console_errors.append(params["entry"].get("text", ""))
+        elif method == "Network.webSocketFrameReceived" and params["response"]["opcode"] == 1:
+            self.websocket_received.append(params["response"]["payloadData"])
 
     async def send(self, method: str, timeout_s: float = 30.0, **params: Any) -> dict[str, Any]:
         call_id = next(self._ids)

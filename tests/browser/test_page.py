@@ -6,10 +6,13 @@ uvicorn on a free loopback port, with the tiny random test models.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from app.labels import LABELS
@@ -44,12 +47,37 @@ def text_of(element_id: str) -> str:
     return f"document.getElementById('{element_id}').textContent.trim()"
 
 
+def affect_shown(element_id: str) -> str:
+    """{dimension: [the exact value held, the text shown]} of an arousal/valence group."""
+    return (
+        f"Object.fromEntries([...document.querySelectorAll('#{element_id} .affect-row')]"
+        ".map(r => { const v = r.querySelector('.affect-value');"
+        " return [r.dataset.dimension, [v.dataset.value, v.textContent.trim()]]; }))"
+    )
+
+
+def assert_shows(shown: dict[str, list[str]], arousal: float, valence: float) -> None:
+    """The page shows the server's scores: exactly held, and written with a sign, 2 decimals."""
+    assert list(shown) == ["arousal", "valence"]
+    for (value, text), expected in zip(shown.values(), (arousal, valence), strict=True):
+        assert float(value) == expected
+        assert text[0] in "+-" and float(text) == pytest.approx(expected, abs=0.0051)
+
+
+def polylines(element_id: str) -> str:
+    return (
+        f"[...document.querySelectorAll('#{element_id} polyline')]"
+        ".map(l => [l.dataset.label, l.getAttribute('points').trim().split(' ').length])"
+    )
+
+
 async def test_microphone_streaming_shows_live_predictions(
     base_url: str, microphone_wav: Path, tmp_path: Path
 ) -> None:
     async with chromium_page(
         microphone_wav, tmp_path / "profile", tmp_path / "chromium.log"
     ) as page:
+        await page.send("Network.enable")  # to read what the server sent the page
         await open_page(page, base_url + "/")
         await click(page, "start-button")
         # 3.5 s for the first window, then one every 0.5 s of audio.
@@ -68,10 +96,7 @@ async def test_microphone_streaming_shows_live_predictions(
         await page.wait_for(
             "Number(document.getElementById('live-timeline').dataset.points || 0) >= 3"
         )
-        lines = await page.evaluate(
-            "[...document.querySelectorAll('#live-timeline polyline')]"
-            ".map(l => [l.dataset.label, l.getAttribute('points').trim().split(' ').length])"
-        )
+        lines = await page.evaluate(polylines("live-timeline"))
         screenshot = await page.screenshot(tmp_path / "streaming.png")
         if SCREENSHOT_COPY:
             shutil.copyfile(screenshot, SCREENSHOT_COPY)
@@ -90,6 +115,24 @@ async def test_microphone_streaming_shows_live_predictions(
         await page.wait_for(f"{text_of('live-status')} === 'Stopped.'", timeout_s=10)
         assert "streamed" in summary and "overall" in summary
         assert page.console_errors == []
+
+        # Arousal and valence: the smoothed ones of the last window and the summary's, as the
+        # server sent them; each speech window a point on both lines of the second timeline.
+        messages = [json.loads(text) for text in page.websocket_received]
+        predictions = [m for m in messages if m["type"] == "prediction"]
+        [session] = [m for m in messages if m["type"] == "summary"]
+        last = [m for m in predictions if m["smoothed"] is not None][-1]
+        live = await page.evaluate(affect_shown("live-affect"))
+        assert_shows(live, last["smoothed_arousal"], last["smoothed_valence"])
+        assert_shows(
+            await page.evaluate(affect_shown("summary-affect")),
+            session["arousal"],
+            session["valence"],
+        )
+        speech_windows = sum(m["speech"] for m in predictions)
+        assert session["speech_windows"] == speech_windows >= 3
+        affect_lines = await page.evaluate(polylines("live-affect-timeline"))
+        assert affect_lines == [["arousal", speech_windows], ["valence", speech_windows]]
 
 
 async def test_uploading_a_file_shows_its_probabilities(
@@ -120,4 +163,23 @@ async def test_uploading_a_file_shows_its_probabilities(
             " Number(document.getElementById('upload-timeline').dataset.points)]"
         )
         assert timeline[0] is False and timeline[1] >= 3
+        # Arousal and valence: the clip's, as /predict answers for the same file, and each
+        # window's on the second timeline.
+        body = served_prediction(base_url, microphone_wav)
+        assert_shows(
+            await page.evaluate(affect_shown("upload-affect")), body["arousal"], body["valence"]
+        )
+        hidden = await page.evaluate("document.getElementById('upload-affect-timeline').hidden")
+        windows = len(body["segments"])
+        assert hidden is False and timeline[1] == windows
+        affect_lines = await page.evaluate(polylines("upload-affect-timeline"))
+        assert affect_lines == [["arousal", windows], ["valence", windows]]
         assert page.console_errors == []
+
+
+def served_prediction(base_url: str, path: Path) -> dict[str, Any]:
+    files = {"file": (path.name, path.read_bytes(), "audio/wav")}
+    response = httpx.post(base_url + "/predict", files=files, timeout=60, trust_env=False)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
