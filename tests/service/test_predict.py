@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from app.affect import affect_of
 from app.contract import INPUT_NAME, OUTPUT_NAME, ModelMetadata, probabilities
 from app.features import log_mel
 from app.labels import LABELS
@@ -51,6 +52,9 @@ def check_body(body: dict) -> None:
         # Rounded to 6 decimals in one place; the confidence is exactly the label's value.
         assert result["confidence"] == probs[result["label"]]
         assert all(v == round(v, 6) for v in probs.values())
+        # Arousal and valence are those of the probabilities, rounded to 4 decimals.
+        expected = affect_of(np.array([probs[label] for label in LABELS]))
+        assert (result["arousal"], result["valence"]) == pytest.approx(expected, abs=2e-4)
     for segment in body["segments"]:
         assert sum(segment["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert set(body["timing_ms"]) == {"decode", "features", "inference", "total"}

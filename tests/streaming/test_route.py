@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.affect import affect_of
 from app.api.stream_messages import PredictionMessage, ReadyMessage, SummaryMessage
 from app.main import create_app
 from app.settings import Settings
@@ -81,12 +82,17 @@ def test_an_8s_48k_stream_in_odd_chunks(client: TestClient) -> None:
         assert sum(m["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert sum(m["smoothed"].values()) == pytest.approx(1.0, abs=1e-5)
         assert m["latency_ms"] >= 0
+        for prefix, probs in (("", m["probabilities"]), ("smoothed_", m["smoothed"])):
+            scores = (m[prefix + "arousal"], m[prefix + "valence"])
+            assert scores == pytest.approx(affect_of(np.array(list(probs.values()))), abs=2e-4)
     assert summary["type"] == "summary" and code == 1000
     assert (summary["windows"], summary["speech_windows"]) == (10, 10)
     assert summary["duration_s"] == pytest.approx(8.0)
     mean = np.mean([list(m["probabilities"].values()) for m in predictions], axis=0)
     np.testing.assert_allclose(list(summary["probabilities"].values()), mean, atol=1e-6)
     assert summary["label"] == max(summary["probabilities"], key=summary["probabilities"].get)
+    mean_affect = np.mean([(m["arousal"], m["valence"]) for m in predictions], axis=0)
+    assert (summary["arousal"], summary["valence"]) == pytest.approx(mean_affect, abs=2e-4)
 
 
 def test_the_alias_path_and_float_stereo(client: TestClient) -> None:
@@ -107,11 +113,14 @@ def test_silence_is_reported_and_not_classified(client: TestClient) -> None:
     for m in predictions:
         assert m["speech"] is False
         assert m["label"] is None and m["probabilities"] is None and m["smoothed"] is None
+        scores = ("arousal", "valence", "smoothed_arousal", "smoothed_valence")
+        assert [m[k] for k in scores] == [None] * 4
     assert (summary["speech_windows"], summary["label"], summary["probabilities"]) == (
         0,
         None,
         None,
     )
+    assert summary["arousal"] is None and summary["valence"] is None
 
 
 def test_stop_flushes_a_final_window_ending_at_the_last_sample(client: TestClient) -> None:
