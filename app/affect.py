@@ -93,7 +93,7 @@ VALENCE_HELP: Final[str] = (
 )
 
 
-def arousal_valence(probabilities: np.ndarray) -> np.ndarray:
+def valence_arousal(probabilities: np.ndarray) -> np.ndarray:
     """``(..., n_labels)`` probabilities -> ``(..., 2)`` float64 (valence, arousal), each in
     [-1, 1]: the probability-weighted mean of the labels' circumplex points."""
     return np.asarray(probabilities, dtype=np.float64) @ COORDINATES
@@ -101,5 +101,5 @@ def arousal_valence(probabilities: np.ndarray) -> np.ndarray:
 
 def affect_of(probabilities: np.ndarray) -> tuple[float, float]:
     """One prediction's ``(arousal, valence)``, rounded to :data:`AFFECT_DECIMALS`."""
-    valence, arousal = arousal_valence(probabilities)
+    valence, arousal = valence_arousal(probabilities)
     return round(float(arousal), AFFECT_DECIMALS), round(float(valence), AFFECT_DECIMALS)

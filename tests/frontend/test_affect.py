@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.affect import COORDINATES, VALENCE_CLASS, affect_of, arousal_valence
+from app.affect import COORDINATES, VALENCE_CLASS, affect_of, valence_arousal
 from app.labels import LABEL_INDEX, LABELS, N_LABELS
 from training.evaluate import affect_uars, classification_metrics
 
@@ -28,11 +28,11 @@ def test_each_label_sits_in_its_quadrant(label: str, arousal_sign: int, valence_
 def test_scores_are_the_probability_weighted_mean_of_the_points() -> None:
     p = 0.5 * one_hot("angry") + 0.5 * one_hot("calm")
     expected = 0.5 * COORDINATES[LABEL_INDEX["angry"]] + 0.5 * COORDINATES[LABEL_INDEX["calm"]]
-    np.testing.assert_allclose(arousal_valence(p), expected)
+    np.testing.assert_allclose(valence_arousal(p), expected)
     assert affect_of(one_hot("neutral")) == (0.0, 0.0)
     uniform = np.full((3, N_LABELS), 1 / N_LABELS)
-    assert arousal_valence(uniform).shape == (3, 2)
-    assert np.all(np.abs(arousal_valence(np.eye(N_LABELS))) <= 1.0)
+    assert valence_arousal(uniform).shape == (3, 2)
+    assert np.all(np.abs(valence_arousal(np.eye(N_LABELS))) <= 1.0)
 
 
 def test_affect_uars_collapse_the_confusion_matrix() -> None:
