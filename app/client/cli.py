@@ -6,9 +6,11 @@
     ser stream clip.wav [--fast]        # each window's prediction as a live line
     ser stream --mic [--seconds 30]     # the microphone (needs the `mic` extra)
 
-``--url`` (or ``$SER_URL``) names the service, default ``http://127.0.0.1:8000``. Exit status:
-0 when everything was classified, 1 when some file or the stream was refused (the reason is
-printed), 2 when the service cannot be reached or the arguments are wrong.
+``--url`` (or ``$SER_URL``) names the service, default ``http://127.0.0.1:8000``; it may come
+before or after the subcommand. Exit status: 0 when everything was classified, 1 when some file
+or the stream was refused (the reason is printed), 2 when the service cannot be reached or the
+arguments are wrong, 141 (as if killed by SIGPIPE, silently) when the reader of the output went
+away, e.g. ``ser predict folder/ --csv | head -3``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import argparse
 import asyncio
 import csv
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import httpx
 
+from app.cli_help import DefaultsHelpFormatter
 from app.client.api import DEFAULT_URL, AsyncClient
 from app.client.results import (
     Prediction,
@@ -246,41 +251,103 @@ def run_stream(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- main
 
+SIGPIPE_EXIT: Final[int] = 128 + signal.SIGPIPE  # 141: what a shell reports for `ser ... | head`
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    """The options every command takes, before or after the subcommand's name.
+
+    In a subcommand their default is SUPPRESS, so that a value given before the subcommand
+    (``ser --url U predict ...``) is not overwritten by the subcommand's default.
+    """
+    if in_subcommand:
+        parser.add_argument(
+            "--url",
+            default=argparse.SUPPRESS,
+            help=f"the service; $SER_URL sets the default (default: {DEFAULT_URL})",
+        )
+    else:
+        parser.add_argument(
+            "--url", default=DEFAULT_URL, help="the service; $SER_URL sets the default"
+        )
+
+
+def _subcommand(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter
+    )
+    _add_global_options(parser, in_subcommand=True)
+    return parser
+
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="ser", description=__doc__.split("\n")[0])
-    root.add_argument("--url", default=DEFAULT_URL, help=f"the service (default {DEFAULT_URL})")
-    sub = root.add_subparsers(dest="command", required=True)
+    root = argparse.ArgumentParser(
+        prog="ser",
+        description=__doc__.split("\n")[0].replace("``", ""),
+        epilog="Global options may also follow the subcommand: ser predict clip.wav --url URL.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    _add_global_options(root, in_subcommand=False)
+    sub = root.add_subparsers(dest="command", required=True, metavar="{predict,stream}")
 
-    p = sub.add_parser("predict", help="classify recordings, one upload each")
+    p = _subcommand(sub, "predict", "classify recordings, one upload each")
     p.add_argument(
         "files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3, M4A, WebM) or folders of them"
     )
-    p.add_argument("--model", default=None, help="ce, bce, smoothl1 or l1 (default: the server's)")
+    p.add_argument(
+        "--model", default=None, help="ce or ser-ce, bce, smoothl1, l1 (default: the server's)"
+    )
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--json", dest="format", action="store_const", const="json")
-    kind.add_argument("--csv", dest="format", action="store_const", const="csv")
+    kind.add_argument(
+        "--json",
+        dest="format",
+        action="store_const",
+        const="json",
+        help="print a JSON list: each file's name and the service's whole response",
+    )
+    kind.add_argument(
+        "--csv",
+        dest="format",
+        action="store_const",
+        const="csv",
+        help="print CSV: a row per file (per window too with --windows), the 8 probabilities",
+    )
     p.add_argument("--windows", action="store_true", help="also each 3.5 s window's result")
     p.add_argument("--concurrency", type=int, default=4, help="uploads at once")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict, format="table")
 
-    s = sub.add_parser("stream", help="stream a file or the microphone, a line per prediction")
-    s.add_argument("file", nargs="?", default=None, help="an audio file")
+    s = _subcommand(sub, "stream", "stream a file or the microphone, a line per prediction")
+    s.add_argument("file", nargs="?", default=None, help="an audio file (or use --mic)")
     s.add_argument("--mic", action="store_true", help="record from the default microphone")
-    s.add_argument("--seconds", type=float, default=None, help="--mic: stop after this long")
+    s.add_argument(
+        "--seconds", type=float, default=None, help="--mic: stop after this long (default: Ctrl-C)"
+    )
     s.add_argument("--fast", action="store_true", help="send the file as fast as possible")
     s.add_argument("--chunk-ms", type=float, default=100.0, help="audio per WebSocket frame")
-    s.add_argument("--model", default=None)
+    s.add_argument(
+        "--model", default=None, help="ce or ser-ce, bce, smoothl1, l1 (default: the server's)"
+    )
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=run_stream)
     return root
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout has gone (``| head``): point stdout at /dev/null so that Python's
+    own flush at exit does not fail on the closed pipe a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:  # an OSError, but the service is not the one that went away
+        _quiet_stdout()
+        return SIGPIPE_EXIT
     except (httpx.TransportError, OSError) as e:
         print(f"error: cannot reach the service at {args.url}: {e}", file=sys.stderr)
         return 2

@@ -251,6 +251,35 @@ def test_cli_says_what_is_wrong(server: LiveServer, clips: dict[str, Path], tmp_
     assert down.returncode == 2 and "cannot reach the service" in down.stderr
 
 
+def test_cli_takes_the_url_after_the_subcommand(server: LiveServer, clips: dict[str, Path]) -> None:
+    args = ["predict", str(clips["short.wav"]), "--url", server.url, "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app.client", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["result"]["label"] in LABELS
+
+
+def test_cli_into_a_closed_pipe_ends_quietly(server: LiveServer, clips: dict[str, Path]) -> None:
+    """``ser predict folder/ --csv | head``: the reader has gone by the time ser writes."""
+    args = ["predict", str(clips["short.wav"].parent), "--csv", "--windows", "--url", server.url]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.client", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before ser has written anything: its first write fails
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141  # 128 + SIGPIPE, what a shell shows for it
+    assert stderr == ""  # no "cannot reach the service", no traceback
+
+
 def test_microphone_without_a_device_is_a_clear_error() -> None:
     # The CI machine has no sound card (and no sounddevice package): either way, a message.
     with pytest.raises(MicrophoneError, match=r"sounddevice|microphone"):
