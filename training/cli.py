@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app.cli_help import DefaultsHelpFormatter
 from app.features import FeatureConfig
 from training.splits import PROTOCOLS
 
@@ -40,7 +41,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train, score, export and report (the default command)",
+        help="train, score, export and report",
         description="Train the CNN-Transformer under one or all losses, score it on the test "
         "split, export ONNX models and write metrics.json and the report.",
     )
@@ -49,7 +50,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=_loss_list,
         default="all",
         metavar="{" + ",".join(LOSSES) + ",all}",
-        help="one loss, a comma-separated list (ce,bce) or all (default)",
+        help="one loss, a comma-separated list (ce,bce) or all",
     )
     p.add_argument(
         "--protocol",
@@ -73,14 +74,20 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="continue each model from its run folder's last.pt (after a kill or a reboot)",
     )
     _add_fold_arguments(p)
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/segments"),
+        help="decoded and resampled clips, reused between runs",
+    )
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
     p.add_argument(
         "--time-budget",
         type=float,
         default=None,
         metavar="SECONDS",
-        help="per model: stop after the epoch that passes this much training time",
+        help="per model: stop after the epoch that passes this much training time "
+        "(default: no limit)",
     )
     p.set_defaults(func=run_train)
 
@@ -91,23 +98,32 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     from training.config import ADVERSARIES, RELEASE_FEATURES, TrainConfig
 
     d = TrainConfig()
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=d.device, help="auto: CUDA if present"
+    )
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default=d.precision,
         help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="at most this many passes")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step")
     p.add_argument(
         "--lr", type=float, default=None, help="peak learning rate (default: 2e-3; L1: 5e-4)"
     )
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=d.patience,
+        help="stop after this many epochs without a better one",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="weights, order and augmentation")
     p.add_argument("--workers", type=int, default=d.workers, help="0: all CPU cores")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
-    p.add_argument("--limit", type=int, default=None, help="use only N clips (smoke runs)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="use only N clips (smoke runs; default: all)"
+    )
     p.add_argument("--freq-masks", type=int, default=d.freq_masks, help="SpecAugment")
     p.add_argument("--time-masks", type=int, default=d.time_masks, help="SpecAugment")
     p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha, help="0: no mixup")
@@ -115,7 +131,7 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--channel-augment",
         type=_names,
-        default=d.channel_augment,
+        default=",".join(d.channel_augment) or "none",
         help="noisy copies through a channel chain: comma list of speed,eq,reverb,telephone,"
         "codec,gain, or all, or none (training/channel.py)",
     )
@@ -148,13 +164,17 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_fold_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--folds", type=int, default=None, help="speaker / corpus protocol: first N folds"
+        "--folds",
+        type=int,
+        default=None,
+        help="speaker / corpus protocol: first N folds (default: all)",
     )
     p.add_argument(
         "--fold",
         type=int,
         action="append",
-        help="speaker / corpus protocol: only fold K (repeatable), e.g. to run folds one by one",
+        help="speaker / corpus protocol: only fold K (repeatable), e.g. to run folds one by one "
+        "(default: every fold --folds allows)",
     )
 
 
@@ -213,6 +233,18 @@ def _loss_list(text: str) -> str | tuple[str, ...]:
     return names
 
 
+def _say_where(args: argparse.Namespace) -> None:
+    """Before an hour of training: what it reads, and which folders it writes (and replaces)."""
+    split = "random" if args.protocol == "random" else f"{args.protocol}-fold<k>"
+    exported = "no ONNX (--no-export)" if args.no_export else "ser-<loss>.onnx"
+    print(
+        f"training on {args.data}\n"
+        f"  writes {args.out}/: {exported}, splits/, metrics.json, report/ (replacing them)\n"
+        f"  writes {args.runs}/{split}/ser-<loss>/: checkpoints, history, train.log",
+        flush=True,
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
     from app.contract import LOSSES
     from training.pipeline import Experiment, run_experiment
@@ -233,6 +265,7 @@ def run_train(args: argparse.Namespace) -> int:
         export=not args.no_export,
         resume=args.resume,
     )
+    _say_where(args)
     run_experiment(experiment)
     print(f"metrics: {args.out / 'metrics.json'}; report: {args.out / 'report' / 'report.md'}")
     return 0
@@ -249,13 +282,20 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
         "not scored. Default variants: the regularisers on the random split, the channel "
         "augmentations and input normalisation on the speaker and corpus folds.",
     )
-    p.add_argument("--loss", choices=["ce", "bce", "smoothl1", "l1"], default="ce")
-    p.add_argument("--protocol", choices=PROTOCOLS, default="random")
+    p.add_argument(
+        "--loss", choices=["ce", "bce", "smoothl1", "l1"], default="ce", help="the variants' loss"
+    )
+    p.add_argument("--protocol", choices=PROTOCOLS, default="random", help="the split family")
     _add_fold_arguments(p)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
     p.add_argument("--out", type=Path, default=Path("models"), help="split files, ablation.json")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/segments"),
+        help="decoded and resampled clips, reused between runs",
+    )
     p.add_argument("--resume", action="store_true", help="continue variants from last.pt")
     p.add_argument(
         "--variant",
@@ -317,11 +357,18 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         "metadata, measure test ECE and NLL before and after into <out>/calibration.json, and "
         "rewrite the report.",
     )
-    p.add_argument("models", type=Path, nargs="*", help="exported .onnx files")
+    p.add_argument(
+        "models", type=Path, nargs="*", help="exported .onnx files (default: <out>/ser-*.onnx)"
+    )
     p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
     p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/segments"),
+        help="decoded and resampled clips, reused between runs",
+    )
     p.set_defaults(func=run_calibrate)
 
 
@@ -356,10 +403,22 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, help="an exported .onnx file")
     p.add_argument("--split", type=Path, required=True, help="a split CSV (models/splits/...)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
-    p.add_argument("--part", choices=["train", "val", "test"], default="test")
-    p.add_argument("--cache-dir", type=Path, default=Path(".cache/segments"))
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="also write the metrics here")
+    p.add_argument(
+        "--part", choices=["train", "val", "test"], default="test", help="the split's rows to score"
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/segments"),
+        help="decoded and resampled clips, reused between runs",
+    )
+    p.add_argument("--workers", type=int, default=0, help="decoding processes; 0: all CPU cores")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the metrics here (default: printed only)",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -412,7 +471,9 @@ def add_gain_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
     p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
-    p.add_argument("--part", choices=["train", "val", "test"], default="test")
+    p.add_argument(
+        "--part", choices=["train", "val", "test"], default="test", help="the split's rows to score"
+    )
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0: all CPU cores")
     p.set_defaults(func=run_gain_check)
 
@@ -509,8 +570,13 @@ def _data_report_text(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Data report, training, evaluation and export of the models.",
+        epilog="Nothing runs without a command; `train` replaces the models in --out.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_freeze_mel(sub)
     add_train(sub)
     add_evaluate(sub)
@@ -519,15 +585,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate(sub)
     add_gain_check(sub)
     add_data(sub)
+    for command in sub.choices.values():  # every --help shows the defaults
+        command.formatter_class = DefaultsHelpFormatter
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args_in = list(sys.argv[1:] if argv is None else argv)
-    # No sub-command means `train`: `python -m training` retrains everything with the defaults,
-    # and `python -m training --resume` (or any train flag) continues or adjusts that run.
+    # Nothing runs without a sub-command: training takes an hour and replaces models/, so it
+    # starts only when `train` asks for it (flags alone, e.g. --resume, name no command).
     if not args_in or (args_in[0].startswith("-") and args_in[0] not in ("-h", "--help")):
-        args_in = ["train", *args_in]
+        parser.print_help()
+        example = " ".join(["python -m training train", *args_in])
+        print(f"\nnothing done: name a command first, e.g. {example}", file=sys.stderr)
+        return 2
     args = parser.parse_args(args_in)
     return int(args.func(args))

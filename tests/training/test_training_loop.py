@@ -137,18 +137,6 @@ def test_cli_takes_one_loss_a_list_or_all() -> None:
         parser.parse_args(["train", "--loss", "focal"])
 
 
-def test_train_flags_without_a_sub_command_mean_train(monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.cli as cli
-
-    seen: list[object] = []
-    monkeypatch.setattr(cli, "run_train", lambda args: seen.append(args) or 0)
-    assert cli.main(["--resume", "--precision", "fp32", "--epochs", "3"]) == 0
-    (args,) = seen
-    assert args.resume and args.precision == "fp32" and args.epochs == 3  # type: ignore[attr-defined]
-    config = cli._train_config(args)  # type: ignore[arg-type]
-    assert config.precision == "fp32" and config.epochs == 3
-
-
 def test_the_peak_learning_rate_defaults_per_loss() -> None:
     from training.config import PEAK_LR
 

@@ -1,0 +1,90 @@
+"""``python -m training`` as a command line: nothing runs unasked, --help shows the defaults,
+and ``train`` says where it writes before it starts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import training.cli as cli
+from app.cli_help import DefaultsHelpFormatter
+
+
+def _refuse_to_train(monkeypatch: pytest.MonkeyPatch) -> None:
+    def train(args: argparse.Namespace) -> int:
+        raise AssertionError("training started without being asked")
+
+    monkeypatch.setattr(cli, "run_train", train)
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [([], "python -m training train\n"), (["--resume"], "python -m training train --resume")],
+)
+def test_no_command_prints_the_help_and_trains_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], hint: str
+) -> None:
+    _refuse_to_train(monkeypatch)
+    assert cli.main(argv) == 2
+    shown = capsys.readouterr()
+    assert "usage: python -m training" in shown.out and "gain-check" in shown.out
+    assert hint in shown.err
+
+
+def test_train_flags_follow_the_train_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "run_train", lambda args: seen.append(args) or 0)
+    assert cli.main(["train", "--resume", "--precision", "fp32", "--epochs", "3"]) == 0
+    (args,) = seen
+    assert args.resume and args.precision == "fp32" and args.epochs == 3
+    config = cli._train_config(args)
+    assert config.precision == "fp32" and config.epochs == 3
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    root = cli.build_parser()
+    sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_has_help_and_shows_its_default() -> None:
+    for name, command in _commands().items():
+        assert command.formatter_class is DefaultsHelpFormatter, name
+        formatter = DefaultsHelpFormatter(name)
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            label = f"{name} {action.option_strings or action.dest}"
+            assert action.help, f"{label}: no help text"
+            is_flag = action.nargs == 0  # store_true: off unless given
+            if action.option_strings and not is_flag and not action.required:
+                assert "default" in (formatter._get_help_string(action) or ""), label
+
+
+def test_train_help_shows_where_it_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: models)", "(default: runs)", "(default: random)", "(default: all)"):
+        assert default in shown
+
+
+def test_train_says_where_it_writes_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import training.pipeline as pipeline
+
+    printed_first: list[str] = []
+
+    def run_experiment(experiment: Any) -> None:
+        printed_first.append(capsys.readouterr().out)
+
+    monkeypatch.setattr(pipeline, "run_experiment", run_experiment)
+    models, runs = tmp_path / "m", tmp_path / "r"
+    assert cli.main(["train", "--loss", "ce", "--out", str(models), "--runs", str(runs)]) == 0
+    (before,) = printed_first
+    assert f"{models}/" in before and "ser-<loss>.onnx" in before
+    assert f"{runs}/random/ser-<loss>/" in before and "train.log" in before
