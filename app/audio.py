@@ -53,6 +53,7 @@ SUPPORTED_FORMATS: Final[frozenset[str]] = frozenset(
     {"WAV", "WAVEX", "RF64", "FLAC", "OGG", "MP3"}  # libsndfile's; app.containers adds its own
 )
 FORMATS_HINT: Final[str] = "send WAV, FLAC, OGG (Vorbis/Opus), MP3, M4A/AAC or WebM"
+REENCODE_HINT: Final[str] = "re-encode it (e.g. to WAV or FLAC) and send it again"
 RESAMPLE_QUALITY: Final[str] = "HQ"
 BLOCK_SAMPLES: Final[int] = 1 << 20  # interleaved samples decoded at once: 4 MB of float32
 # How far past its stated length a file may decode before its header is taken to have lied
@@ -70,9 +71,17 @@ AudioSource = bytes | bytearray | memoryview | str | os.PathLike[str]
 
 
 class AudioError(ValueError):
-    """Audio that cannot be used; ``code`` is a stable machine-readable reason."""
+    """Audio that cannot be used; ``code`` is a stable machine-readable reason.
+
+    The message says what to do, in the sender's terms; ``detail`` keeps the parser's own
+    words (libsndfile's, FFmpeg's) for the server log, never for the client.
+    """
 
     code = "invalid_audio"
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class UnsupportedAudioError(AudioError):
@@ -189,7 +198,10 @@ class _SoundFileReader:
             try:
                 block = self._file.read(block_frames, "float32", True, out=buffer)
             except (sf.LibsndfileError, RuntimeError) as e:
-                raise UnsupportedAudioError(f"the audio stream is corrupt: {e}") from e
+                raise UnsupportedAudioError(
+                    f"the {self.format} audio is corrupt part-way through: {REENCODE_HINT}",
+                    detail=str(e),
+                ) from e
             if block.shape[0] == 0:
                 return
             yield block
@@ -211,7 +223,7 @@ class _ContainerReader:
         except TooManyStreamsError as e:
             raise UnsupportedAudioError(str(e)) from e
         except ContainerError as e:
-            raise UnsupportedAudioError(f"could not decode the audio ({e}): {FORMATS_HINT}") from e
+            raise UnsupportedAudioError(f"{e}: {REENCODE_HINT}", detail=e.detail) from e
         self.format = self._reader.format
         self.sample_rate = self._reader.sample_rate
         self.channels = self._reader.channels
@@ -228,7 +240,7 @@ class _ContainerReader:
         except FormatChangeError as e:
             raise AudioError(str(e)) from e
         except self._error as e:
-            raise UnsupportedAudioError(str(e)) from e
+            raise UnsupportedAudioError(f"{e}: {REENCODE_HINT}", detail=e.detail) from e
 
     def close(self) -> None:
         self._reader.close()
@@ -256,7 +268,9 @@ def _open(source: AudioSource, open_timeout_s: float | None = None) -> _Reader:
             opened = sf.SoundFile(io.BytesIO(data) if data is not None else source)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
             raise UnsupportedAudioError(
-                f"could not read the {kind.name} file ({e}): {FORMATS_HINT}"
+                f"could not read the {kind.name} file: it is damaged, cut short or not really "
+                f"{kind.name}; {REENCODE_HINT}",
+                detail=f"{type(e).__name__}: {e}",
             ) from e
         return _SoundFileReader(opened)
     if data is None:

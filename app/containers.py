@@ -41,7 +41,14 @@ OPEN_OPTIONS: Final[dict[str, str]] = {
 
 
 class ContainerError(ValueError):
-    """Not a container this reader takes, or no audio stream in it, or a corrupt stream."""
+    """Not a container this reader takes, or no audio stream in it, or a corrupt stream.
+
+    The message is for the sender; ``detail`` is FFmpeg's own text, for the server log.
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class TooManyStreamsError(ContainerError):
@@ -84,7 +91,11 @@ class ContainerReader:
         except MemoryError as e:  # av.error.MemoryError: the max_streams cap (see OPEN_OPTIONS)
             raise _too_many_streams() from e
         except (av.FFmpegError, ValueError, OSError) as e:
-            raise ContainerError(f"not a readable {format_name} file: {e}") from e
+            raise ContainerError(
+                f"could not read the {format_name} file: it is damaged, cut short or not really "
+                f"{format_name}",
+                detail=str(e),
+            ) from e
         try:
             if len(self._container.streams) > MAX_STREAMS:
                 raise _too_many_streams()
@@ -128,7 +139,7 @@ class ContainerReader:
             for converted in self._converter.resample(None):
                 yield self._interleaved(converted)
         except av.FFmpegError as e:
-            raise ContainerError(f"the audio stream is corrupt: {e}") from e
+            raise ContainerError("the audio is corrupt part-way through", detail=str(e)) from e
         except ValueError as e:  # PyAV: "Frame does not match AudioResampler setup"
             raise FormatChangeError(
                 "the audio changes its sample rate or channel count part-way through: "

@@ -4,6 +4,8 @@ Every error response, including FastAPI's own validation errors and unknown rout
 body ``{"error": {"code": "...", "message": "..."}}``: ``code`` is stable and machine-readable,
 ``message`` tells the client what to fix. Nothing a client sends produces a 500; an unexpected
 server fault is a 500 ``internal_error`` without internals in the body (they go to the log).
+A message never quotes a library (FFmpeg's or libsndfile's words on a file they cannot read go
+to the log under the request's id, :mod:`app.logs`, which the response's X-Request-ID names).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from app.audio import AudioError
 from app.engine import InferenceError
 from app.error_codes import http_status
+from app.logs import request_id_of
 from app.registry import ModelsNotReady, UnknownModelError
 from app.workpool import LaneFullError
 
@@ -120,6 +123,17 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _audio_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AudioError)
+    if exc.detail is not None:  # the parser's own words: for whoever reads the log
+        log.info(
+            "audio refused",
+            extra={
+                "event": "audio_refused",
+                "code": exc.code,
+                "detail": exc.detail,
+                "path": request.url.path,
+                "request_id": request_id_of(request.scope),
+            },
+        )
     return code_response(exc.code, str(exc))
 
 
@@ -137,7 +151,8 @@ async def _lane_full(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unknown_model(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UnknownModelError)
-    return code_response("unknown_model", str(exc), {"available": list(exc.available)})
+    details = {"available": list(exc.available), "full_names": list(exc.full_names)}
+    return code_response("unknown_model", str(exc), details)
 
 
 async def _inference_error(request: Request, exc: Exception) -> JSONResponse:
@@ -163,17 +178,45 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    details = None
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}; see /docs"
-    response = error_response(exc.status_code, _http_code(exc.status_code), message)
+    elif exc.status_code == 405:
+        message, details = _wrong_method(request, (exc.headers or {}).get("Allow", ""))
+    response = error_response(exc.status_code, _http_code(exc.status_code), message, details)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     return response
 
 
+def _api_routes(request: Request) -> list[str]:
+    """``METHOD /path`` of every documented HTTP route, and the stream's WebSocket."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    routes = [f"{m.upper()} {path}" for path, ops in paths.items() for m in ops]
+    return [*routes, "WebSocket /ws/stream"]
+
+
+def _wrong_method(request: Request, allow: str) -> tuple[str, dict[str, Any]]:
+    """A 405's message: which methods the route takes, what to send, and the whole API."""
+    path = request.url.path
+    allowed = [m.strip() for m in allow.split(",") if m.strip()]
+    message = f"{request.method} {path} is not allowed: {path} takes {' or '.join(allowed)}"
+    if "POST" in allowed and path.rstrip("/").endswith("/predict"):
+        message += " (POST the audio to it as a multipart field 'file' or as a raw audio body)"
+    routes = _api_routes(request)
+    message += f". The API: {', '.join(routes)}; see /docs"
+    return message, {"allow": allowed, "routes": routes}
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error(
-        "unhandled error", exc_info=exc, extra={"event": "internal_error", "path": request.url.path}
+        "unhandled error",
+        exc_info=exc,
+        extra={
+            "event": "internal_error",
+            "path": request.url.path,
+            "request_id": request_id_of(request.scope),
+        },
     )
     response = code_response("internal_error", "the server failed; this is logged and is a bug")
     # Starlette re-raises the exception after sending this, and uvicorn then closes the

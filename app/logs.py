@@ -6,16 +6,21 @@ Fields passed as ``extra={...}`` to a logging call become top-level JSON keys, e
 "event": "model_skipped", "reason": "..."}``.
 
 :class:`RequestLogMiddleware` (pure ASGI, so streaming responses and WebSockets pass through
-untouched) logs each HTTP request with method, path, status, duration_ms and client, and
-records it in the Prometheus request metrics under its route template.
+untouched) logs each HTTP request with method, path, status, duration_ms, client and request
+id, and records it in the Prometheus request metrics under its route template. The request id
+is the gateway's ``X-Request-ID`` when it sends a sane one, else a new one; it is kept in
+``request.state.request_id`` (so an error handler can log a refusal's details under it) and
+sent back in the response's ``X-Request-ID``, for a user to quote.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+import uuid
 import warnings
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
@@ -29,6 +34,8 @@ _RESERVED: Final[frozenset[str]] = frozenset(
     | {"message", "asctime", "color_message"}  # color_message: uvicorn's ANSI copy
 )
 _HANDLER_NAME: Final[str] = "ser-service"
+REQUEST_ID_HEADER: Final[bytes] = b"x-request-id"
+_SANE_REQUEST_ID: Final[re.Pattern[bytes]] = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 access_log = logging.getLogger("app.access")
 warnings_log = logging.getLogger("py.warnings")
 
@@ -102,6 +109,21 @@ def _client(scope: Scope) -> str | None:
     return f"{client[0]}:{client[1]}" if client else None
 
 
+def _request_id(scope: Scope) -> str:
+    """The gateway's X-Request-ID if it is a short token (never a client's log injection),
+    else a new random one."""
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER and _SANE_REQUEST_ID.fullmatch(value):
+            return str(value.decode("ascii"))
+    return uuid.uuid4().hex
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The id :class:`RequestLogMiddleware` gave this request (None outside it)."""
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
 class RequestLogMiddleware:
     """Log and measure every HTTP request (WebSocket and lifespan scopes pass through)."""
 
@@ -114,11 +136,16 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         status = 500  # if the app dies before sending a response start
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -137,5 +164,6 @@ class RequestLogMiddleware:
                     "status": status,
                     "duration_ms": round(seconds * 1e3, 2),
                     "client": _client(scope),
+                    "request_id": request_id,
                 },
             )

@@ -52,16 +52,32 @@ MAX_ECHOED_NAME_CHARS = 64  # a client's model name is quoted back at most this 
 
 
 class UnknownModelError(LookupError):
-    """A model name that is not loaded; the message lists the available ones."""
+    """A model name that is not loaded; the message lists both names of each loaded model.
 
-    def __init__(self, name: str, available: tuple[str, ...]) -> None:
-        listed = ", ".join(available) if available else "none"
+    Args:
+        name: what the client asked for.
+        available: the loaded models' keys (``ce``), as :attr:`ModelRegistry.names` orders them.
+        full_names: their full names (``ser-ce``), in the same order.
+    """
+
+    def __init__(
+        self, name: str, available: tuple[str, ...], full_names: tuple[str, ...] = ()
+    ) -> None:
+        forms = [
+            key if full in ("", key) else f"{key} or {full}"
+            for key, full in zip(available, full_names or available, strict=True)
+        ]
+        listed = "; ".join(forms) if forms else "none are loaded"
         shown = repr(name[:MAX_ECHOED_NAME_CHARS])
         if len(name) > MAX_ECHOED_NAME_CHARS:
             shown += f"... ({len(name)} characters)"
-        super().__init__(f"unknown model {shown}: the available models are {listed}")
+        super().__init__(
+            f"unknown model {shown}: use one of the loaded models, by key or full name: {listed} "
+            "(GET /v1/models describes them)"
+        )
         self.name = name
         self.available = available
+        self.full_names = full_names
 
 
 @dataclass
@@ -239,15 +255,23 @@ class ModelRegistry:
         return tuple(k for k in LOSSES if k in self.models)
 
     def get(self, name: str | None) -> ServedModel:
-        """The model called ``name``, or the default one for None.
+        """The model called ``name`` (its key or its full name), or the default one for None.
 
         Raises:
             UnknownModelError: ``name`` is not loaded (or there is no default model).
         """
-        key = self.default_name if name is None else name
+        key = self.default_name if name is None else self._key_of(name)
         if key is None or key not in self.models:
-            raise UnknownModelError("default" if key is None else key, self.names)
+            full_names = tuple(self.models[k].metadata.name for k in self.names)
+            raise UnknownModelError("default" if key is None else key, self.names, full_names)
         return self.models[key]
+
+    def _key_of(self, name: str) -> str:
+        """The key of the model that ``name`` names: its key (``ce``) or its full name
+        (``ser-ce``, as responses and ``/v1/models`` call it); ``name`` itself if neither."""
+        if name in self.models:
+            return name
+        return next((k for k, m in self.models.items() if m.metadata.name == name), name)
 
     def close(self) -> None:
         for model in self.models.values():

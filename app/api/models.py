@@ -15,8 +15,8 @@ router = APIRouter(tags=["models"])
 
 
 class ModelInfo(BaseModel):
-    key: str = Field(description="the value of ?model= for this model", examples=["ce"])
-    name: str
+    key: str = Field(description="?model= takes this or the full name", examples=["ce"])
+    name: str = Field(description="the full name, also accepted by ?model=", examples=["ser-ce"])
     loss: str
     architecture: str
     version: str

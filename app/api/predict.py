@@ -8,6 +8,7 @@ buffered.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Final
@@ -25,8 +26,10 @@ from app.errors import (
     UploadTooLargeError,
     error_docs,
 )
+from app.logs import request_id_of
 from app.prediction import ClipLimits, predict_clip
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
 
 AUDIO_TYPES: Final[frozenset[str]] = frozenset(
@@ -80,8 +83,20 @@ def _content_length(request: Request) -> int | None:
     if value is None:
         return None
     if not value.isdigit():
-        raise ServiceError(f"Content-Length {value!r} is not a byte count")
+        raise ServiceError(
+            f"Content-Length {value[:32]!r} is not a byte count: send the body's size in "
+            "bytes, or leave the header out"
+        )
     return int(value)
+
+
+def too_large(limit_bytes: int) -> UploadTooLargeError:
+    """The 413 for an upload over ``limit_bytes``, with the ways around the limit."""
+    return UploadTooLargeError(
+        f"the upload is larger than the {limit_bytes / 1e6:g} MB limit ({limit_bytes} bytes): "
+        "compress it to FLAC (lossless) or Opus, send a shorter clip, stream it over the "
+        "WebSocket /ws/stream instead, or, on a server you run, raise SER_MAX_UPLOAD_BYTES"
+    )
 
 
 async def _limited(stream: AsyncIterator[bytes], limit_bytes: int) -> AsyncGenerator[bytes, None]:
@@ -89,9 +104,7 @@ async def _limited(stream: AsyncIterator[bytes], limit_bytes: int) -> AsyncGener
     async for chunk in stream:
         received += len(chunk)
         if received > limit_bytes:
-            raise UploadTooLargeError(
-                f"the upload is larger than {limit_bytes} bytes: send a shorter clip"
-            )
+            raise too_large(limit_bytes)
         yield chunk
 
 
@@ -103,7 +116,12 @@ async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
     try:
         form = await parser.parse()
     except MultiPartException as e:
-        raise ServiceError(f"malformed multipart body: {e.message}") from e
+        extra = {"event": "bad_multipart", "detail": e.message}
+        log.info("multipart refused", extra={**extra, "request_id": request_id_of(request.scope)})
+        raise ServiceError(
+            f"malformed multipart body: send the audio as the multipart field '{FILE_FIELD}' "
+            "(curl -F file=@clip.wav) or as a raw audio body with an audio Content-Type"
+        ) from e
     try:
         upload = form.get(FILE_FIELD)
         if not isinstance(upload, UploadFile):
@@ -116,7 +134,7 @@ async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
     finally:
         await form.close()
     if len(data) > limit_bytes:
-        raise UploadTooLargeError(f"the file is larger than {limit_bytes} bytes")
+        raise too_large(limit_bytes)
     return data
 
 
@@ -132,11 +150,11 @@ async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
     length = _content_length(request)
     if media_type == MULTIPART:
         if length is not None and length > limit_bytes + MULTIPART_OVERHEAD_BYTES:
-            raise UploadTooLargeError(f"the upload is larger than {limit_bytes} bytes")
+            raise too_large(limit_bytes)
         return await _read_multipart(request, limit_bytes)
     if media_type in AUDIO_TYPES:
         if length is not None and length > limit_bytes:
-            raise UploadTooLargeError(f"the upload is larger than {limit_bytes} bytes")
+            raise too_large(limit_bytes)
         return b"".join([chunk async for chunk in _limited(request.stream(), limit_bytes)])
     if not media_type and not length:
         raise MissingAudioError(
@@ -151,8 +169,8 @@ async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
 ModelQuery = Annotated[
     str | None,
     Query(
-        description="the loss variant to use: ce, bce, smoothl1 or l1 (see GET /v1/models); "
-        "default: the best released model by validation score",
+        description="the model to use, by key (ce, bce, smoothl1, l1) or full name (ser-ce, ...; "
+        "see GET /v1/models); default: the best released model by validation score",
         examples=["ce"],
     ),
 ]

@@ -174,7 +174,11 @@ class StartMessage(BaseModel):
     sample_rate: int = Field(ge=MIN_SOURCE_RATE, le=MAX_SOURCE_RATE)
     encoding: str = Field(default="pcm_s16le", max_length=MAX_NAME_CHARS)
     channels: int = Field(default=1, ge=1, le=MAX_CHANNELS)
-    model: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    model: str | None = Field(
+        default=None,
+        max_length=MAX_NAME_CHARS,
+        description="a model's key (ce) or full name (ser-ce); default: the server's default",
+    )
     hop_s: float | None = Field(default=None, ge=MIN_HOP_S, le=MAX_SECONDS, allow_inf_nan=False)
     window_s: float | None = Field(
         default=None, ge=MIN_WINDOW_S, le=MAX_SECONDS, allow_inf_nan=False

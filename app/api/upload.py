@@ -72,7 +72,10 @@ class BodyDeadline:
                 f"after {self.grace_s:g} s the body must arrive at {self.min_rate_bytes_s} "
                 f"bytes/s or faster on average ({self.received_bytes} bytes in {elapsed_s:.1f} s)"
             )
-        return UploadTimeoutError(f"the upload was too slow: {rule}")
+        return UploadTimeoutError(
+            f"the upload was too slow: {rule}; send it again over a faster connection, "
+            "compressed (FLAC or Opus), or stream it over the WebSocket /ws/stream"
+        )
 
 
 class UploadDeadlineMiddleware:

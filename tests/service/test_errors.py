@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -140,11 +141,11 @@ def test_bad_content_length_is_400(client: TestClient) -> None:
 
 def test_unknown_model_is_404_listing_the_models(client: TestClient) -> None:
     data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
-    for name in ("nope", "l1"):  # l1 is a valid loss, but not loaded here
+    for name in ("nope", "l1", "ser-l1"):  # l1 is a valid loss, but not loaded here
         response = client.post(f"/predict?model={name}", files={"file": ("a.wav", data)})
         error = assert_error(response, 404, "unknown_model")
-        assert "ce, bce" in error["message"]
-        assert error["details"] == {"available": ["ce", "bce"]}
+        assert "ce or ser-ce; bce or ser-bce" in error["message"]
+        assert error["details"] == {"available": ["ce", "bce"], "full_names": ["ser-ce", "ser-bce"]}
 
 
 def test_framework_errors_use_the_same_body(client: TestClient) -> None:
@@ -210,3 +211,73 @@ def test_a_server_fault_is_a_json_500_that_closes_the_connection(make_client, mo
     error = assert_error(response, 500, "internal_error")
     assert "secret" not in error["message"]  # internals go to the log, not to the client
     assert response.headers["connection"] == "close"
+
+
+# ------------------------------------------------- messages that say what to do next
+
+
+def test_too_large_says_how_to_get_under_the_limit(make_client) -> None:
+    client = make_client(max_upload_bytes=50_000)
+    data = wav_bytes(synth_speechlike(2.0, RATE), RATE)
+    error = assert_error(
+        client.post("/predict", content=data, headers={"content-type": "audio/wav"}), 413
+    )
+    for advice in ("FLAC", "Opus", "/ws/stream", "SER_MAX_UPLOAD_BYTES", "0.05 MB"):
+        assert advice in error["message"]
+
+
+BROKEN = {
+    "M4A": b"\0\0\0\x18ftypM4A \0\0\0\0" + bytes(range(256)) * 8,  # FFmpeg reads it
+    "WebM": b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 8,
+    "WAV": b"RIFF\xff\xff\xff\x7fWAVEjunk" + bytes(range(256)) * 8,  # libsndfile reads it
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_an_unreadable_file_is_a_415_without_the_parsers_words(
+    client: TestClient, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.errors")
+    response = client.post("/predict", files={"file": ("a", BROKEN[kind], "audio/wav")})
+    error = assert_error(response, 415, "unsupported_audio")
+    message = error["message"]
+    assert "re-encode" in message and "Errno" not in message and "Invalid data" not in message
+    assert "(" not in message.split(":")[0]  # no "(<library error>)" after the first words
+    # The parser's words are in the log, under the id the response names.
+    request_id = response.headers["x-request-id"]
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "audio_refused"]
+    assert record.request_id == request_id and record.detail  # type: ignore[attr-defined]
+    assert record.detail not in message  # type: ignore[attr-defined]
+
+
+def test_the_gateways_request_id_is_kept_and_a_strange_one_replaced(client: TestClient) -> None:
+    kept = client.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert kept.headers["x-request-id"] == "abc-123"
+    replaced = client.get("/healthz", headers={"x-request-id": "a b\n{injected}"})
+    assert replaced.headers["x-request-id"] != "a b\n{injected}"
+    assert len(replaced.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v1/predict"])
+def test_get_predict_says_to_post(client: TestClient, path: str) -> None:
+    error = assert_error(client.get(path), 405, "method_not_allowed")
+    assert f"GET {path} is not allowed" in error["message"]
+    assert "POST" in error["message"] and "multipart field 'file'" in error["message"]
+    assert error["details"]["allow"] == ["POST"]
+    assert {"POST /v1/predict", "GET /v1/models", "WebSocket /ws/stream"} <= set(
+        error["details"]["routes"]
+    )
+
+
+def test_a_wrong_method_elsewhere_names_the_right_one(client: TestClient) -> None:
+    error = assert_error(client.post("/v1/models"), 405, "method_not_allowed")
+    assert "/v1/models takes GET" in error["message"] and "multipart" not in error["message"]
+    assert "POST /v1/predict" in error["message"]  # and where the audio goes
+
+
+def test_a_model_is_named_by_key_or_full_name(client: TestClient) -> None:
+    data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
+    for name in ("ce", "ser-ce"):
+        response = client.post(f"/predict?model={name}", files={"file": ("a.wav", data)})
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["name"] == "ser-ce"
