@@ -190,11 +190,21 @@ def validation_score(metrics: Mapping[str, Any]) -> float | None:
 
 
 def choose_default(models: Mapping[str, ServedModel]) -> str | None:
-    """The best model by validation score; ``ce`` (else the first) when none has one."""
-    scored = {k: validation_score(m.metadata.metrics) for k, m in models.items()}
-    ranked = sorted((s, k) for k, s in scored.items() if s is not None)
+    """The best model by validation score among those whose front-end has the level stage (all
+    of them when none has); ``ce`` (else the first) when none has a score.
+
+    Level-stage models come first because the validation split cannot compare across the
+    stage: its clips come from the training corpora's own studios, where loudness gives the
+    label away, and a model that listens to loudness scores higher there while it changes its
+    answer for half of the clips played 20 dB quieter (models/README.md, gain invariance).
+    """
+    scored = {
+        k: (m.feature_config.level != "none", validation_score(m.metadata.metrics))
+        for k, m in models.items()
+    }
+    ranked = sorted((level, s, k) for k, (level, s) in scored.items() if s is not None)
     if ranked:
-        return ranked[-1][1]
+        return ranked[-1][2]
     if FALLBACK_DEFAULT in models:
         return FALLBACK_DEFAULT
     return next(iter(models), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ from app import engine
 from app.features import FeatureConfig
 from app.logs import JsonFormatter
 from tests.service.conftest import rewrite_metadata
+from training.export import read_metadata
 
 
 def skip_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
@@ -30,6 +32,19 @@ def test_ready_with_both_models(make_client) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "models": ["ce", "bce"], "default_model": "bce"}
+
+
+def test_a_level_stage_model_is_the_default_over_a_better_scored_one(
+    make_client, model_folder
+) -> None:
+    folder = model_folder("ce", "bce")  # bce has the better validation score
+    client = make_client(models_dir=folder)
+    assert client.get("/readyz").json()["default_model"] == "bce"
+    ce = folder / "ce.onnx"
+    config = read_metadata(ce).feature_config
+    rewrite_metadata(ce, feature_config=dataclasses.replace(config, level="window"))
+    client = make_client(models_dir=folder)
+    assert client.get("/readyz").json()["default_model"] == "ce"
 
 
 def test_corrupt_model_only_is_not_ready(make_client, tmp_path: Path, caplog) -> None:
