@@ -348,6 +348,22 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_released_arguments(p: argparse.ArgumentParser) -> None:
+    """The models, folder, split and corpus of the commands that score released models."""
+    p.add_argument(
+        "models", type=Path, nargs="*", help="exported .onnx files (default: <out>/ser-*.onnx)"
+    )
+    p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
+    p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
+
+
+def _released(args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """The models (default: every released one) and the split file a command scores on."""
+    models = args.models or sorted(args.out.glob("ser-*.onnx"))
+    return models, args.split or args.out / "splits" / "random.csv"
+
+
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
@@ -357,12 +373,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         "metadata, measure test ECE and NLL before and after into <out>/calibration.json, and "
         "rewrite the report.",
     )
-    p.add_argument(
-        "models", type=Path, nargs="*", help="exported .onnx files (default: <out>/ser-*.onnx)"
-    )
-    p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
-    p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
+    _add_released_arguments(p)
     p.add_argument(
         "--cache-dir",
         type=Path,
@@ -376,8 +387,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from training.calibrate import calibrate_model, merge_calibration
     from training.report import rewrite_report
 
-    models = args.models or sorted(args.out.glob("ser-*.onnx"))
-    split = args.split or args.out / "splits" / "random.csv"
+    models, split = _released(args)
     records = []
     for model in models:
         record = calibrate_model(model, split, args.data, cache_dir=args.cache_dir)
@@ -465,12 +475,7 @@ def add_gain_check(sub: argparse._SubParsersAction) -> None:
         "through the server's own trim, window and features; print accuracy and the share of "
         "labels that change against 0 dB, and merge the figures into <out>/gain.json.",
     )
-    p.add_argument(
-        "models", type=Path, nargs="*", help="exported .onnx files (default: <out>/ser-*.onnx)"
-    )
-    p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
-    p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
+    _add_released_arguments(p)
     p.add_argument(
         "--part", choices=["train", "val", "test"], default="test", help="the split's rows to score"
     )
@@ -482,8 +487,7 @@ def run_gain_check(args: argparse.Namespace) -> int:
     from training.corpora import corpus_root
     from training.gaincheck import gain_check, table, write_results
 
-    models = args.models or sorted(args.out.glob("ser-*.onnx"))
-    split = args.split or args.out / "splits" / "random.csv"
+    models, split = _released(args)
     root = corpus_root(args.data)
     results = [gain_check(m, split, root, args.part, args.workers) for m in models]
     print(f"{args.part} rows of {split}: accuracy (labels changed against 0 dB)")
