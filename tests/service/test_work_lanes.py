@@ -200,7 +200,9 @@ def test_a_huge_model_name_is_not_echoed_whole(client: TestClient) -> None:
     response = client.post(f"/predict?model={'x' * 60_000}", files={"file": ("a.wav", data)})
     assert response.status_code == 404
     message = response.json()["error"]["message"]
-    assert len(message) < 200 and "60000 characters" in message
+    # The name is cut to a short prefix (the rest of the message lists the loaded models).
+    assert message.count("x") < 100 and "60000 characters" in message
+    assert len(message) < 400
 
 
 def test_numpy_warnings_are_json_log_lines(capsys) -> None:
