@@ -74,12 +74,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="continue each model from its run folder's last.pt (after a kill or a reboot)",
     )
     _add_fold_arguments(p)
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(".cache/segments"),
-        help="decoded and resampled clips, reused between runs",
-    )
+    _add_cache_argument(p)
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
     p.add_argument(
         "--time-budget",
@@ -290,12 +285,7 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
     p.add_argument("--out", type=Path, default=Path("models"), help="split files, ablation.json")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(".cache/segments"),
-        help="decoded and resampled clips, reused between runs",
-    )
+    _add_cache_argument(p)
     p.add_argument("--resume", action="store_true", help="continue variants from last.pt")
     p.add_argument(
         "--variant",
@@ -348,6 +338,15 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cache_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/segments"),
+        help="decoded and resampled clips, reused between runs",
+    )
+
+
 def _add_released_arguments(p: argparse.ArgumentParser) -> None:
     """The models, folder, split and corpus of the commands that score released models."""
     p.add_argument(
@@ -374,12 +373,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
         "rewrite the report.",
     )
     _add_released_arguments(p)
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(".cache/segments"),
-        help="decoded and resampled clips, reused between runs",
-    )
+    _add_cache_argument(p)
     p.set_defaults(func=run_calibrate)
 
 
@@ -416,12 +410,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--part", choices=["train", "val", "test"], default="test", help="the split's rows to score"
     )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(".cache/segments"),
-        help="decoded and resampled clips, reused between runs",
-    )
+    _add_cache_argument(p)
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0: all CPU cores")
     p.add_argument(
         "--json",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.contract import METADATA_KEY, ModelMetadata
 from app.main import create_app
 from app.settings import Settings
+from app.workpool import WorkLane
 
 ClientFactory = Callable[..., TestClient]
 
@@ -65,3 +67,14 @@ def model_folder(models_dir: Path, tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return make
+
+
+def occupy(client: TestClient, lane: WorkLane, gate: threading.Event) -> None:
+    """Fill ``lane`` (threads and queue) with jobs that wait for ``gate``."""
+    for _ in range(lane.capacity):
+        client.portal.start_task_soon(lane.run, gate.wait, 30.0)
+    for _ in range(200):
+        if lane.jobs == lane.capacity:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the lane did not fill")

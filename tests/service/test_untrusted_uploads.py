@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.workpool import WorkLane, WorkPools
+from app.workpool import WorkPools
 from tests.hostile_media import (
     HLS,
     SDP,
@@ -21,6 +21,7 @@ from tests.hostile_media import (
     many_tracks_mkv,
     padded_m4a,
 )
+from tests.service.conftest import occupy
 
 RATE = 48_000
 
@@ -85,22 +86,12 @@ def test_a_header_that_understates_the_length_is_moved_to_the_long_lane(make_cli
     assert moves(client) == before + 1
 
 
-def fill(client: TestClient, lane: WorkLane, gate: threading.Event) -> None:
-    for _ in range(lane.capacity):
-        client.portal.start_task_soon(lane.run, gate.wait, 30.0)
-    for _ in range(200):
-        if lane.jobs == lane.capacity:
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("the lane did not fill")
-
-
 def test_the_lying_file_never_holds_the_short_lane(make_client, gate) -> None:
     """With the long lane full, the lying file is refused there (503, the long lane's
     Retry-After) while an honest short clip still passes."""
     client = make_client(long_lane_samples=5 * RATE, long_work_threads=1, long_work_queue_limit=0)
     pools: WorkPools = client.app.state.work_pools  # type: ignore[attr-defined]
-    fill(client, pools.long, gate)
+    occupy(client, pools.long, gate)
     response = post(client, lying_webm(12.0, claimed_s=1.0))
     assert response.status_code == 503 and response.headers["retry-after"] == "10"
     assert post(client, lying_webm(2.0, claimed_s=2.0)).status_code == 200

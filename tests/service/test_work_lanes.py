@@ -21,6 +21,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.workpool import LaneFullError, WorkLane, WorkPools
 from tests.conftest import synth_speechlike, wav_bytes
+from tests.service.conftest import occupy
 
 RATE = 16_000
 
@@ -73,17 +74,6 @@ async def test_a_cancelled_caller_keeps_its_slot_until_the_work_ends(gate: threa
 def pools_of(client: TestClient) -> WorkPools:
     pools: WorkPools = client.app.state.work_pools  # type: ignore[attr-defined]
     return pools
-
-
-def occupy(client: TestClient, lane: WorkLane, gate: threading.Event) -> None:
-    """Fill ``lane`` (threads and queue) with jobs that wait for ``gate``."""
-    for _ in range(lane.capacity):
-        client.portal.start_task_soon(lane.run, gate.wait, 30.0)
-    for _ in range(200):
-        if lane.jobs == lane.capacity:
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("the lane did not fill")
 
 
 def post(client: TestClient, seconds: float) -> httpx.Response:
