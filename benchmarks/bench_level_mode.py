@@ -23,7 +23,6 @@ Results go to ``benchmarks/results/level_mode.json`` and ``level_mode.md``.
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,8 @@ from app.features import (
     frame_mel,
     frame_power,
     frames_of,
+    level_gain,
     mel_features,
-    speech_level_db,
 )
 from app.labels import LABEL_INDEX
 from benchmarks.record import RESULTS, header, write
@@ -55,15 +54,12 @@ def session_features(
     """Features of each window with its own level gain, or its session's one gain."""
     mel = frame_mel(frames_of(emphasise(waves, config), config), config)  # (n, frames, mels)
     power = frame_power(frames_of(waves, config))  # (n, frames)
+    if per_window:
+        return mel_features(mel, config, level_gain(power, config))
     gains = np.ones(len(waves), dtype=np.float32)
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, session in enumerate(sessions):
-        groups[i if per_window else session].append(i)
-    for rows in groups.values():
-        level = speech_level_db(power[rows].reshape(-1))
-        if np.isfinite(level):
-            gain_db = min(config.level_target_dbfs - level, config.level_max_gain_db)
-            gains[rows] = 10.0 ** (gain_db / 10.0)
+    for session in set(sessions.tolist()):
+        rows = np.flatnonzero(sessions == session)
+        gains[rows] = level_gain(power[rows].reshape(-1), config)  # all its frames: one level
     return mel_features(mel, config, gains)
 
 
