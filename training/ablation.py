@@ -5,15 +5,19 @@ features as ``train``), then fits one model per variant of the recipe and record
 validation scores, overall and per corpus. The test rows are never scored here: the recipe is
 chosen on validation, and the test split is scored once per released model.
 
-Two families of variants, each a set of changes from the base recipe (the command's flags):
+Three families of variants, each a set of changes from the base recipe (the command's flags):
 
 - :data:`RECIPE_VARIANTS`, the regularisers, on the ``random`` split;
 - :data:`ROBUSTNESS_VARIANTS`, one channel augmentation each (:mod:`training.channel`), all of
   them, or per-window input normalisation (``ModelConfig.input_norm``), meant for the
-  ``speaker`` folds, whose validation speakers are unseen in training, and the ``corpus`` folds.
+  ``speaker`` folds, whose validation speakers are unseen in training, and the ``corpus`` folds;
+- :data:`LEVEL_VARIANTS`, the level stage and the gain augmentation taken out of the release
+  recipe one at a time and together, on the same folds.
 
-The results go to ``<out>/ablation.json``, one row per (protocol, fold, variant, epochs),
-which the report turns into tables.
+The results go to ``<out>/ablation.json``, one row per (protocol, fold, base recipe, variant,
+epochs), which the report turns into tables. The base recipe is recorded with each row because
+the release recipe changed on 2026-12-04 (level stage, level + clip augmentation): a variant is
+only ever compared with the baseline of its own base.
 """
 
 from __future__ import annotations
@@ -24,14 +28,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.features import FeatureConfig
 from training.channel import AUGMENTATIONS
+from training.config import TrainConfig
 from training.pipeline import Experiment, SplitData, part_scores, prepare_split, split_files
+from training.report import LEGACY_BASE, row_base
 
 
 @dataclass(frozen=True)
 class Variant:
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig changes
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig changes
+    features: dict[str, Any] = field(default_factory=dict)  # FeatureConfig changes
+
+
+def base_name(features: FeatureConfig, train: TrainConfig) -> str:
+    """The part of a base recipe the level ablation changes, as a row records it."""
+    return f"level {features.level}, augment {'+'.join(train.channel_augment) or 'none'}"
 
 
 # The label smoothing the recipe ablation compares against (the release has none since then).
@@ -60,27 +73,39 @@ ROBUSTNESS_VARIANTS: dict[str, Variant] = {
     "adversary-speaker": Variant({"adversary": "speaker"}),
     "adversary-corpus": Variant({"adversary": "corpus"}),
 }
-VARIANTS: dict[str, Variant] = {**RECIPE_VARIANTS, **ROBUSTNESS_VARIANTS}
+# Against the release recipe (level stage + level and clip augmentation): the 2 x 2 of issue 24.
+LEVEL_VARIANTS: dict[str, Variant] = {
+    "no-level-stage": Variant(features={"level": "none"}),
+    "no-gain-augment": Variant({"channel_augment": ()}),
+    "neither": Variant({"channel_augment": ()}, features={"level": "none"}),
+}
+VARIANTS: dict[str, Variant] = {**RECIPE_VARIANTS, **ROBUSTNESS_VARIANTS, **LEVEL_VARIANTS}
 
 
 def default_variants(protocol: str) -> list[str]:
     return list(RECIPE_VARIANTS if protocol == "random" else ROBUSTNESS_VARIANTS)
 
 
-def _key(row: dict) -> tuple[str, int, str, int]:
+def _key(row: dict) -> tuple[str, int, str, str, int]:
     # Rows written before the protocols existed were all on the random split.
-    return (row.get("protocol", "random"), row.get("fold", 0), row["variant"], row["epochs"])
+    return (
+        row.get("protocol", "random"),
+        row.get("fold", 0),
+        row_base(row),
+        row["variant"],
+        row["epochs"],
+    )
 
 
 def _order(row: dict) -> tuple:
-    protocol, fold, variant, epochs = _key(row)
+    protocol, fold, base, variant, epochs = _key(row)
     order = list(VARIANTS)
-    return (protocol != "random", protocol, fold, epochs, order.index(variant))
+    return (protocol != "random", protocol, base != LEGACY_BASE, fold, epochs, order.index(variant))
 
 
 def merge_ablation(path: Path, result: dict) -> list[dict]:
-    """Add ``result`` to ``path``, replacing the row of the same protocol, fold, variant and
-    number of epochs."""
+    """Add ``result`` to ``path``, replacing the row of the same protocol, fold, base recipe,
+    variant and number of epochs."""
     rows = json.loads(path.read_text())["ablation"] if path.exists() else []
     rows = [r for r in rows if _key(r) != _key(result)] + [result]
     rows.sort(key=_order)
@@ -92,7 +117,15 @@ def merge_ablation(path: Path, result: dict) -> list[dict]:
 def _pool_key(exp: Experiment) -> tuple:
     """The settings that change a split's training pool (so a variant needs a new one)."""
     t = exp.train
-    return (t.noisy_copies, t.snr_db, t.channel_augment, t.channel_prob, t.seed, t.limit)
+    return (
+        t.noisy_copies,
+        t.snr_db,
+        t.channel_augment,
+        t.channel_prob,
+        t.seed,
+        t.limit,
+        exp.features,
+    )
 
 
 def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
@@ -106,12 +139,15 @@ def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
     clips = subset(load_corpus(exp.data), exp.train.limit, exp.train.seed)
     root = corpus_root(exp.data)
     out_file = exp.out / "ablation.json"
+    base = base_name(exp.features, exp.train)
     results: list[dict] = []
     for name, fold, path in split_files(exp, clips, root):
         prepared: tuple[tuple, SplitData] | None = None
         for variant_name, variant in variants.items():
             config = exp.train.replace(loss=exp.losses[0], **variant.train)
-            variant_exp = replace(exp, train=config)
+            variant_exp = replace(
+                exp, train=config, features=replace(exp.features, **variant.features)
+            )
             if prepared is None or prepared[0] != _pool_key(variant_exp):
                 prepared = None  # free the previous pool before building the next
                 prepared = (
@@ -142,11 +178,13 @@ def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
                 {
                     "protocol": exp.protocol,
                     "fold": fold,
+                    "base": base,
                     "variant": variant_name,
                     "changes": {
                         k: list(v) if isinstance(v, tuple) else v for k, v in variant.train.items()
                     },
                     "model_changes": variant.model,
+                    "feature_changes": variant.features,
                     "loss": config.loss,
                     "epochs": config.epochs,
                     "best_epoch": result.best_epoch,

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.cli_help import DefaultsHelpFormatter
 from app.features import FeatureConfig
+from ser_client.cli_help import DefaultsHelpFormatter
 from training.splits import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -275,7 +275,9 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
         description="Fit one model per recipe variant (training/ablation.py) on each fold of a "
         "protocol and write their validation scores to <out>/ablation.json. The test rows are "
         "not scored. Default variants: the regularisers on the random split, the channel "
-        "augmentations and input normalisation on the speaker and corpus folds.",
+        "augmentations and input normalisation on the speaker and corpus folds. The level "
+        "variants (no-level-stage, no-gain-augment, neither) take the level stage and the gain "
+        "augmentation out of the release recipe; run them with --variant.",
     )
     p.add_argument(
         "--loss", choices=["ce", "bce", "smoothl1", "l1"], default="ce", help="the variants' loss"

@@ -271,6 +271,15 @@ def architecture_table(records: list[Record]) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+# ablation.json rows written before each row recorded its base recipe (training/ablation.py)
+# were all trained on this one.
+LEGACY_BASE = "level none, augment none"
+
+
+def row_base(row: Record) -> str:
+    return row.get("base", LEGACY_BASE)
+
+
 def _ablation_rows(path: Path, protocol: str) -> list[Record]:
     if not path.exists():
         return []
@@ -301,6 +310,15 @@ def ablation_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _pair_key(row: Record) -> tuple[str, int, int]:
+    return (row_base(row), row["fold"], row["epochs"])
+
+
+def _baselines(rows: list[Record]) -> dict[tuple[str, int, int], Record]:
+    """Each (base recipe, fold, epochs)'s ``baseline`` row: the one its variants are paired with."""
+    return {_pair_key(r): r for r in rows if r["variant"] == "baseline"}
+
+
 def robustness_table(path: Path, protocol: str) -> str:
     """The ``protocol`` (speaker / corpus) rows of ``ablation.json``: per fold and variant,
     validation accuracy, macro-F1 and each corpus's UAR, with the change from the same fold's
@@ -309,7 +327,7 @@ def robustness_table(path: Path, protocol: str) -> str:
     if not rows:
         return ""
     corpora = sorted({c for r in rows for c in r["val_by_corpus"]})
-    baselines = {(r["fold"], r["epochs"]): r for r in rows if r["variant"] == "baseline"}
+    baselines = _baselines(rows)
 
     def cell(value: float | None, ref: float | None, scale: float, digits: int) -> str:
         if value is None:
@@ -320,18 +338,18 @@ def robustness_table(path: Path, protocol: str) -> str:
     def uar(row: Record | None, corpus: str) -> float | None:
         return None if row is None else row["val_by_corpus"].get(corpus, {}).get("uar")
 
-    head = "| fold | variant | best epoch | val accuracy % | val macro-F1 | "
+    head = "| base recipe | fold | variant | best epoch | val accuracy % | val macro-F1 | "
     head += " | ".join(f"val UAR {c}" for c in corpora) + " |"
-    lines = [head, "|" + "---|" * (5 + len(corpora))]
+    lines = [head, "|" + "---|" * (6 + len(corpora))]
     for r in rows:
-        base = baselines.get((r["fold"], r["epochs"]))
+        base = baselines.get(_pair_key(r))
         base = None if base is r else base
         cells = [
             cell(r["val"]["accuracy"], None if base is None else base["val"]["accuracy"], 100, 2),
             cell(r["val"]["macro_f1"], None if base is None else base["val"]["macro_f1"], 1, 4),
         ] + [cell(uar(r, c), uar(base, c), 1.0, 3) for c in corpora]
         lines.append(
-            f"| {r['fold']} | {r['variant']} | {r['best_epoch']}/{r['epochs']} | "
+            f"| {row_base(r)} | {r['fold']} | {r['variant']} | {r['best_epoch']}/{r['epochs']} | "
             + " | ".join(cells)
             + " |"
         )
@@ -345,12 +363,12 @@ def robustness_summary(path: Path, protocol: str) -> str:
     2 folds are left to :func:`robustness_table`; "" when none has 2.
     """
     rows = [r for r in _ablation_rows(path, protocol) if "val_by_corpus" in r]
-    baselines = {(r["fold"], r["epochs"]): r for r in rows if r["variant"] == "baseline"}
-    runs: dict[tuple[str, int], list[tuple[Record, Record]]] = {}
+    baselines = _baselines(rows)
+    runs: dict[tuple[str, str, int], list[tuple[Record, Record]]] = {}
     for r in rows:
-        base = baselines.get((r["fold"], r["epochs"]))
+        base = baselines.get(_pair_key(r))
         if base is not None:
-            runs.setdefault((r["variant"], r["epochs"]), []).append((r, base))
+            runs.setdefault((row_base(r), r["variant"], r["epochs"]), []).append((r, base))
     runs = {key: pairs for key, pairs in runs.items() if len(pairs) >= 2}
     if not runs:
         return ""
@@ -370,12 +388,14 @@ def robustness_summary(path: Path, protocol: str) -> str:
         changes = [value(r) - value(b) for r, b in pairs]
         return f"{text} ({spread(changes, scale, digits, '+')})"
 
-    head = "| variant | epochs | folds | val accuracy % | val macro-F1 | "
+    head = "| base recipe | variant | epochs | folds | val accuracy % | val macro-F1 | "
     head += " | ".join(f"val UAR {c}" for c in corpora) + " |"
-    lines = [head, "|" + "---|" * (5 + len(corpora))]
+    lines = [head, "|" + "---|" * (6 + len(corpora))]
     order = list(dict.fromkeys(r["variant"] for r in rows))
-    for (variant, epochs), pairs in sorted(
-        runs.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))
+    bases = list(dict.fromkeys(row_base(r) for r in rows))
+    for (base, variant, epochs), pairs in sorted(
+        runs.items(),
+        key=lambda kv: (bases.index(kv[0][0]), kv[0][2], order.index(kv[0][1])),
     ):
         cells = [
             cell(pairs, lambda r: r["val"]["accuracy"], 100, 2),
@@ -385,7 +405,7 @@ def robustness_summary(path: Path, protocol: str) -> str:
             for c in corpora
         ]
         folds = ",".join(str(r["fold"]) for r, _ in pairs)
-        lines.append(f"| {variant} | {epochs} | {folds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {base} | {variant} | {epochs} | {folds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

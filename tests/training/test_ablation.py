@@ -1,19 +1,23 @@
-"""The ablation's bookkeeping: results merged by (protocol, fold, variant, epochs) and rendered
-as tables, and the variant families."""
+"""The ablation's bookkeeping: results merged by (protocol, fold, base recipe, variant, epochs)
+and rendered as tables, and the variant families."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 from training.ablation import (
+    LEVEL_VARIANTS,
     RECIPE_VARIANTS,
     ROBUSTNESS_VARIANTS,
     VARIANTS,
+    base_name,
     default_variants,
     merge_ablation,
 )
 from training.channel import AUGMENTATIONS
-from training.config import TrainConfig
+from training.config import RELEASE_FEATURES, TrainConfig
 from training.model import ModelConfig
 from training.report import ablation_table, robustness_summary, robustness_table
 
@@ -75,9 +79,11 @@ def test_protocol_rows_are_kept_apart_and_compared_with_their_baseline(tmp_path:
     assert len(ablation_table(path).splitlines()) == 3  # the random row only
     table = robustness_table(path, "speaker").splitlines()
     assert "val UAR ravdess" in table[0] and "val UAR tess" in table[0]
-    assert table[2] == "| 0 | baseline | 11/12 | 72.00 | 0.7200 | 0.520 | 1.000 |"
+    legacy = "| level none, augment none | 0 |"
+    assert table[2] == f"{legacy} baseline | 11/12 | 72.00 | 0.7200 | 0.520 | 1.000 |"
     assert table[3] == (
-        "| 0 | speed | 11/12 | 74.00 (+2.00) | 0.7400 (+0.0200) | 0.560 (+0.040) | 1.000 (+0.000) |"
+        f"{legacy} speed | 11/12 | 74.00 (+2.00) | 0.7400 (+0.0200) | 0.560 (+0.040) | "
+        "1.000 (+0.000) |"
     )
     assert robustness_table(path, "corpus") == ""
 
@@ -94,10 +100,46 @@ def test_the_summary_averages_each_variant_over_its_folds_against_their_baseline
     merge_ablation(path, _robust(1, "gain", 0.90, 0.70))  # one fold only: left out
     table = robustness_summary(path, "speaker").splitlines()
     assert len(table) == 4
-    assert table[2].startswith("| baseline | 12 | 0,1 | 75.00 +- 7.07 | 0.7500 +- 0.0707 |")
+    legacy = "| level none, augment none |"
+    assert table[2].startswith(f"{legacy} baseline | 12 | 0,1 | 75.00 +- 7.07 | 0.7500 +- 0.0707 |")
     # speed: accuracy 74 and 80 (mean 77, sd 4.24), paired changes +4 and 0 (+2 +- 2.83)
-    assert table[3].startswith("| speed | 12 | 0,1 | 77.00 +- 4.24 (+2.00 +- 2.83) |")
+    assert table[3].startswith(f"{legacy} speed | 12 | 0,1 | 77.00 +- 4.24 (+2.00 +- 2.83) |")
     assert "0.590 +- 0.042 (+0.040 +- 0.028)" in table[3]  # UAR ravdess: +0.06 and +0.02
+
+
+def test_a_variant_is_paired_only_with_the_baseline_of_its_own_base_recipe(tmp_path: Path) -> None:
+    path = tmp_path / "ablation.json"
+    release = base_name(RELEASE_FEATURES, TrainConfig())
+    assert release == "level window, augment level+clip"
+    for fold, shift in ((0, 0.0), (1, 0.1)):
+        merge_ablation(path, _robust(fold, "baseline", 0.70 + shift, 0.50))  # written before
+        merge_ablation(path, _robust(fold, "speed", 0.60 + shift, 0.40))
+        merge_ablation(path, {**_robust(fold, "baseline", 0.80 + shift, 0.60), "base": release})
+        merge_ablation(
+            path, {**_robust(fold, "no-level-stage", 0.75 + shift, 0.50), "base": release}
+        )
+    rows = json.loads(path.read_text())["ablation"]
+    assert len(rows) == 8  # the two baselines of a fold are kept apart
+    table = robustness_table(path, "speaker")
+    assert "| level none, augment none | 0 | speed | 11/12 | 60.00 (-10.00) |" in table
+    assert f"| {release} | 0 | no-level-stage | 11/12 | 75.00 (-5.00) |" in table
+    summary = robustness_summary(path, "speaker")
+    assert f"| {release} | no-level-stage | 12 | 0,1 | 80.00 +- 7.07 (-5.00 +- 0.00) |" in summary
+    assert "| level none, augment none | speed | 12 | 0,1 | 65.00 +- 7.07 (-10.00 +- 0.00) |" in (
+        summary
+    )
+
+
+def test_the_level_variants_take_the_stage_and_the_gain_augmentation_out_of_the_release() -> None:
+    def recipe(name: str) -> tuple[str, tuple[str, ...]]:
+        variant = LEVEL_VARIANTS[name]
+        features = replace(RELEASE_FEATURES, **variant.features)
+        return features.level, TrainConfig().replace(**variant.train).channel_augment
+
+    assert recipe("no-level-stage") == ("none", ("level", "clip"))
+    assert recipe("no-gain-augment") == ("window", ())
+    assert recipe("neither") == ("none", ())
+    assert (RELEASE_FEATURES.level, TrainConfig().channel_augment) == ("window", ("level", "clip"))
 
 
 def test_robustness_variants_are_valid_single_changes() -> None:
