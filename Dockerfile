@@ -50,6 +50,7 @@ RUN pip install --no-deps .
 
 # ---------------------------------------------------------------- GPU: runtime
 FROM ${CUDA_IMAGE} AS runtime-gpu
+# Unpinned for the same reason as in builder-gpu.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 \

