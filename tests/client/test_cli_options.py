@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from app.cli_help import DefaultsHelpFormatter
-from app.client.api import DEFAULT_URL
-from app.client.cli import parser
+from ser_client.api import DEFAULT_URL
+from ser_client.cli import parser
+from ser_client.cli_help import DefaultsHelpFormatter
 
 
 @pytest.mark.parametrize(

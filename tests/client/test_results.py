@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.client import Prediction, StreamPrediction, StreamSummary
-from app.client.cli import Outcome, _live_line, _print_table, _summary_line, _write_csv
 from app.labels import LABELS
+from ser_client import Prediction, StreamPrediction, StreamSummary
+from ser_client.cli import Outcome, _live_line, _print_table, _summary_line, _write_csv
 
 HAPPY = {label: 0.0 for label in LABELS} | {"happy": 0.75, "calm": 0.25}
 
@@ -50,6 +50,22 @@ def test_a_server_without_the_scores_still_parses_and_prints() -> None:
     assert row.split()[3:5] == ["-", "-"] and segment.split()[-2:] == ["-", "-"]
     rows = list(csv.DictReader(io.StringIO(table_csv.getvalue())))
     assert [(r["arousal"], r["valence"]) for r in rows] == [("", ""), ("", "")]
+
+
+def test_csv_columns_are_the_labels_the_service_answered_with() -> None:
+    """The client keeps no label list: the columns are the response's labels, in its order."""
+    refused = Outcome("bad.wav", error="415 unsupported_audio: not audio")
+    answered = Outcome("a.wav", result=Prediction.from_json(predict_body()))
+    fixed = ["file", "start_s", "end_s", "label", "confidence"]
+    scores = ["arousal", "valence", "error"]
+    for outcomes, labels in [([refused, answered], list(LABELS)), ([refused], [])]:
+        out = io.StringIO()
+        _write_csv(outcomes, windows=False, out=out)
+        head, *rows = list(csv.reader(io.StringIO(out.getvalue())))
+        assert head == [*fixed, *labels, *scores]
+        assert all(len(row) == len(head) for row in rows)
+    row = next(csv.DictReader(io.StringIO(out.getvalue())))
+    assert (row["file"], row["error"]) == ("bad.wav", "415 unsupported_audio: not audio")
 
 
 def test_stream_messages_carry_raw_and_smoothed_scores() -> None:

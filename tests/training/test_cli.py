@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import training.cli as cli
-from app.cli_help import DefaultsHelpFormatter
+from ser_client.cli_help import DefaultsHelpFormatter
 
 
 def _refuse_to_train(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,7 +106,7 @@ def _sounddevice() -> Any:
     except (ImportError, OSError) as e:  # OSError: the PortAudio library is missing
         raise MicrophoneError(
             "recording needs the sounddevice package and PortAudio: "
-            "pip install 'ser-service[mic]' (and apt-get install libportaudio2)"
+            "pip install 'ser-client[mic]' (and apt-get install libportaudio2)"
         ) from e
     try:
         sounddevice.query_devices(kind="input")

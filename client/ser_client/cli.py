@@ -29,17 +29,16 @@ from typing import Any, Final, TextIO
 
 import httpx
 
-from app.cli_help import DefaultsHelpFormatter
-from app.client.api import DEFAULT_URL, AsyncClient
-from app.client.results import (
+from ser_client.api import DEFAULT_URL, AsyncClient
+from ser_client.cli_help import DefaultsHelpFormatter
+from ser_client.results import (
     Prediction,
     Segment,
     ServiceError,
     StreamPrediction,
     StreamSummary,
 )
-from app.client.sources import AudioSource, MicrophoneError, MicrophoneSource, file_source
-from app.labels import LABELS
+from ser_client.sources import AudioSource, MicrophoneError, MicrophoneSource, file_source
 
 
 @dataclass
@@ -110,23 +109,34 @@ def _print_table(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
                 )
 
 
-# The 8 probabilities keep their columns; the two scores derived from them follow them.
-CSV_HEAD = ("file", "start_s", "end_s", "label", "confidence", *LABELS, "arousal", "valence")
+def _labels(outcomes: list[Outcome]) -> list[str]:
+    """The labels the service answered with, in its order (that of its models' outputs).
+
+    The client keeps no label list of its own: the service is the one that knows its models.
+    """
+    labels: dict[str, None] = {}
+    for o in outcomes:
+        if o.result is not None:
+            labels |= dict.fromkeys(o.result.probabilities)
+    return list(labels)
 
 
 def _write_csv(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
+    """A probability column per label; the two scores derived from them follow them."""
+    labels = _labels(outcomes)
+    head = ["file", "start_s", "end_s", "label", "confidence", *labels, "arousal", "valence"]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*CSV_HEAD, "error"])
+    writer.writerow([*head, "error"])
     for o in outcomes:
         if o.result is None:
-            writer.writerow([o.path] + [""] * (len(CSV_HEAD) - 1) + [o.error])
+            writer.writerow([o.path] + [""] * (len(head) - 1) + [o.error])
             continue
         r = o.result
         rows: list[tuple[Any, Any, Prediction | Segment]] = [("", "", r)]
         if windows:
             rows += [(s.start_s, s.end_s, s) for s in r.segments]
         for start, end, p in rows:
-            probabilities = [p.probabilities.get(k) for k in LABELS]
+            probabilities = [p.probabilities.get(k) for k in labels]
             cells = [o.path, start, end, p.label, p.confidence, *probabilities]
             writer.writerow([*cells, p.arousal, p.valence, ""])
 
@@ -310,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
         dest="format",
         action="store_const",
         const="csv",
-        help="print CSV: a row per file (per window too with --windows), the 8 probabilities",
+        help="print CSV: a row per file (per window too with --windows), each label's probability",
     )
     p.add_argument("--windows", action="store_true", help="also each 3.5 s window's result")
     p.add_argument("--concurrency", type=int, default=4, help="uploads at once")

@@ -4,6 +4,10 @@ argparse's :class:`argparse.ArgumentDefaultsHelpFormatter` appends ``(default: .
 option, ``None`` and ``False`` included: "(default: None)" tells a reader nothing, so those
 options say their default in words in their own help text instead (e.g. "default: the
 server's"), and this formatter appends the value only where there is one to show.
+
+It lives here, in the client, because the client must install without the server; the
+service's training command (``training/cli.py``) imports it from here, and ser-service's
+``train`` extra declares ``ser-client`` for it.
 """
 
 from __future__ import annotations

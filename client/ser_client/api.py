@@ -2,13 +2,13 @@
 
 ::
 
-    from app.client import Client
+    from ser_client import Client
 
     with Client("http://127.0.0.1:8000") as client:
         result = client.predict("clip.wav")
         print(result.label, result.confidence)
 
-    from app.client import AsyncClient, file_source
+    from ser_client import AsyncClient, file_source
 
     async with AsyncClient("http://127.0.0.1:8000") as client:
         source = file_source("clip.wav", realtime=False)
@@ -16,7 +16,7 @@
             print(event)  # StreamPrediction ..., then one StreamSummary
 
 Errors the service answers with (4xx/5xx, or a stream's ``error`` message) raise
-:class:`app.client.results.ServiceError` carrying its status or close code, code and message.
+:class:`ser_client.results.ServiceError` carrying its status or close code, code and message.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from app.client.results import Prediction, ServiceError, StreamPrediction, StreamSummary
-from app.client.sources import AudioSource
+from ser_client.results import Prediction, ServiceError, StreamPrediction, StreamSummary
+from ser_client.sources import AudioSource
 
 DEFAULT_URL: Final[str] = os.environ.get("SER_URL", "http://127.0.0.1:8000")
 DEFAULT_TIMEOUT_S: Final[float] = 120.0  # a 10-minute upload takes seconds to decode

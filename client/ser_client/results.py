@@ -2,7 +2,7 @@
 
 Every prediction carries ``arousal`` and ``valence``: the eight probabilities placed on
 Russell's circumplex, each in [-1, 1] (-1 sleepy or unpleasant, +1 aroused or pleasant; the
-server's ``app/affect.py`` gives the placement). They are None where there is nothing to score
+service's docs/api.md gives the placement). They are None where there is nothing to score
 (a window without speech; the smoothed ones before a stream's first speech) and from a server
 that predates them.
 
