@@ -393,7 +393,7 @@ def robustness_summary(path: Path, protocol: str) -> str:
     lines = [head, "|" + "---|" * (6 + len(corpora))]
     order = list(dict.fromkeys(r["variant"] for r in rows))
     bases = list(dict.fromkeys(row_base(r) for r in rows))
-    for (base, variant, epochs), pairs in sorted(
+    for (recipe, variant, epochs), pairs in sorted(
         runs.items(),
         key=lambda kv: (bases.index(kv[0][0]), kv[0][2], order.index(kv[0][1])),
     ):
@@ -405,7 +405,7 @@ def robustness_summary(path: Path, protocol: str) -> str:
             for c in corpora
         ]
         folds = ",".join(str(r["fold"]) for r, _ in pairs)
-        lines.append(f"| {base} | {variant} | {epochs} | {folds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {recipe} | {variant} | {epochs} | {folds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
