@@ -102,23 +102,52 @@ function selectedModel() {
 
 // ---------- models ----------
 
+// What /v1/models says of each model, by menu value ("" is the default model).
+const modelFacts = new Map();
+
+// One line of facts from the model's metadata: its loss, how it scored on the test split (or,
+// for a model without test metrics, its validation score) and its calibration temperature.
+function describeModel(model) {
+  const parts = [`${model.name}: ${model.loss} loss`];
+  const test = model.metrics?.test;
+  if (typeof test?.accuracy === "number") {
+    const f1 = typeof test.macro_f1 === "number" ? `, macro-F1 ${test.macro_f1.toFixed(3)}` : "";
+    parts.push(`test accuracy ${(test.accuracy * 100).toFixed(1)}%${f1}`);
+  } else if (typeof model.validation_score === "number") {
+    parts.push(`validation score ${model.validation_score.toFixed(3)}`);
+  }
+  if (typeof model.temperature === "number") {
+    parts.push(
+      model.temperature === 1
+        ? "not calibrated (temperature 1)"
+        : `calibrated, temperature ${model.temperature.toFixed(2)}`,
+    );
+  }
+  return parts.join("; ");
+}
+
+function showModelInfo() {
+  const model = modelFacts.get($("model").value);
+  $("model-info").textContent = model ? describeModel(model) : "";
+}
+
 async function loadModels() {
   try {
     const response = await fetch("/v1/models");
     if (!response.ok) return;
     const body = await response.json();
-    const models = Array.isArray(body) ? body : body.models || [];
-    for (const model of models) {
-      const key = typeof model === "string" ? model : model.key || model.name;
-      if (!key) continue;
+    for (const model of body.models || []) {
       const option = document.createElement("option");
-      option.value = key;
-      option.textContent = `${key} loss` + (model.provider ? ` on ${model.provider}` : "");
+      option.value = model.key;
+      option.textContent = `${model.key} loss` + (model.provider ? ` on ${model.provider}` : "");
       $("model").append(option);
+      modelFacts.set(model.key, model);
+      if (model.default) modelFacts.set("", model);
     }
     if (body.default) {
       $("model").options[0].textContent = `default (${body.default})`;
     }
+    showModelInfo();
   } catch {
     // The list is a convenience: the default model still works without it.
   }
@@ -165,6 +194,7 @@ async function upload(event) {
     }
     $("upload-timeline").hidden = segments.length < 2;
     $("upload-affect-timeline").hidden = segments.length < 2;
+    $("upload-view").hidden = segments.length < 2;
     setStatus(status, `${file.name}: ${body.label}.`);
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, true);
@@ -173,9 +203,16 @@ async function upload(event) {
   }
 }
 
+// An upload's timelines show the smoothed view unless "raw windows" is ticked (timeline.js).
+function showUploadView() {
+  const smoothed = !$("upload-raw").checked;
+  timelines.upload.setSmoothed(smoothed);
+  timelines.uploadAffect.setSmoothed(smoothed);
+}
+
 // ---------- microphone streaming ----------
 
-let live = null; // {socket, context, media, node, source}
+let live = null; // {socket, context, media, node, source, ready, level}
 const timelines = {}; // upload, uploadAffect, live, liveAffect: Timeline (timeline.js)
 
 function floatToPcm16(block) {
@@ -207,7 +244,8 @@ async function startStreaming() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/ws/stream`);
     socket.binaryType = "arraybuffer";
-    live = { socket, context, media, node, source, ready: false };
+    const level = new InputLevel(context.sampleRate); // level.js
+    live = { socket, context, media, node, source, ready: false, level };
     socket.onopen = () => {
       const start = { type: "start", sample_rate: context.sampleRate, encoding: "pcm_s16le", channels: 1 };
       const model = selectedModel();
@@ -219,7 +257,10 @@ async function startStreaming() {
     socket.onclose = (event) => onClosed(event);
     socket.onerror = () => setStatus(status, "The connection to the server failed.", true);
     node.port.onmessage = (event) => {
-      if (live && live.ready && socket.readyState === WebSocket.OPEN) {
+      if (!live) return;
+      live.level.push(event.data);
+      showLevel(live.level);
+      if (live.ready && socket.readyState === WebSocket.OPEN) {
         socket.send(floatToPcm16(event.data));
       }
     };
@@ -294,8 +335,42 @@ function showSummary(message) {
   }
 }
 
+// ---------- input level ----------
+
+const LEVEL_HINTS = {
+  ok: "ok",
+  quiet: `too quiet (below ${QUIET_DBFS} dBFS): move closer or raise the input volume`,
+  clipping: "clipping: move back or lower the input volume",
+};
+
+// The meter's number and bar every block; the hint (a live region) only when it changes.
+function showLevel(level) {
+  const dbfs = level.dbfs();
+  const text = `${Math.round(dbfs)} dBFS`;
+  const track = $("level-meter");
+  const shown = Math.min(0, Math.max(LEVEL_FLOOR_DBFS, dbfs)); // the bar's range
+  track.setAttribute("aria-valuenow", String(Math.round(shown)));
+  track.setAttribute("aria-valuetext", text);
+  track.querySelector(".level-fill").style.width = `${(1 - shown / LEVEL_FLOOR_DBFS) * 100}%`;
+  $("level-value").textContent = text;
+  $("level").hidden = false;
+  const hint = $("level-hint");
+  const state = level.state();
+  if (hint.dataset.state !== state) {
+    hint.dataset.state = state;
+    hint.textContent = LEVEL_HINTS[state];
+  }
+}
+
+function hideLevel() {
+  $("level").hidden = true;
+  $("level-hint").dataset.state = "";
+  $("level-hint").textContent = "";
+}
+
 function releaseAudio() {
   if (!live) return;
+  hideLevel();
   live.media?.getTracks().forEach((track) => track.stop());
   live.source?.disconnect();
   live.node?.disconnect();
@@ -334,10 +409,13 @@ document.addEventListener("DOMContentLoaded", () => {
   makeAffect($("live-affect"));
   timelines.upload = Timeline.emotions($("upload-timeline"), LABELS);
   timelines.uploadAffect = Timeline.affect($("upload-affect-timeline"));
+  showUploadView();
   timelines.live = Timeline.emotions($("live-timeline"), LABELS);
   timelines.liveAffect = Timeline.affect($("live-affect-timeline"));
   $("upload-form").addEventListener("submit", upload);
   $("start-button").addEventListener("click", startStreaming);
   $("stop-button").addEventListener("click", stopStreaming);
+  $("upload-raw").addEventListener("change", showUploadView);
+  $("model").addEventListener("change", showModelInfo);
   loadModels();
 });

@@ -1,7 +1,7 @@
 // Over time: each window's values as lines against seconds, with the windows that held no speech
 // shaded. Two kinds: the eight emotion probabilities on 0..1, and arousal and valence on -1..+1
 // (the probabilities on Russell's circumplex, see docs/api.md). Plain SVG, drawn here (no chart
-// library to fetch).
+// library to fetch). Either the raw windows or a smoothed view of them (see smoothedValues).
 "use strict";
 
 const TIMELINE_COLOURS = {
@@ -29,7 +29,8 @@ class Timeline {
     this.container = container;
     this.series = series;
     this.scale = scale;
-    this.points = []; // {t, values: number[]}, in series order
+    this.points = []; // {t, spanS, values: number[]}, in series order, t the window's centre
+    this.smoothed = false;
     this.silences = []; // [start_s, end_s]
     this.width = 640;
     this.height = scale.height;
@@ -79,12 +80,46 @@ class Timeline {
   add(startS, endS, byKey) {
     if (byKey) {
       const values = this.series.map(({ key }) => Number(byKey[key] ?? 0));
-      this.points.push({ t: (startS + endS) / 2, values });
+      this.points.push({ t: (startS + endS) / 2, spanS: endS - startS, values });
       if (this.points.length > TIMELINE_MAX_POINTS) this.points.shift();
     } else {
       this.silences.push([startS, endS]);
     }
     this.render();
+  }
+
+  // Draw the smoothed view (true) or the raw windows (false).
+  setSmoothed(on) {
+    this.smoothed = on;
+    this.render();
+  }
+
+  // Why this smoothing: neighbouring windows overlap (an upload's by half, 1.75 of 3.5 s, at
+  // the default SER_SEGMENT_HOP_S), so much of the zig-zag between them is the model's jitter,
+  // not a change in the voice. Each point becomes the mean of every window whose centre lies
+  // within half a window of its own, that is of every window that heard the point's centre
+  // instant (at the default hop: the window and its two neighbours; at a 0.5 s hop, seven): a
+  // centred moving average one window wide. The windows themselves set its span, so there is no
+  // constant to tune; it is on the scale of the live bars' smoothing (an exponential average
+  // with a 1.5 s time constant) but centred, so it does not lag. A mean of probabilities still
+  // sums to 1, and arousal and valence are linear in the probabilities, so the smoothed affect
+  // lines are the affect of the smoothed emotions. (A stacked-area view was the alternative: it
+  // hides how the smaller emotions move under the large ones, and reads unlike the live lines.)
+  smoothedValues() {
+    // Within half a window, boundary included (10 ms, a feature hop, absorbs the rounding of
+    // the served start_s/end_s): at a hop of half a window the neighbours are exactly there.
+    const halfS = Math.max(0, ...this.points.map((p) => p.spanS)) / 2 + 0.01;
+    let first = 0;
+    let last = 0; // the points within halfS of point i are first..last-1 (sorted by t)
+    return this.points.map(({ t }) => {
+      while (this.points[first].t < t - halfS) first++;
+      while (last < this.points.length && this.points[last].t <= t + halfS) last++;
+      const sums = this.series.map(() => 0);
+      for (let j = first; j < last; j++) {
+        this.points[j].values.forEach((v, k) => (sums[k] += v));
+      }
+      return sums.map((sum) => sum / (last - first));
+    });
   }
 
   render() {
@@ -113,8 +148,9 @@ class Timeline {
       parts.push(`<text class="tick" x="${x(t)}" y="${this.height - 8}" text-anchor="middle">${+t.toFixed(1)}</text>`);
     }
     parts.push(`<text class="axis" x="${left + plotW}" y="${this.height - 8}" text-anchor="end">s</text>`);
+    const drawn = this.smoothed ? this.smoothedValues() : this.points.map((p) => p.values);
     this.series.forEach(({ key, colour, dash }, i) => {
-      const coords = this.points.map((p) => `${x(p.t).toFixed(1)},${y(p.values[i]).toFixed(1)}`);
+      const coords = this.points.map((p, n) => `${x(p.t).toFixed(1)},${y(drawn[n][i]).toFixed(1)}`);
       parts.push(
         `<polyline class="series" data-label="${key}" fill="none" stroke="${colour}"` +
           (dash ? ` stroke-dasharray="${dash}"` : "") +
@@ -122,7 +158,9 @@ class Timeline {
       );
     });
     this.svg.innerHTML = parts.join("");
+    this.svg.setAttribute("aria-label", this.scale.title + (this.smoothed ? ", smoothed over one window" : ""));
     this.container.dataset.points = String(this.points.length);
+    this.container.dataset.view = this.smoothed ? "smoothed" : "raw";
     this.container.dataset.silences = String(this.silences.length);
   }
 }
