@@ -18,11 +18,21 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def when() -> str:
+    """Now, in the words every results file uses: ``2026-11-25 18:34 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def machine() -> str:
+    """This machine, in the words every results file uses: ``x86_64, 2 cores, 3.11.7``."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
 def header(module: str) -> dict[str, Any]:
     """When, on what, and the command line (as ``python -m benchmarks.<module> ...``)."""
     return {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "when": when(),
+        "machine": machine(),
         "command": " ".join([f"python -m benchmarks.{module}", *sys.argv[1:]]),
     }
 

@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# RECORD_TEST_RUN=1 make test writes benchmarks/results/tests.json, which the docs quote.
+pytest_plugins = ("benchmarks.pytest_record",)
+
 
 def synth_speechlike(duration_s: float, sample_rate: int, seed: int = 0) -> np.ndarray:
     """A voiced-ish test signal: a gliding harmonic tone with an amplitude envelope plus noise."""
