@@ -1,0 +1,189 @@
+"""The docs' figures have one source: the results files, quoted by ``python -m benchmarks.figures``.
+
+Every generated region must be what the command writes from today's results files, every figure
+quoted in prose must be in its results file, and no figure of the kinds the benchmarks measure
+may be typed anywhere else in README.md or docs/. Then the command itself, and the plugin that
+records a run of the suite, on small made-up inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import figures
+from benchmarks.figures import DOCS, QUOTES, ROOT, FiguresError
+from tests.bench.test_bench_report import RESULTS as SERVICE_RESULTS
+
+# Which tables each doc quotes: a region deleted and its table typed by hand fails here.
+TABLES_IN = {
+    "README.md": {"service", "test-suite"},
+    "docs/api.md": {"streams", "test-files"},
+    "docs/deployment.md": {"test-files"},
+    "docs/training.md": {"train-speed"},
+}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_region_is_what_the_command_writes(doc: str) -> None:
+    stale = figures.stale_regions((ROOT / doc).read_text())
+    assert not stale, f"{doc}: {stale} differ from the results files: run {figures.COMMAND}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_each_doc_quotes_its_tables_through_regions(doc: str) -> None:
+    specs = [m["spec"].split()[0] for m in figures.REGION.finditer((ROOT / doc).read_text())]
+    assert set(specs) == TABLES_IN[doc]
+
+
+@pytest.mark.parametrize("quote", QUOTES, ids=lambda q: f"{q.doc}: {q.text[:40]}")
+def test_a_figure_quoted_in_prose_is_in_its_results_file(quote: figures.Quote) -> None:
+    assert not figures.unmeasured_quotes([quote])
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_no_benchmark_figure_is_copied_by_hand(doc: str) -> None:
+    assert not figures.hand_copied(doc, (ROOT / doc).read_text())
+
+
+def test_the_check_passes_on_the_repository() -> None:
+    assert figures.main(["--check"]) == 0
+
+
+# -- the command on made-up results -------------------------------------------------------------
+
+TRAIN = {
+    "when": "2026-11-25 07:37 UTC",
+    "machine": "x86_64, 2 cores, 3.11.7",
+    "command": "python -m benchmarks.bench_train",
+    "layouts": {
+        "sequential": {
+            "fp32": 50.0,
+            "fp32 + channels_last": 70.0,
+            "bf16 + channels_last": 100.0,
+            "speedup": 2.0,
+        }
+    },
+}
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    for stem, results in (("train", TRAIN), ("latest", SERVICE_RESULTS)):
+        (tmp_path / f"{stem}.json").write_text(json.dumps(results))
+    return tmp_path
+
+
+def test_a_stale_region_is_found_and_rewritten_with_its_source(results_dir: Path) -> None:
+    text = (
+        "# Doc\n\n<!-- figures train-speed train -->\n| old | table |\n<!-- /figures -->\nafter\n"
+    )
+    assert figures.stale_regions(text, results_dir) == ["train-speed train"]
+    new = figures.render(text, results_dir)
+    assert figures.stale_regions(new, results_dir) == []
+    assert "| sequential | 50.0 clips/s | 70.0 clips/s | 100.0 clips/s | **2.00x** |" in new
+    assert (
+        "From `benchmarks/results/train.json`: 2026-11-25 07:37 UTC, x86_64, 2 cores, 3.11.7, "
+        "`python -m benchmarks.bench_train`."
+    ) in new
+    assert new.startswith("# Doc\n\n<!-- figures train-speed train -->\n\n")
+    assert new.endswith("\n\n<!-- /figures -->\nafter\n")
+
+
+def test_the_service_table_reads_each_target_on_its_own_run(results_dir: Path) -> None:
+    table = figures.render_region("service latest latest", results_dir)
+    assert "| measure | `latest.json` | `latest.json` | target |" in table
+    # 6.0 ms at 1 client against 4.0 ms in-process; 300 requests/s against a ceiling of 400
+    assert "| 2.00 ms: met | 2.00 ms: met | <= 2 ms |" in table
+    assert "| 0.75: met | 0.75: met | >= 0.7 |" in table
+    assert "| 100: not met; p99 60.0 ms at 100, 250.0 ms at 150 |" in table
+    assert "| 7.3 KB: met; 1300 KB |" in table
+
+
+def test_what_a_run_did_not_measure_says_so(results_dir: Path) -> None:
+    partial = {k: v for k, v in SERVICE_RESULTS.items() if k not in ("eager", "predict_httpx")}
+    (results_dir / "partial.json").write_text(json.dumps(partial))
+    whole = figures.render_region("service latest", results_dir)
+    table = figures.render_region("service partial", results_dir)
+    assert table.count("| not measured |") == whole.count("| not measured |") + 2
+
+
+def test_an_unknown_table_or_a_missing_file_says_what_to_do(results_dir: Path) -> None:
+    with pytest.raises(FiguresError, match=r"unknown table 'speed'.*known: "):
+        figures.render_region("speed train", results_dir)
+    with pytest.raises(FiguresError, match="run the benchmark that writes it"):
+        figures.render_region("train-speed nowhere", results_dir)
+
+
+def test_a_figure_typed_outside_a_region_is_found(results_dir: Path) -> None:
+    text = (
+        "Two replicas served 339 requests/s; p99 was\n92 ms.\n"
+        "<!-- figures train-speed train -->\n50.0 clips/s\n<!-- /figures -->\n777 passed.\n"
+    )
+    found = figures.hand_copied("x.md", text, results_dir)
+    assert found == ["339 requests/s", "p99 was 92 ms", "777 passed"]
+
+
+def test_the_suite_regions_wait_for_a_recorded_run(results_dir: Path) -> None:
+    assert figures.render_region("test-suite tests", results_dir) == figures.NOT_RECORDED
+    assert figures.render_region("test-files tests tests/x", results_dir) == figures.NOT_RECORDED
+
+
+# -- the suite's record ---------------------------------------------------------------------------
+
+SUITE = """
+import pytest
+
+def test_one(): pass
+def test_two(): pass
+def test_three(): assert False
+@pytest.mark.skip(reason="made up")
+def test_four(): pass
+@pytest.mark.xfail
+def test_five(): assert False
+"""
+
+
+def run_suite(folder: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A small suite of its own, run with the plugin and nothing else."""
+    (folder / "pytest.ini").write_text("[pytest]\ntestpaths = t\n")
+    (folder / "t").mkdir(exist_ok=True)
+    (folder / "t" / "test_made_up.py").write_text(SUITE)
+    (folder / "t" / "test_more.py").write_text("def test_six(): pass\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env |= {"PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env |= {"RECORD_TEST_RUN": str(out)}
+    cmd = [sys.executable, "-m", "pytest", "-p", "benchmarks.pytest_record", "-q", *args]
+    return subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_run_of_the_whole_suite_is_recorded_as_pytest_counts_it(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "tests.json"
+    run = run_suite(tmp_path, out)
+    assert "3 passed, 1 skipped, 1 xfailed" in run.stdout and "1 failed" in run.stdout
+    record = json.loads(out.read_text())
+    assert record["outcomes"] == {"failed": 1, "passed": 3, "skipped": 1, "xfailed": 1}
+    assert record["files"]["t/test_more.py"]["passed"] == 1
+    assert record["files"]["t/test_made_up.py"]["failed"] == 1
+    assert record["command"] == "python -m pytest -p benchmarks.pytest_record -q"
+    assert record["exit_status"] == 1 and record["duration_s"] >= 0
+    assert set(record) >= {"when", "machine"}
+
+    text = figures.render_region("test-suite tests", out.parent)
+    assert text.startswith("The last recorded run of the whole suite: **3 passed, 1 failed, ")
+    assert "1 skipped, 1 xfailed in " in text and "`python -m pytest -p" in text
+    table = figures.render_region("test-files tests t/test_made_up.py", out.parent)
+    assert "| `t/test_made_up.py` | 2 passed, 1 failed, 1 skipped, 1 xfailed |" in table
+
+
+@pytest.mark.parametrize("args", [["-k", "one"], ["t/test_more.py"]])
+def test_part_of_the_suite_is_not_recorded(tmp_path: Path, args: list[str]) -> None:
+    out = tmp_path / "tests.json"
+    run = run_suite(tmp_path, out, *args)
+    assert "RECORD_TEST_RUN: not recorded" in run.stdout
+    assert not out.exists()
