@@ -34,7 +34,6 @@ from tests.conftest import synth_speechlike, wav_bytes
 from tests.deploy.conftest import REPO
 from tests.deploy.containers import (
     COMPOSE_FILES,
-    Build,
     environment,
     inspect,
     logs,
@@ -91,11 +90,12 @@ def network_address(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(service_image: Build) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     if importlib.util.find_spec("podman_compose") is None:
         if os.environ.get("CI"):
             pytest.fail("podman-compose is missing: requirements/dev.txt installs it")
         pytest.skip("podman-compose is not installed (pip install -r requirements/dev.txt)")
+    request.getfixturevalue("service_image")  # built once per run, after the check above
     port = free_port()
     env = {**environment(), "SER_GATEWAY_PORT": f"127.0.0.1:{port}"}
     compose("down", env=env)  # containers left by an interrupted run
