@@ -173,11 +173,7 @@ async def test_uploading_a_file_shows_its_probabilities(
         microphone_wav, tmp_path / "profile", tmp_path / "chromium.log"
     ) as page:
         await open_page(page, base_url + "/")
-        document = await page.send("DOM.getDocument")
-        node = await page.send(
-            "DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#file"
-        )
-        await page.send("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(microphone_wav)])
+        await set_upload(page, microphone_wav)
         await click(page, "upload-button")
         await page.wait_for("!document.getElementById('upload-result').hidden", timeout_s=30)
         label = await page.evaluate(text_of("upload-label"))
