@@ -17,7 +17,7 @@ The floor. librosa's ``amin`` is an absolute level, -100 dB of power: a clip who
 frame is below -40 dBFS has its threshold (the loudest frame less 60 dB) under that floor, and
 then every frame counts as speech, digital silence included, and nothing is trimmed. So the
 trim, and with it where the model's window starts, depended on the recording's level: 103 of
-the corpus's 4718 clips (all RAVDESS, the quiet ones) kept up to 0.93 s of leading silence, and
+the corpus's 4718 clips (all RAVDESS, the quiet ones) kept up to 0.99 s of silence at a side, and
 scaling the random split's test clips by -20 dB moved the trim of 89 of its 471 (measured on
 2026-12-05; the model card has the effect on labels). With
 ``trim_floor="relative"`` (the release since 2026-12-05) there is no absolute floor: a frame is
