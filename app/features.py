@@ -18,7 +18,8 @@ For a mono float32 waveform ``x`` at ``sample_rate``:
                   training set and stored in the config that travels with each model
 
 The config also fixes the clip-level preprocessing shared by training and ``/predict``: the
-silence-trim threshold and the model's window length (the paper's 3.5 s segment).
+silence trim (:mod:`app.segment`: its threshold and, with ``trim_floor``, whether it follows the
+clip's own level) and the model's window length (the paper's 3.5 s segment).
 
 The level stage. A recording's level says as much about the microphone, its gain and the
 distance to it as about the speaker, and the training corpora tie level to the label (RAVDESS
@@ -55,6 +56,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 MEL_ASSET = "mel_filters.npz"
 LevelMode = Literal["none", "window"]
 LEVEL_MODES: Final[tuple[str, ...]] = get_args(LevelMode)
+TrimFloor = Literal["absolute", "relative"]
+TRIM_FLOORS: Final[tuple[str, ...]] = get_args(TrimFloor)
 LEVEL_QUANTILE: Final[float] = 0.25  # the loudest quarter of a window's frames sets its level
 
 
@@ -77,6 +80,9 @@ class FeatureConfig:
     trim_top_db: float = 60.0  # librosa.effects.trim defaults
     trim_frame_length: int = 2048
     trim_hop_length: int = 512
+    # app/segment.py: "absolute" (librosa's, and every model file from before 2026-12-05) or
+    # "relative" (the same trim at any recording level).
+    trim_floor: TrimFloor = "absolute"
     # The level stage (module docstring). "none": the features follow the recording's level.
     level: LevelMode = "none"
     level_target_dbfs: float = -25.0
@@ -98,6 +104,10 @@ class FeatureConfig:
             raise FeatureConfigError("window_s is shorter than one analysis frame")
         if self.level not in LEVEL_MODES:
             raise FeatureConfigError(f"level must be one of {LEVEL_MODES}, got {self.level!r}")
+        if self.trim_floor not in TRIM_FLOORS:
+            raise FeatureConfigError(
+                f"trim_floor must be one of {TRIM_FLOORS}, got {self.trim_floor!r}"
+            )
         if not -80.0 <= self.level_target_dbfs <= 0.0 or not 0 <= self.level_max_gain_db <= 80:
             raise FeatureConfigError(
                 "need -80 <= level_target_dbfs <= 0 and 0 <= level_max_gain_db <= 80"
@@ -146,13 +156,16 @@ class FeatureConfig:
         return self.without_stats() == other.without_stats()
 
     def without_level(self) -> FeatureConfig:
-        """This config with the level stage off (the same frames, filterbank and windows)."""
+        """This config with the level handling at its defaults: the level stage off and the
+        trim floor absolute (the same frames, filterbank and windows). Those two are each
+        model's own; the rest a server's models share."""
         defaults = FeatureConfig()
         return dataclasses.replace(
             self,
             level="none",
             level_target_dbfs=defaults.level_target_dbfs,
             level_max_gain_db=defaults.level_max_gain_db,
+            trim_floor=defaults.trim_floor,
         )
 
     def to_dict(self) -> dict[str, Any]:

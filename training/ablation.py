@@ -43,8 +43,11 @@ class Variant:
 
 
 def base_name(features: FeatureConfig, train: TrainConfig) -> str:
-    """The part of a base recipe the level ablation changes, as a row records it."""
-    return f"level {features.level}, augment {'+'.join(train.channel_augment) or 'none'}"
+    """The part of a base recipe the level ablation changes, as a row records it. The trim
+    floor is named only when it is not the absolute one, which every row before 2026-12-05
+    had, so those rows keep their base."""
+    name = f"level {features.level}, augment {'+'.join(train.channel_augment) or 'none'}"
+    return name if features.trim_floor == "absolute" else f"{name}, trim {features.trim_floor}"
 
 
 # The label smoothing the recipe ablation compares against (the release has none since then).

@@ -23,7 +23,7 @@ import numpy as np
 from training.channel import apply_chain
 from training.splits import TRAIN
 
-DEFAULT_SNR_DB = (15.0, 30.0)
+DEFAULT_SNR_DB = (15.0, 30.0)  # these functions' default; the release's range is TrainConfig.snr_db
 Chain = tuple[Sequence[str], float]  # (channel augmentation names, probability of each)
 
 

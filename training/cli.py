@@ -89,7 +89,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The TrainConfig flags shared by ``train`` and ``ablate``."""
-    from app.features import LEVEL_MODES
+    from app.features import LEVEL_MODES, TRIM_FLOORS
     from training.config import ADVERSARIES, RELEASE_FEATURES, TrainConfig
 
     d = TrainConfig()
@@ -124,6 +124,14 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha, help="0: no mixup")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="CE only")
     p.add_argument(
+        "--snr-db",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=d.snr_db,
+        help="the noisy copies' SNR range, dB (the release: 15 45; before 2026-12-05: 15 30)",
+    )
+    p.add_argument(
         "--channel-augment",
         type=_names,
         default=",".join(d.channel_augment) or "none",
@@ -154,6 +162,13 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         default=RELEASE_FEATURES.level,
         help="the front-end's level stage: window (each window scaled to one speech level, "
         "the release) or none (features follow the recording's level, as before 2026-12-04)",
+    )
+    p.add_argument(
+        "--trim-floor",
+        choices=list(TRIM_FLOORS),
+        default=RELEASE_FEATURES.trim_floor,
+        help="the silence trim's floor: relative (the same trim at any recording level, the "
+        "release) or absolute (librosa's -100 dB, as before 2026-12-05)",
     )
 
 
@@ -191,6 +206,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         time_masks=args.time_masks,
         mixup_alpha=args.mixup_alpha,
         label_smoothing=args.label_smoothing,
+        snr_db=(args.snr_db[0], args.snr_db[1]),
         channel_augment=args.channel_augment,
         channel_prob=args.channel_prob,
         corpus_balance=args.corpus_balance,
@@ -253,7 +269,7 @@ def run_train(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         architectures=("sequential", "parallel") if args.arch == "both" else (args.arch,),
         train=train,
-        features=FeatureConfig(level=args.level),
+        features=FeatureConfig(level=args.level, trim_floor=args.trim_floor),
         cache_dir=args.cache_dir,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
@@ -310,7 +326,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         losses=(args.loss,),
         protocol=args.protocol,
         train=_train_config(args),
-        features=FeatureConfig(level=args.level),
+        features=FeatureConfig(level=args.level, trim_floor=args.trim_floor),
         cache_dir=args.cache_dir,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,

@@ -13,8 +13,10 @@ from app.contract import LOSSES, Loss
 from app.features import FeatureConfig
 
 # The front-end of every model trained from here on: each window heard at one speech level
-# (app/features.py, the level stage). Models exported before 2026-12-04 carry level "none".
-RELEASE_FEATURES = FeatureConfig(level="window")
+# (app/features.py, the level stage; models exported before 2026-12-04 carry level "none"),
+# cut from a silence trim that does not depend on the recording's level (app/segment.py;
+# models exported before 2026-12-05 carry trim_floor "absolute").
+RELEASE_FEATURES = FeatureConfig(level="window", trim_floor="relative")
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -53,7 +55,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA; slower than eager on the 2-core CPU)
     workers: int = 0  # processes for decoding and features; 0 = all CPU cores
     noisy_copies: int = 2  # Gaussian-noise copies per training clip (the paper triples)
-    snr_db: tuple[float, float] = (15.0, 30.0)
+    # Up to 45 dB since 2026-12-05 (15-30 before): white noise 37-47 dB below the speech, as a
+    # quiet take's 16-bit floor has it, changed 5-7 % of the level-stage model's labels
+    # (models/README.md), so the copies now reach down to such faint floors.
+    snr_db: tuple[float, float] = (15.0, 45.0)
     # Channel / speaker augmentation of the noisy copies (training/channel.py): names from
     # speed, eq, reverb, telephone, codec, gain, level, clip; each applied with probability
     # channel_prob. The release (since 2026-12-04, with the level stage) uses level and clip:

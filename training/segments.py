@@ -47,8 +47,12 @@ class Segments(NamedTuple):
 
 
 def config_digest(config: FeatureConfig) -> str:
-    """A short hash of the config fields a segment depends on."""
-    fields = {name: getattr(config, name) for name in SEGMENT_FIELDS}
+    """A short hash of the config fields a segment depends on. The trim floor joins them only
+    when it is not the absolute one (the only floor before 2026-12-05), so the segments
+    cached before then keep their names."""
+    fields: dict[str, object] = {name: getattr(config, name) for name in SEGMENT_FIELDS}
+    if config.trim_floor != "absolute":
+        fields["trim_floor"] = config.trim_floor
     fields["version"] = CACHE_VERSION
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -20,6 +20,7 @@ from app.windows import fixed_window, training_segment
 from tests.conftest import synth_speechlike
 
 CONFIG = FeatureConfig()
+RELATIVE = FeatureConfig(trim_floor="relative")
 RATE = CONFIG.sample_rate
 
 
@@ -69,6 +70,50 @@ def test_trim_bounds_equal_librosa(name: str, top_db: float) -> None:
         hop_length=config.trim_hop_length,
     )
     assert trim_bounds(wave, config) == (int(expected[0]), int(expected[1]))
+
+
+@pytest.mark.parametrize("name", list(_signals()))
+def test_relative_floor_equals_librosa_at_normal_levels(name: str) -> None:
+    """Every test signal's loudest frame is above -40 dBFS, where librosa's absolute floor
+    never decides: the relative floor gives the same bounds."""
+    wave = _signals()[name]
+    assert trim_bounds(wave, RELATIVE) == trim_bounds(wave, CONFIG)
+
+
+def _quiet_take() -> np.ndarray:
+    """Speech whose loudest trim frame is near -50 dBFS, between digital silences: a quiet
+    microphone's take, or a loud one scaled by -30 dB."""
+    speech = synth_speechlike(2.4, RATE, seed=5)
+    loudest = frame_rms(speech, CONFIG.trim_frame_length, CONFIG.trim_hop_length).max()
+    speech = (speech * (10 ** (-50 / 20) / loudest)).astype(np.float32)
+    return np.concatenate([_silence(0.6), speech, _silence(0.45)])
+
+
+@pytest.mark.parametrize("gain_db", [-30.0, -20.0, -10.0, 0.0, 10.0, 30.0])
+def test_relative_floor_trims_at_any_level(gain_db: float) -> None:
+    quiet = _quiet_take()
+    wave = (quiet * np.float32(10 ** (gain_db / 20))).astype(np.float32)
+    start, end = trim_bounds(wave, RELATIVE)
+    assert (start, end) == trim_bounds(quiet, RELATIVE)
+    assert abs(start - 0.6 * RATE) <= CONFIG.trim_frame_length
+    assert abs(end - 3.0 * RATE) <= CONFIG.trim_frame_length
+    # The window the model hears is the same samples, scaled.
+    np.testing.assert_allclose(
+        training_segment(wave, RELATIVE)[0],
+        training_segment(quiet, RELATIVE)[0] * np.float32(10 ** (gain_db / 20)),
+        rtol=1e-6,
+    )
+
+
+def test_absolute_floor_keeps_a_quiet_takes_silence_as_librosa_does() -> None:
+    """Why the release moved off librosa's floor: below -40 dBFS nothing is trimmed."""
+    quiet = _quiet_take()
+    _, expected = librosa.effects.trim(
+        quiet, top_db=60.0, frame_length=CONFIG.trim_frame_length, hop_length=512
+    )
+    assert trim_bounds(quiet, CONFIG) == (int(expected[0]), int(expected[1])) == (0, quiet.size)
+    loud = quiet * np.float32(10 ** (30 / 20))
+    assert trim_bounds(loud, CONFIG) == trim_bounds(loud, RELATIVE) != (0, loud.size)
 
 
 def test_trim_actually_cuts_silence() -> None:

@@ -13,7 +13,7 @@ from app.audio import decode_audio
 from app.features import FeatureConfig
 from app.windows import training_segment
 from training.corpora import load_corpus
-from training.segments import load_segments
+from training.segments import config_digest, load_segments
 
 CONFIG = dataclasses.replace(FeatureConfig(), window_s=0.15)  # the fixture clips last 0.2 s
 
@@ -69,6 +69,11 @@ def test_a_changed_trim_setting_decodes_again(
     )
     assert len(decode_counter) == len(clips)
     decode_counter.clear()
+    load_segments(
+        clips, tess_root, dataclasses.replace(CONFIG, trim_floor="relative"), tmp_path / "cache"
+    )
+    assert len(decode_counter) == len(clips)
+    decode_counter.clear()
     # Normalisation statistics do not change the waveform segment: still cached.
     stats = CONFIG.with_stats(np.zeros(CONFIG.n_mels), np.ones(CONFIG.n_mels))
     load_segments(clips, tess_root, stats, tmp_path / "cache")
@@ -81,3 +86,11 @@ def test_process_pool_gives_the_same_segments(mixed_root: Path, tmp_path: Path) 
     parallel = load_segments(clips, mixed_root, CONFIG, tmp_path / "parallel", workers=2)
     np.testing.assert_array_equal(serial.waves, parallel.waves)
     assert len(list((tmp_path / "parallel").glob("*.npy"))) == len(clips)
+
+
+def test_segments_cached_before_the_trim_floor_keep_their_names() -> None:
+    """The digest of the absolute floor (every segment cached before 2026-12-05) is unchanged;
+    the level stage does not enter it (it works on features, not on segments)."""
+    assert config_digest(FeatureConfig()) == "fb1937dd09f1b234"
+    assert config_digest(FeatureConfig(level="window")) == "fb1937dd09f1b234"
+    assert config_digest(FeatureConfig(trim_floor="relative")) != "fb1937dd09f1b234"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -94,11 +96,21 @@ def test_old_model_files_have_no_level_stage() -> None:
     assert FeatureConfig.from_dict(LEVEL.to_dict()) == LEVEL
 
 
+def test_old_model_files_keep_librosas_trim_floor() -> None:
+    before = {k: v for k, v in LEVEL.to_dict().items() if k != "trim_floor"}
+    assert FeatureConfig.from_dict(before).trim_floor == "absolute"
+    relative = FeatureConfig(level="window", trim_floor="relative")
+    assert FeatureConfig.from_dict(relative.to_dict()) == relative
+    assert relative.without_level() == NONE
+
+
 def test_bad_level_settings_are_refused() -> None:
     with pytest.raises(FeatureConfigError, match="level must be one of"):
         FeatureConfig(level="clip")  # type: ignore[arg-type]
     with pytest.raises(FeatureConfigError, match="level_target_dbfs"):
         FeatureConfig(level="window", level_target_dbfs=3.0)
+    with pytest.raises(FeatureConfigError, match="trim_floor must be one of"):
+        FeatureConfig(trim_floor="peak")  # type: ignore[arg-type]
 
 
 def test_the_server_serves_a_model_with_its_own_level_stage() -> None:
@@ -112,3 +124,5 @@ def test_the_server_serves_a_model_with_its_own_level_stage() -> None:
         feature_config=LEVEL.with_stats(mean, std),
     )
     metadata.check_compatible(FeatureConfig())  # no error: the stage travels with the model
+    relative = dataclasses.replace(LEVEL, trim_floor="relative").with_stats(mean, std)
+    dataclasses.replace(metadata, feature_config=relative).check_compatible(FeatureConfig())

@@ -42,6 +42,19 @@ def test_train_flags_follow_the_train_command(monkeypatch: pytest.MonkeyPatch) -
     assert args.resume and args.precision == "fp32" and args.epochs == 3
     config = cli._train_config(args)
     assert config.precision == "fp32" and config.epochs == 3
+    assert config.snr_db == (15.0, 45.0)  # the release's noise range unless asked
+
+
+def test_recipe_flags_reach_the_config_and_front_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "run_train", lambda args: seen.append(args) or 0)
+    argv = ["train", "--snr-db", "15", "30", "--trim-floor", "absolute", "--level", "none"]
+    assert cli.main(argv) == 0
+    (args,) = seen
+    assert cli._train_config(args).snr_db == (15.0, 30.0)
+    assert (args.trim_floor, args.level) == ("absolute", "none")
+    defaults = cli.build_parser().parse_args(["train"])
+    assert (defaults.trim_floor, defaults.level) == ("relative", "window")
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
