@@ -452,12 +452,6 @@ QUOTES = (
         lambda r: (f"{r['layouts']['sequential']['speedup']:.1f}",),
     ),
     Quote(
-        "README.md",
-        "the same clips scaled in float change {} % of the labels",
-        "level_mode",
-        lambda r: (f"{r['window, -20 dB']['changed_vs_window'] * 100:.1f}",),
-    ),
-    Quote(
         "docs/api.md",
         "one process took {} uploads/s at 16 clients and two processes with one decode thread "
         "each {}, against {} clips/s for the same work with no server on 2 threads of one "
@@ -478,12 +472,6 @@ QUOTES = (
         lambda r: tuple(
             f"{r['layouts'][k]['bf16 + channels_last']:.1f}" for k in ("parallel", "sequential")
         ),
-    ),
-    Quote(
-        "models/README.md",
-        "the same clips scaled in float change {} % of the labels",
-        "level_mode",
-        lambda r: (f"{r['window, -20 dB']['changed_vs_window'] * 100:.1f}",),
     ),
 )
 
