@@ -796,11 +796,15 @@ ROBUSTNESS_NOTE = (
     "`balance-equal` draw each clip with weight n_corpus^-0.5 or n_corpus^-1 (`--corpus-balance`), "
     "so the smaller corpora fill more of each epoch; `adversary-speaker` and `adversary-corpus` "
     "train a gradient-reversal head that learns to name the training speaker or corpus "
-    "(`--adversary`, `training/adversary.py`). The 12-epoch rows all carry the recipe of "
-    "2026-11-24 (label smoothing 0.1, baseline included); at 24 epochs `baseline` is today's "
-    "release recipe and `label-smoothing` the former one (each row's `train_config` records "
-    "its recipe). In brackets: the change from the same fold's `baseline` of the same length. "
-    "UAR is over the classes the corpus's validation rows have."
+    "(`--adversary`, `training/adversary.py`); `no-level-stage`, `no-gain-augment` and "
+    "`neither` take the level stage, the `level` + `clip` augmentations, or both out of the "
+    "release recipe. The first column is each row's base recipe: `level none, augment none` "
+    "at 12 epochs is the recipe of 2026-11-24 (label smoothing 0.1, baseline included), at 24 "
+    "epochs the release recipe of 2026-12-02 (`label-smoothing`: the former one); `level "
+    "window, augment level+clip, trim relative` is the release recipe of 2026-12-05 (each "
+    "row's `train_config` records its recipe). In brackets: the change from the `baseline` "
+    "of the same base recipe, fold and length. UAR is over the classes the corpus's "
+    "validation rows have."
 )
 
 
