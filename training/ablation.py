@@ -2,8 +2,12 @@
 
 ``python -m training ablate`` prepares a protocol's split files (the same files, segments and
 features as ``train``), then fits one model per variant of the recipe and records its best
-validation scores, overall and per corpus. The test rows are never scored here: the recipe is
-chosen on validation, and the test split is scored once per released model.
+validation scores, overall and per corpus. The recipe is chosen on validation, and the test
+split is scored once per released model, so the test rows are not scored here, with one
+exception that chooses nothing: on the ``corpus`` protocol, ``--score-held-out`` also scores
+each fold's held-out corpus. A corpus fold's validation rows are a tenth of its training corpora,
+so they cannot show whether a change carries to a recording setup the model never heard; the
+held-out corpus is the only view of that, and it judges a robustness change after the fact.
 
 Three families of variants, each a set of changes from the base recipe (the command's flags):
 
@@ -131,9 +135,18 @@ def _pool_key(exp: Experiment) -> tuple:
     )
 
 
-def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
+# What a row keeps of its held-out corpus's scores (training.evaluate.classification_metrics).
+HELD_OUT_KEYS = ("n", "accuracy", "macro_f1", "uar", "arousal_uar", "valence_uar", "by_corpus")
+
+
+def run_ablation(
+    exp: Experiment, variants: dict[str, Variant], score_held_out: bool = False
+) -> list[dict]:
     """Fit each variant on each of the protocol's folds; return (and write) its validation
-    scores. Variants that share a training pool share its preparation."""
+    scores, and with ``score_held_out`` (``corpus`` protocol only) the held-out corpus's.
+    Variants that share a training pool share its preparation."""
+    if score_held_out and exp.protocol != "corpus":
+        raise ValueError("only the corpus protocol has a held-out corpus to score")
     from training.corpora import corpus_root, load_corpus
     from training.model import ModelConfig
     from training.pipeline import subset
@@ -177,6 +190,13 @@ def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
             val = part_scores(
                 result, split.val, config, False, split.corpora.get("val"), split.train.labels
             )
+            held_out = (
+                part_scores(
+                    result, split.test, config, True, split.corpora.get("test"), split.train.labels
+                )
+                if score_held_out
+                else None
+            )
             results.append(
                 {
                     "protocol": exp.protocol,
@@ -195,6 +215,11 @@ def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
                     "val": {k: val[k] for k in ("loss", "accuracy", "macro_f1")},
                     "val_accuracy_by_corpus": val.get("accuracy_by_corpus", {}),
                     "val_by_corpus": val.get("by_corpus", {}),
+                    **(
+                        {}
+                        if held_out is None
+                        else {"held_out": {k: held_out[k] for k in HELD_OUT_KEYS}}
+                    ),
                     "split_file": path.name,
                     "split_sha256": split.split_sha256,
                     "train_config": config.to_dict(),
@@ -202,9 +227,11 @@ def run_ablation(exp: Experiment, variants: dict[str, Variant]) -> list[dict]:
                 }
             )
             merge_ablation(out_file, results[-1])
-            print(
-                f"{name} {variant_name}: val accuracy {val['accuracy']:.4f}, "
-                f"macro-F1 {val['macro_f1']:.4f}",
-                flush=True,
-            )
+            line = f"val accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}"
+            if held_out is not None:
+                line += (
+                    f"; held-out UAR {held_out['uar']:.4f}, "
+                    f"arousal UAR {held_out['arousal_uar']:.4f}"
+                )
+            print(f"{name} {variant_name}: {line}", flush=True)
     return results

@@ -311,6 +311,12 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
         choices=list(VARIANTS),
         help="run only this variant (repeatable; default: the protocol's family)",
     )
+    p.add_argument(
+        "--score-held-out",
+        action="store_true",
+        help="corpus protocol: also score each fold's held-out corpus (it judges transfer, "
+        "which the folds' in-domain validation rows cannot; it chooses nothing)",
+    )
     _add_recipe_arguments(p)
     p.set_defaults(func=run_ablate)
 
@@ -332,8 +338,11 @@ def run_ablate(args: argparse.Namespace) -> int:
         only_folds=tuple(args.fold) if args.fold else None,
         resume=args.resume,
     )
+    if args.score_held_out and args.protocol != "corpus":
+        print("--score-held-out needs --protocol corpus", file=sys.stderr)
+        return 2
     names = args.variant or default_variants(args.protocol)
-    run_ablation(experiment, {name: VARIANTS[name] for name in names})
+    run_ablation(experiment, {name: VARIANTS[name] for name in names}, args.score_held_out)
     print(f"ablation: {args.out / 'ablation.json'}")
     return 0
 

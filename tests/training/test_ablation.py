@@ -19,7 +19,12 @@ from training.ablation import (
 from training.channel import AUGMENTATIONS
 from training.config import RELEASE_FEATURES, TrainConfig
 from training.model import ModelConfig
-from training.report import ablation_table, robustness_summary, robustness_table
+from training.report import (
+    ablation_table,
+    held_out_ablation_table,
+    robustness_summary,
+    robustness_table,
+)
 
 
 def _result(variant: str, epochs: int, accuracy: float) -> dict:
@@ -173,3 +178,43 @@ def test_robustness_variants_are_valid_single_changes() -> None:
         TrainConfig().replace(**variant.train)  # each one builds a valid recipe
         ModelConfig(**variant.model)
     assert ROBUSTNESS_VARIANTS["instance-norm"].model == {"input_norm": "instance"}
+
+
+def _held_out(fold: int, variant: str, uar: float, arousal: float) -> dict:
+    corpus = ("ravdess", "savee", "tess")[fold]
+    part = {"n": 100, "uar": uar, "arousal_uar": arousal, "valence_uar": 0.4}
+    return {
+        **_robust(fold, variant, 0.9, 0.8),
+        "protocol": "corpus",
+        "held_out": {"n": 100, "uar": uar, "by_corpus": {corpus: part}},
+    }
+
+
+def test_held_out_corpus_scores_are_paired_with_the_same_folds_baseline(tmp_path: Path) -> None:
+    path = tmp_path / "ablation.json"
+    merge_ablation(path, {**_robust(0, "baseline", 0.9, 0.8), "protocol": "corpus"})  # unscored
+    assert held_out_ablation_table(path) == ""
+    merge_ablation(path, _held_out(0, "baseline", 0.30, 0.70))
+    merge_ablation(path, _held_out(0, "neither", 0.34, 0.65))
+    table = held_out_ablation_table(path).splitlines()
+    assert table[0].startswith("| base recipe | fold | held-out corpus | variant |")
+    assert (
+        table[2]
+        == "| level none, augment none | 0 | ravdess | baseline | 90.00 | 0.300 | 0.700 | 0.400 |"
+    )
+    assert (
+        "| 0 | ravdess | neither | 90.00 | 0.340 (+0.040) | 0.650 (-0.050) | 0.400 (+0.000) |"
+        in (table[3])
+    )
+    assert len(table) == 4  # one fold: no means
+    merge_ablation(path, _held_out(1, "baseline", 0.20, 0.60))
+    merge_ablation(path, _held_out(1, "neither", 0.30, 0.75))
+    table = held_out_ablation_table(path).splitlines()
+    means = table[table.index("") + 1 :]
+    assert means[0].startswith("| base recipe | variant | epochs | folds | mean UAR |")
+    assert means[2].startswith("| level none, augment none | baseline | 12 | 0,1 | 0.250 | 0.650 |")
+    # neither: UAR changes +0.04 and +0.10 (mean +0.07, sd 0.042); arousal -0.05 and +0.15
+    assert means[3] == (
+        "| level none, augment none | neither | 12 | 0,1 | 0.320 (+0.070 +- 0.042) "
+        "| 0.700 (+0.050 +- 0.141) | 0.400 (+0.000 +- 0.000) |"
+    )

@@ -101,3 +101,16 @@ def test_train_says_where_it_writes_before_it_starts(
     (before,) = printed_first
     assert f"{models}/" in before and "ser-<loss>.onnx" in before
     assert f"{runs}/random/ser-<loss>/" in before and "train.log" in before
+
+
+def test_held_out_scoring_is_refused_where_there_is_no_held_out_corpus(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import training.ablation
+
+    def fit_nothing(*args: Any, **kwargs: Any) -> list[dict]:
+        raise AssertionError("an ablation started")
+
+    monkeypatch.setattr(training.ablation, "run_ablation", fit_nothing)
+    assert cli.main(["ablate", "--protocol", "speaker", "--score-held-out"]) == 2
+    assert "--score-held-out needs --protocol corpus" in capsys.readouterr().err

@@ -26,24 +26,32 @@ CLIPS_PER_LABEL = 10  # the stratified split then gives one val and one test cli
 WINDOW_S = 0.5  # a short model window keeps the CPU run to seconds
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """80 half-second WAV clips (16 and 48 kHz) listed in a manifest.csv, as a custom corpus."""
-    root = tmp_path_factory.mktemp("corpus")
+def _write_corpus(root: Path, datasets: tuple[str, ...] = ()) -> Path:
+    """Half-second WAV clips (16 and 48 kHz), CLIPS_PER_LABEL per label and dataset, listed in a
+    manifest.csv; without ``datasets``, one custom corpus with no dataset column."""
     rows = []
-    for i in range(CLIPS_PER_LABEL * len(LABELS)):
-        label = LABELS[i % len(LABELS)]
-        rate = 48_000 if i % 2 else 16_000
-        wave = synth_speechlike(0.6, rate, seed=i) * (1 + i % len(LABELS)) / 4
-        path = f"{label}/clip{i:03d}.wav"
-        (root / label).mkdir(exist_ok=True)
-        sf.write(root / path, wave, rate, subtype="PCM_16")
-        rows.append({"path": path, "emotion": label, "speaker": f"s{i % 4}"})
+    for d, dataset in enumerate(datasets or ("",)):
+        for i in range(CLIPS_PER_LABEL * len(LABELS)):
+            label = LABELS[i % len(LABELS)]
+            rate = 48_000 if i % 2 else 16_000
+            seed = i + 1000 * d
+            wave = synth_speechlike(0.6, rate, seed=seed) * (1 + i % len(LABELS)) / 4
+            path = f"{label}/clip{seed:04d}.wav"
+            (root / label).mkdir(parents=True, exist_ok=True)
+            sf.write(root / path, wave, rate, subtype="PCM_16")
+            row = {"path": path, "emotion": label, "speaker": f"{dataset}s{i % 4}"}
+            rows.append(row | ({"dataset": dataset} if dataset else {}))
     with (root / "manifest.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["path", "emotion", "speaker"])
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 clips of one custom corpus."""
+    return _write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _experiment(corpus: Path, tmp: Path, loss: str) -> Experiment:
@@ -152,6 +160,38 @@ def test_fold_selection_runs_only_the_folds_asked_for(corpus: Path, tmp_path: Pa
     assert [(name, fold) for name, fold, _ in chosen] == [(f"speaker-fold{last}", last)]
     with pytest.raises(ValueError, match="no speaker fold"):
         split_files(replace(base, folds=1, only_folds=(last,)), clips, corpus_root(corpus))
+
+
+@pytest.mark.slow
+def test_the_corpus_ablation_scores_each_fold_on_the_corpus_it_held_out(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from training.ablation import VARIANTS, run_ablation
+
+    two = _write_corpus(tmp_path / "two", ("alpha", "beta"))
+    exp = replace(_experiment(two, tmp_path, "ce"), protocol="corpus")
+    exp = replace(exp, train=exp.train.replace(epochs=1))
+    rows = run_ablation(exp, {"neither": VARIANTS["neither"]}, score_held_out=True)
+    n_corpus = CLIPS_PER_LABEL * len(LABELS)
+    assert [(r["fold"], list(r["held_out"]["by_corpus"])) for r in rows] == [
+        (0, ["alpha"]),
+        (1, ["beta"]),
+    ]
+    for row in rows:
+        held_out = row["held_out"]
+        (name,) = held_out["by_corpus"]
+        assert held_out["n"] == held_out["by_corpus"][name]["n"] == n_corpus
+        for key in ("accuracy", "uar", "arousal_uar", "valence_uar"):
+            assert 0.0 <= held_out[key] <= 1.0
+        # Validation stays in the training corpus: the held-out one is only in "held_out".
+        assert list(row["val_by_corpus"]) == [c for c in ("alpha", "beta") if c != name]
+    written = json.loads((exp.out / "ablation.json").read_text())["ablation"]
+    assert [r["held_out"] for r in written] == [r["held_out"] for r in rows]
+    # Without the flag no test row is scored; other protocols have no held-out corpus.
+    plain = run_ablation(replace(exp, only_folds=(0,)), {"neither": VARIANTS["neither"]})
+    assert "held_out" not in plain[0]
+    with pytest.raises(ValueError, match="corpus protocol"):
+        run_ablation(replace(exp, protocol="speaker"), {}, score_held_out=True)
 
 
 def test_the_gain_check_stores_clips_as_a_16_bit_wav_would() -> None:
