@@ -179,10 +179,12 @@ def test_the_corpus_ablation_scores_each_fold_on_the_corpus_it_held_out(tmp_path
     ]
     for row in rows:
         held_out = row["held_out"]
-        (name,) = held_out["by_corpus"]
-        assert held_out["n"] == held_out["by_corpus"][name]["n"] == n_corpus
-        for key in ("accuracy", "uar", "arousal_uar", "valence_uar"):
-            assert 0.0 <= held_out[key] <= 1.0
+        ((name, part),) = held_out["by_corpus"].items()
+        assert held_out["n"] == part["n"] == n_corpus
+        assert held_out["accuracy"] == part["accuracy"]
+        assert part["classes"] == list(LABELS)  # each corpus has and teaches all eight
+        for key in ("uar", "macro_f1", "arousal_uar", "valence_uar"):
+            assert 0.0 <= part[key] <= 1.0
         # Validation stays in the training corpus: the held-out one is only in "held_out".
         assert list(row["val_by_corpus"]) == [c for c in ("alpha", "beta") if c != name]
     written = json.loads((exp.out / "ablation.json").read_text())["ablation"]
