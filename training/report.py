@@ -882,9 +882,10 @@ def _held_out_ablation_note(table: str) -> str:
     if not table:
         return ""
     return (
-        "The same corpus-fold runs scored on the corpus each fold held out "
-        "(`python -m training ablate --protocol corpus --score-held-out`): what validation "
-        "cannot show, whether a change carries to a recording setup the model never heard. "
+        "The corpus-fold rows run with `--score-held-out` (`python -m training ablate "
+        "--protocol corpus --score-held-out`), scored on the corpus each fold held out: what "
+        "validation cannot show, whether a change carries to a recording setup the model never "
+        "heard. "
         "These scores judge a change after the fact; they choose nothing. UAR over the classes "
         "the held-out corpus has and the training corpora taught; arousal and valence UAR of "
         "the 8-way decision.\n\n" + table
