@@ -319,6 +319,20 @@ def _baselines(rows: list[Record]) -> dict[tuple[str, int, int], Record]:
     return {_pair_key(r): r for r in rows if r["variant"] == "baseline"}
 
 
+def _paired_over_folds(
+    rows: list[Record],
+) -> dict[tuple[str, str, int], list[tuple[Record, Record]]]:
+    """(base recipe, variant, epochs) -> its (row, same fold's baseline) pairs, for each one
+    run on 2 or more folds (a baseline is paired with itself)."""
+    baselines = _baselines(rows)
+    runs: dict[tuple[str, str, int], list[tuple[Record, Record]]] = {}
+    for r in rows:
+        base = baselines.get(_pair_key(r))
+        if base is not None:
+            runs.setdefault((row_base(r), r["variant"], r["epochs"]), []).append((r, base))
+    return {key: pairs for key, pairs in runs.items() if len(pairs) >= 2}
+
+
 def robustness_table(path: Path, protocol: str) -> str:
     """The ``protocol`` (speaker / corpus) rows of ``ablation.json``: per fold and variant,
     validation accuracy, macro-F1 and each corpus's UAR, with the change from the same fold's
@@ -363,13 +377,7 @@ def robustness_summary(path: Path, protocol: str) -> str:
     2 folds are left to :func:`robustness_table`; "" when none has 2.
     """
     rows = [r for r in _ablation_rows(path, protocol) if "val_by_corpus" in r]
-    baselines = _baselines(rows)
-    runs: dict[tuple[str, str, int], list[tuple[Record, Record]]] = {}
-    for r in rows:
-        base = baselines.get(_pair_key(r))
-        if base is not None:
-            runs.setdefault((row_base(r), r["variant"], r["epochs"]), []).append((r, base))
-    runs = {key: pairs for key, pairs in runs.items() if len(pairs) >= 2}
+    runs = _paired_over_folds(rows)
     if not runs:
         return ""
     corpora = sorted({c for r in rows for c in r["val_by_corpus"]})
@@ -430,11 +438,8 @@ def held_out_ablation_table(path: Path) -> str:
     head = "| base recipe | fold | held-out corpus | variant | val accuracy % | "
     head += " | ".join(title for _, title in HELD_OUT_SCORES) + " |"
     lines = [head, "|" + "---|" * (5 + len(HELD_OUT_SCORES))]
-    pairs: dict[tuple[str, str, int], list[tuple[Record, Record]]] = {}
     for r in rows:
         base = baselines.get(_pair_key(r))
-        if base is not None:
-            pairs.setdefault((row_base(r), r["variant"], r["epochs"]), []).append((r, base))
         cells = []
         for key, _ in HELD_OUT_SCORES:
             text = f"{score(r, key):.3f}"
@@ -446,7 +451,7 @@ def held_out_ablation_table(path: Path) -> str:
             f"| {row_base(r)} | {r['fold']} | {corpus} | {r['variant']} | "
             f"{100 * r['val']['accuracy']:.2f} | " + " | ".join(cells) + " |"
         )
-    means = [(key, runs) for key, runs in pairs.items() if len({r["fold"] for r, _ in runs}) >= 2]
+    means = _paired_over_folds(rows)
     if not means:
         return "\n".join(lines)
     lines += [
@@ -456,7 +461,7 @@ def held_out_ablation_table(path: Path) -> str:
         + " |",
         "|" + "---|" * (4 + len(HELD_OUT_SCORES)),
     ]
-    for (recipe, variant, epochs), runs in means:
+    for (recipe, variant, epochs), runs in means.items():
         cells = []
         for key, _ in HELD_OUT_SCORES:
             text = f"{np.mean([score(r, key) for r, _ in runs]):.3f}"
