@@ -10,6 +10,8 @@ Measures, on the test clips, before (``T = 1``) and after:
 - expected calibration error (:func:`expected_calibration_error`): the confidences (top
   probabilities) in 15 equal-width bins over [0, 1]; the clip-weighted mean over bins of
   |accuracy - mean confidence|;
+- how far that ECE would move on another draw of as many clips (:func:`ece_spread`: its
+  bootstrap standard deviation), so a miss of a target by less than that is read as noise;
 - the negative log-likelihood of the true label.
 
 :func:`calibrate_model` fits ``T`` for one exported model from its split file's validation rows,
@@ -34,6 +36,7 @@ from scipy.optimize import minimize_scalar
 from app.contract import log_scores
 
 N_BINS = 15
+N_RESAMPLES = 1000  # bootstrap draws behind ece_spread
 T_RANGE = (0.05, 20.0)  # the search interval for the temperature
 
 
@@ -57,6 +60,11 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    # Bin b holds confidences in (b/n, (b+1)/n]; a confidence of exactly 0 cannot occur.
+    return np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+
+
 def reliability_bins(
     probabilities: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
 ) -> list[dict[str, Any]]:
@@ -64,8 +72,7 @@ def reliability_bins(
     bounds, clips, accuracy and mean confidence. Empty bins have 0 clips and None means."""
     confidence = probabilities.max(axis=-1)
     correct = probabilities.argmax(axis=-1) == labels
-    # Bin b holds confidences in (b/n, (b+1)/n]; a confidence of exactly 0 cannot occur.
-    index = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    index = _bin_index(confidence, n_bins)
     bins = []
     for b in range(n_bins):
         members = index == b
@@ -82,20 +89,45 @@ def reliability_bins(
     return bins
 
 
+def _calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
+    # Sum over bins of (n_b / n) |accuracy_b - confidence_b| = sum of |right_b - confidence
+    # summed over b| / n, with per-bin sums from bincount (no loop: ece_spread calls it often).
+    index = _bin_index(confidence, n_bins)
+    right = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins)
+    stated = np.bincount(index, weights=confidence, minlength=n_bins)
+    return float(np.abs(right - stated).sum() / len(confidence))
+
+
 def expected_calibration_error(
     probabilities: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
 ) -> float:
     """Sum over confidence bins of (clips in bin / clips) x |accuracy - mean confidence|."""
     # Written out rather than taken from a library: scikit-learn has the reliability curve
     # (calibration_curve) for binary problems only, and no ECE.
-    total = len(labels)
-    return float(
-        sum(
-            b["n"] / total * abs(b["accuracy"] - b["confidence"])
-            for b in reliability_bins(probabilities, labels, n_bins)
-            if b["n"]
-        )
-    )
+    correct = probabilities.argmax(axis=-1) == labels
+    return _calibration_error(probabilities.max(axis=-1), correct, n_bins)
+
+
+def ece_spread(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    n_bins: int = N_BINS,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+) -> float:
+    """The bootstrap standard deviation of :func:`expected_calibration_error`: the clips drawn
+    with replacement ``n_resamples`` times (fixed ``seed``, so a rerun gives the same figure)."""
+    # Resampled by hand: scipy.stats.bootstrap wants one scalar observation per row, and a
+    # clip here is a confidence together with whether its label was right.
+    confidence = probabilities.max(axis=-1)
+    correct = probabilities.argmax(axis=-1) == labels
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    draws = [
+        _calibration_error(confidence[rows], correct[rows], n_bins)
+        for rows in (rng.integers(0, n, n) for _ in range(n_resamples))
+    ]
+    return float(np.std(draws, ddof=1))
 
 
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
@@ -105,10 +137,12 @@ def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def measures(scores: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
-    """ECE, NLL, accuracy and the reliability bins of ``softmax(scores / temperature)``."""
+    """ECE (and its bootstrap spread), NLL, accuracy and the reliability bins of
+    ``softmax(scores / temperature)``."""
     probs = softmax(scores, temperature)
     return {
         "ece": expected_calibration_error(probs, labels),
+        "ece_sd": ece_spread(probs, labels),
         "nll": negative_log_likelihood(scores, labels, temperature),
         "accuracy": float((probs.argmax(axis=-1) == labels).mean()),
         "mean_confidence": float(probs.max(axis=-1).mean()),

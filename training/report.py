@@ -678,8 +678,15 @@ def rewrite_report(models_dir: Path) -> Path:
     )
 
 
+def _ece_cell(measured: Record) -> str:
+    # Records written before 2026-12-06 carry no bootstrap spread.
+    spread = measured.get("ece_sd")
+    return f"{measured['ece']:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+
+
 def calibration_table(calibration: list[Record]) -> str:
-    """Temperature, validation ECE and test ECE / NLL before and after, per calibrated model."""
+    """Temperature, validation ECE and test ECE (± its bootstrap standard deviation) / NLL
+    before and after, per calibrated model."""
     lines = [
         "| Model | Temperature | Val ECE before / after | Test ECE before | Test ECE after "
         "| Test NLL before | Test NLL after | Mean confidence before / after | Test accuracy |",
@@ -690,7 +697,7 @@ def calibration_table(calibration: list[Record]) -> str:
         lines.append(
             f"| {r['model']} | {r['temperature']:.3f} "
             f"| {val['ece_before']:.4f} / {val['ece_after']:.4f} "
-            f"| {before['ece']:.4f} | {after['ece']:.4f} "
+            f"| {_ece_cell(before)} | {_ece_cell(after)} "
             f"| {before['nll']:.4f} | {after['nll']:.4f} "
             f"| {before['mean_confidence']:.3f} / {after['mean_confidence']:.3f} "
             f"| {100 * after['accuracy']:.2f} % |"
@@ -828,8 +835,9 @@ def write_report(
             f"`{calibration[0]['split_file']}` validation rows (negative log-likelihood) and "
             "is stored in the model's metadata; "
             "the server serves softmax(scores / T). Measured on the test rows: expected "
-            "calibration error over 15 equal-width confidence bins, and NLL; `python -m training "
-            "calibrate`.\n\n"
+            "calibration error over 15 equal-width confidence bins (± its standard deviation "
+            "over 1000 bootstrap draws of the test rows: how far another draw of as many clips "
+            "would move it), and NLL; `python -m training calibrate`.\n\n"
             + calibration_table(calibration)
             + "\n\nReliability diagrams: "
             + ", ".join(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from training.calibrate import (
+    ece_spread,
     expected_calibration_error,
     fit_temperature,
     measures,
@@ -61,6 +62,22 @@ def test_calibration_error_by_hand() -> None:
     assert expected_calibration_error(probs, labels) == pytest.approx(0.5 * 0.4 + 0.5 * 0.45)
 
 
+def test_the_bootstrap_spread_matches_the_spread_over_fresh_draws() -> None:
+    # The ECE of 300 independent draws of 500 calibrated clips scatters by some sd; the
+    # bootstrap of a single draw has to estimate it without seeing the others.
+    def draw(seed: int, n: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        scores, labels = sampled(2.0, n=n, seed=seed)
+        z = scores / 2.0
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True), labels
+
+    fresh = np.std([expected_calibration_error(*draw(seed)) for seed in range(300)])
+    spread = ece_spread(*draw(1000))
+    assert 0.6 * fresh < spread < 1.6 * fresh
+    assert ece_spread(*draw(1000)) == spread  # seeded: a rerun reports the same figure
+    assert ece_spread(*draw(1001, n=2000)) < 0.7 * spread  # four times the clips
+
+
 def record(model: str, temperature: float) -> dict:
     scores, labels = sampled(1.5, n=2_000, seed=len(model))
     return {
@@ -85,6 +102,12 @@ def test_calibration_records_merge_by_model_and_reach_the_report(tmp_path: Path)
     assert json.loads(path.read_text())["calibration"] == merged
     table = calibration_table(merged)
     assert "| ser-ce | 1.500 | 0.2000 / 0.0500 |" in table
+    after = merged[1]["test"]["after"]
+    assert f"| {after['ece']:.4f} ± {after['ece_sd']:.4f} |" in table
+    # A record from before the spread was measured still renders, with the ECE alone.
+    old = json.loads(json.dumps(merged[1]))
+    del old["test"]["after"]["ece_sd"]
+    assert f"| {after['ece']:.4f} |" in calibration_table([old])
     text = write_report([], tmp_path / "report", calibration=merged).read_text()
     assert "## Calibration (temperature scaling)" in text
     for name in ("ser-ce", "ser-bce"):
