@@ -90,8 +90,9 @@ def reliability_bins(
 
 
 def _calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
-    # Sum over bins of (n_b / n) |accuracy_b - confidence_b| = sum of |right_b - confidence
-    # summed over b| / n, with per-bin sums from bincount (no loop: ece_spread calls it often).
+    # Per bin, (n_b / n) |accuracy_b - mean confidence_b| = |right_b - stated_b| / n, where
+    # right_b counts the bin's right labels and stated_b sums its confidences; both come from
+    # bincount, without a loop over bins, because ece_spread calls this a thousand times.
     index = _bin_index(confidence, n_bins)
     right = np.bincount(index, weights=correct.astype(np.float64), minlength=n_bins)
     stated = np.bincount(index, weights=confidence, minlength=n_bins)
