@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from app.labels import LABELS
+from training.calibrate import N_BINS, N_RESAMPLES
 from training.evaluate import affect_uars
 
 AFFECT_NOTE = (
@@ -835,9 +836,9 @@ def write_report(
             f"`{calibration[0]['split_file']}` validation rows (negative log-likelihood) and "
             "is stored in the model's metadata; "
             "the server serves softmax(scores / T). Measured on the test rows: expected "
-            "calibration error over 15 equal-width confidence bins (± its standard deviation "
-            "over 1000 bootstrap draws of the test rows: how far another draw of as many clips "
-            "would move it), and NLL; `python -m training calibrate`.\n\n"
+            f"calibration error over {N_BINS} equal-width confidence bins (± its standard "
+            f"deviation over {N_RESAMPLES} bootstrap draws of the test rows: how far another "
+            "draw of as many clips would move it), and NLL; `python -m training calibrate`.\n\n"
             + calibration_table(calibration)
             + "\n\nReliability diagrams: "
             + ", ".join(
