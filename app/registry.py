@@ -189,22 +189,36 @@ def validation_score(metrics: Mapping[str, Any]) -> float | None:
     return None
 
 
+def training_corpora(metrics: Mapping[str, Any]) -> dict[str, int]:
+    """The training clips per corpus from a model's metadata metrics (empty when it does not
+    say: models exported before 2026-12-06)."""
+    corpora = metrics.get("training_corpora")
+    if not isinstance(corpora, Mapping):
+        return {}
+    return {str(k): int(v) for k, v in corpora.items() if isinstance(v, int)}
+
+
 def choose_default(models: Mapping[str, ServedModel]) -> str | None:
     """The best model by validation score among those whose front-end has the level stage (all
-    of them when none has); ``ce`` (else the first) when none has a score.
+    of them when none has) and, among those, that learnt from the most corpora; ``ce`` (else
+    the first) when none has a score.
+
+    More corpora come before a higher score because validation scores of different corpus
+    selections are not comparable (a split with Amharic and Turkish clips is harder than one of
+    three English studios), while more corpora is what carries to new voices (models/README.md).
 
     Level-stage models come first because the validation split cannot compare across the
     stage: its clips come from the training corpora's own studios, where loudness gives the
     label away, and a model that listens to loudness scores higher there while it changes its
     answer for half of the clips played 20 dB quieter (models/README.md, gain invariance).
     """
-    scored = {
-        k: (m.feature_config.level != "none", validation_score(m.metadata.metrics))
+    ranked = sorted(
+        (m.feature_config.level != "none", len(training_corpora(m.metadata.metrics)), s, k)
         for k, m in models.items()
-    }
-    ranked = sorted((level, s, k) for k, (level, s) in scored.items() if s is not None)
+        if (s := validation_score(m.metadata.metrics)) is not None
+    )
     if ranked:
-        return ranked[-1][2]
+        return ranked[-1][-1]
     if FALLBACK_DEFAULT in models:
         return FALLBACK_DEFAULT
     return next(iter(models), None)

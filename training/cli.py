@@ -65,6 +65,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="token layout (training/model.py); 'both' trains each on the same split to compare",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
+    _add_corpora_argument(p)
     p.add_argument("--out", type=Path, default=Path("models"), help="models, splits, report")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
     _add_recipe_arguments(p)
@@ -90,7 +91,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The TrainConfig flags shared by ``train`` and ``ablate``."""
     from app.features import LEVEL_MODES, TRIM_FLOORS
-    from training.config import ADVERSARIES, RELEASE_FEATURES, TrainConfig
+    from training.config import ADVERSARIES, LABEL_SETS, RELEASE_FEATURES, TrainConfig
 
     d = TrainConfig()
     p.add_argument(
@@ -148,6 +149,12 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="draw clips with weight n_corpus**-B: 0 every clip once per epoch, 1 equal corpora",
     )
     p.add_argument(
+        "--label-sets",
+        choices=list(LABEL_SETS),
+        default=d.label_sets,
+        help="the classes each clip's loss ranges over: those its corpus has (corpus) or all 8",
+    )
+    p.add_argument(
         "--adversary",
         choices=list(ADVERSARIES),
         default=d.adversary,
@@ -170,6 +177,23 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="the silence trim's floor: relative (the same trim at any recording level, the "
         "release) or absolute (librosa's -100 dB, as before 2026-12-05)",
     )
+
+
+def _add_corpora_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--corpora",
+        type=_corpus_list,
+        default=None,
+        help="comma list of the corpora to use (default: every corpus in --data); "
+        "ravdess,savee,tess is the paper's data, split by the committed models/splits/random.csv",
+    )
+
+
+def _corpus_list(text: str) -> tuple[str, ...]:
+    names = tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
+    if not names:
+        raise argparse.ArgumentTypeError("name one corpus or more, e.g. ravdess,savee,tess")
+    return names
 
 
 def _add_fold_arguments(p: argparse.ArgumentParser) -> None:
@@ -210,6 +234,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         channel_augment=args.channel_augment,
         channel_prob=args.channel_prob,
         corpus_balance=args.corpus_balance,
+        label_sets=args.label_sets,
         adversary=args.adversary,
         adversary_weight=args.adversary_weight,
         time_budget_s=getattr(args, "time_budget", None),
@@ -246,7 +271,11 @@ def _loss_list(text: str) -> str | tuple[str, ...]:
 
 def _say_where(args: argparse.Namespace) -> None:
     """Before an hour of training: what it reads, and which folders it writes (and replaces)."""
+    from training.splits import selection_folder
+
+    folder = "" if args.corpora is None else selection_folder(args.corpora)
     split = "random" if args.protocol == "random" else f"{args.protocol}-fold<k>"
+    split = f"{folder}/{split}" if folder else f"[<corpora>/]{split}"
     exported = "no ONNX (--no-export)" if args.no_export else "ser-<loss>.onnx"
     print(
         f"training on {args.data}\n"
@@ -271,6 +300,7 @@ def run_train(args: argparse.Namespace) -> int:
         train=train,
         features=FeatureConfig(level=args.level, trim_floor=args.trim_floor),
         cache_dir=args.cache_dir,
+        corpora=args.corpora,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
         export=not args.no_export,
@@ -301,6 +331,7 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, default="random", help="the split family")
     _add_fold_arguments(p)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder or manifest CSV")
+    _add_corpora_argument(p)
     p.add_argument("--out", type=Path, default=Path("models"), help="split files, ablation.json")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
     _add_cache_argument(p)
@@ -334,6 +365,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         train=_train_config(args),
         features=FeatureConfig(level=args.level, trim_floor=args.trim_floor),
         cache_dir=args.cache_dir,
+        corpora=args.corpora,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
         resume=args.resume,

@@ -28,6 +28,8 @@ PEAK_LR: dict[str, float] = {"ce": 2e-3, "bce": 2e-3, "smoothl1": 2e-3, "l1": 5e
 Monitor = Literal["macro_f1", "accuracy"]
 Device = Literal["auto", "cpu", "cuda"]
 AdversaryKind = Literal["none", "speaker", "corpus"]
+LabelSets = Literal["all", "corpus"]
+LABEL_SETS: tuple[str, ...] = ("all", "corpus")
 ADVERSARIES: tuple[str, ...] = ("none", "speaker", "corpus")
 
 
@@ -70,6 +72,10 @@ class TrainConfig:
     # release); 1 gives each corpus an equal share of the epoch, drawn with replacement, so the
     # small corpora (SAVEE: 4 speakers) are not outweighed by TESS.
     corpus_balance: float = 0.0
+    # The classes each training clip's loss ranges over (training/labelsets.py): "corpus", the
+    # classes its corpus has (since 2026-12-06: a corpus without neutral teaches nothing about
+    # neutral), or "all" eight, as every model before.
+    label_sets: LabelSets = "corpus"
     # Adversarial training (training/adversary.py): a gradient-reversal head learns to name
     # each clip's training speaker (or corpus) from the embedding while the model learns to
     # make that impossible; adversary_weight is the reversal's strength once ramped up.
@@ -115,6 +121,8 @@ class TrainConfig:
             raise TrainConfigError("channel_prob must be in [0, 1]")
         if not 0 <= self.corpus_balance <= 1:
             raise TrainConfigError("corpus_balance must be in [0, 1]")
+        if self.label_sets not in LABEL_SETS:
+            raise TrainConfigError(f"label_sets {self.label_sets!r} is not one of {LABEL_SETS}")
         if self.adversary not in ADVERSARIES:
             raise TrainConfigError(f"adversary {self.adversary!r} is not one of {ADVERSARIES}")
         if not self.adversary_weight >= 0:

@@ -8,8 +8,10 @@ and architectures then train on those same tensors.
 
 Outputs under ``out`` (``models/`` by default):
 
-- ``splits/<protocol>[-fold<k>].csv``: the split files (reused when present, so separate calls,
-  e.g. one loss per GPU command, train and test on exactly the same clips);
+- ``splits/[<selection>/]<protocol>[-fold<k>].csv``: the split files (reused when present, so
+  separate calls, e.g. one loss per GPU command, train and test on exactly the same clips); the
+  paper's corpora at the top, any selection with others in a folder of its own
+  (:func:`training.splits.selection_folder`);
 - ``ser-<loss>.onnx``: the ``random`` protocol's models (``<arch>/ser-<loss>.onnx`` for the
   non-default ``parallel`` layout, so the server does not pick it up); speaker-protocol folds are
   scored, not exported;
@@ -42,6 +44,7 @@ from training.device import resolve_device, resolve_precision
 from training.evaluate import accuracy_by, classification_metrics, corpus_metrics, summary
 from training.export import export_onnx
 from training.featureset import band_stats, compute_features, normalise_
+from training.labelsets import describe
 from training.model import ModelConfig
 from training.report import Record, rewrite_report
 from training.train import FitResult, LabelledFeatures, fit, predict_logits, score
@@ -61,6 +64,7 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     features: FeatureConfig = RELEASE_FEATURES
     cache_dir: Path = Path(".cache/segments")  # decoded segments, keyed by content hash
+    corpora: tuple[str, ...] | None = None  # the corpora to train and test on (None: all)
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
     only_folds: tuple[int, ...] | None = None  # of those, only these fold numbers
     version: str = field(default_factory=lambda: package_version())
@@ -79,6 +83,24 @@ class SplitData:
     val: LabelledFeatures
     test: LabelledFeatures
     corpora: dict[str, np.ndarray] = field(default_factory=dict)  # part -> each clip's corpus
+
+    @property
+    def training_groups(self) -> np.ndarray:
+        """Each training clip's corpus (n,)."""
+        if self.train.groups is None:
+            raise ValueError("the training pool carries no corpora")
+        return self.train.groups
+
+    @property
+    def training_corpora(self) -> dict[str, int]:
+        """Training clips per corpus (noisy copies not counted), corpora in name order."""
+        names, counts = np.unique(self.training_groups, return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+    @property
+    def label_sets(self) -> dict[str, list[str]]:
+        """Each training corpus's classes (training/labelsets.py)."""
+        return describe(self.training_groups, self.train.labels[: self.train.n_clips], LABELS)
 
 
 def package_version() -> str:
@@ -128,15 +150,27 @@ def _check_covers(path: Path, clips: list[Any]) -> None:
         )
 
 
+def select_corpora(clips: list[Any], corpora: Sequence[str] | None) -> list[Any]:
+    """The clips of ``corpora`` (None: every clip), refusing a name no clip has."""
+    if corpora is None:
+        return clips
+    present = sorted({clip.dataset for clip in clips})
+    unknown = sorted(set(corpora) - set(present))
+    if unknown:
+        raise ValueError(f"no corpus {unknown} in the data; it holds {', '.join(present)}")
+    return [clip for clip in clips if clip.dataset in corpora]
+
+
 def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str, int, Path]]:
     """(name, fold, path) of each split file; drawn and written only when missing.
 
     An existing file is reused (after checking it lists exactly these clips), so separate calls
-    into the same ``out`` train and test on the same clips.
+    into the same ``out`` train and test on the same clips. The name is the file's path under
+    ``splits/`` without ``.csv`` (``random``, ``<selection>/corpus-fold3``): the run folder.
     """
     from training import splits
 
-    folder = exp.out / "splits"
+    folder = exp.out / "splits" / splits.selection_folder([c.dataset for c in clips])
     count = splits.n_folds(exp.protocol, clips)
     paths = [folder / splits.split_file_name(exp.protocol, k) for k in range(count)]
     if not all(p.exists() for p in paths):
@@ -151,7 +185,8 @@ def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str
         wanted = [k for k in wanted if k in exp.only_folds]
     for k in wanted:
         _check_covers(paths[k], clips)
-    return [(paths[k].stem, k, paths[k]) for k in wanted]
+    names = [p.relative_to(exp.out / "splits").with_suffix("").as_posix() for p in paths]
+    return [(names[k], k, paths[k]) for k in wanted]
 
 
 def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path) -> SplitData:
@@ -292,8 +327,10 @@ def train_one(
         "device": str(resolve_device(config.device)),
         "precision": resolve_precision(config.precision, resolve_device(config.device)),
         "torch_threads": torch.get_num_threads(),
-        "split_file": split.split_file.name,
+        "split_file": split.split_file.relative_to(exp.out / "splits").as_posix(),
         "split_sha256": split.split_sha256,
+        "corpora": split.training_corpora,
+        "label_sets": split.label_sets if config.label_sets == "corpus" else "all",
         "n_clips": {
             "train": split.train.n_clips,
             "train_pool": len(split.train.labels),
@@ -329,7 +366,8 @@ def export_record(exp: Experiment, split: SplitData, record: Record, result: Fit
         split_sha256=split.split_sha256,
         metrics={
             "protocol": exp.protocol,
-            "split_file": f"splits/{split.split_file.name}",
+            "split_file": split.split_file.relative_to(exp.out).as_posix(),
+            "training_corpora": split.training_corpora,
             "best_epoch": record["best_epoch"],
             "val": summary(record["val"]),
             "test": summary(record["test"]),
@@ -340,11 +378,19 @@ def export_record(exp: Experiment, split: SplitData, record: Record, result: Fit
     return path
 
 
+def selection_of(record: Record) -> str:
+    """The corpus selection a record trained on; records from before there was a choice
+    (no ``corpora``) trained on the paper's three."""
+    from training.splits import PAPER_CORPORA, selection_name
+
+    return selection_name(list(record.get("corpora") or PAPER_CORPORA))
+
+
 def merge_metrics(path: Path, new: list[Record]) -> list[Record]:
     """Records already in ``path`` with the new ones replacing any of the same key."""
 
-    def key(r: Record) -> tuple[str, int, str, str]:
-        return (r["protocol"], r["fold"], r["loss"], r["architecture"])
+    def key(r: Record) -> tuple[str, str, int, str, str]:
+        return (r["protocol"], selection_of(r), r["fold"], r["loss"], r["architecture"])
 
     old = json.loads(path.read_text())["runs"] if path.exists() else []
     fresh = {key(r) for r in new}
@@ -358,7 +404,8 @@ def run_experiment(exp: Experiment) -> list[Record]:
     """Train, score and (random protocol) export every requested loss x architecture."""
     from training.corpora import corpus_root, load_corpus
 
-    clips = subset(load_corpus(exp.data), exp.train.limit, exp.train.seed)
+    clips = select_corpora(load_corpus(exp.data), exp.corpora)
+    clips = subset(clips, exp.train.limit, exp.train.seed)
     root = corpus_root(exp.data)
     exp.out.mkdir(parents=True, exist_ok=True)
     records: list[Record] = []

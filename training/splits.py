@@ -2,7 +2,13 @@
 
 Three protocols:
 
-``random`` (the paper's): stratified 80/10/10 within every corpus x emotion cell, seeded.
+``random`` (the paper's): stratified 80/10/10 within every corpus x emotion cell, seeded. The
+paper's three corpora (:data:`PAPER_CORPORA`) are always split so: every cell draws from a
+generator of its own, so adding corpora never moves one of their clips, and the seven-corpus
+split holds exactly the test clips of the three-corpus ``random.csv``. Any other named corpus
+whose manifest names speakers is tested on held-out speakers instead (:data:`HELD_OUT_SPEAKERS` of
+them, at least one, drawn with the seed), and 10 % of each emotion of the remaining speakers'
+clips validates: the release is scored on voices it never heard in those corpora.
 
 ``speaker``: ``N_FOLDS`` = 4 cross-validation folds; within each corpus the clips are held out by
 a *hold-out unit*, and no unit appears in two splits of a fold:
@@ -56,6 +62,10 @@ DEFAULT_SEED = 42  # the training default (training.config.TrainConfig.seed)
 RANDOM_FRACTIONS = {TEST: 0.1, VAL: 0.1}  # the rest trains
 COLUMNS = ("path", "dataset", "speaker", "emotion", "split", "utterance")
 WORD_HELD_OUT = frozenset({"tess"})  # corpora held out by utterance instead of speaker
+# The paper's corpora: the ``random`` protocol splits them by cell, as the paper does.
+PAPER_CORPORA = ("ravdess", "savee", "tess")
+CUSTOM_CORPUS = "custom"  # the dataset of a manifest's rows that name none
+HELD_OUT_SPEAKERS = 0.1  # random protocol, other corpora: this share of speakers tests
 
 Row = tuple[Clip, str]
 
@@ -82,6 +92,40 @@ def _sorted_rows(clips: Sequence[Clip], splits: Sequence[str]) -> list[Row]:
     return sorted(zip(clips, splits, strict=True), key=lambda row: row[0].path)
 
 
+def _stratified(
+    clips: Sequence[Clip],
+    groups: list[list[int]],
+    splits: list[str],
+    seed: int,
+    fractions: Mapping[str, float],
+) -> None:
+    """Assign the clips of ``groups`` (content groups, all still TRAIN) per corpus x emotion cell:
+    ``fractions`` of each cell to test, then validation."""
+    strata: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+    for group in groups:
+        first = clips[group[0]]
+        strata[(first.dataset, first.emotion)].append(group)
+    for (dataset, emotion), cell in sorted(strata.items()):
+        size = sum(len(g) for g in cell)
+        wanted = {part: round(size * fractions.get(part, 0.0)) for part in (TEST, VAL)}
+        taken = dict.fromkeys(wanted, 0)
+        for index in _rng(seed, dataset, emotion).permutation(len(cell)):
+            part = next((p for p in (TEST, VAL) if taken[p] < wanted[p]), TRAIN)
+            for i in cell[index]:
+                splits[i] = part
+            if part != TRAIN:
+                taken[part] += len(cell[index])
+
+
+def held_out_speakers(clips: Sequence[Clip], dataset: str, seed: int) -> set[str]:
+    """The speakers of ``dataset`` that the ``random`` protocol tests on (outside the paper's
+    corpora): :data:`HELD_OUT_SPEAKERS` of them, rounded up, drawn with the seed."""
+    speakers = sorted({c.speaker for c in clips if c.dataset == dataset})
+    count = math.ceil(len(speakers) * HELD_OUT_SPEAKERS)
+    order = _rng(seed, dataset, "speakers").permutation(len(speakers))
+    return {speakers[i] for i in order[:count]}
+
+
 def make_random_split(
     clips: Sequence[Clip],
     root: str | Path,
@@ -89,25 +133,35 @@ def make_random_split(
     seed: int = DEFAULT_SEED,
     fractions: Mapping[str, float] = RANDOM_FRACTIONS,
 ) -> list[Row]:
-    """The ``random`` protocol: stratified 80/10/10 by corpus x emotion; rows sorted by path.
+    """The ``random`` protocol; rows sorted by path.
 
-    ``fractions``: the share of each cell held out per split (test first, then validation).
+    The paper's corpora (and any without speakers, and a manifest's ``custom`` rows): stratified
+    by corpus x emotion,
+    ``fractions`` of each cell held out per split (test first, then validation). Other corpora,
+    when ``fractions`` has a test share: their held-out speakers test, and the validation share
+    of each emotion of the other speakers validates.
     """
-    strata: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
-    for group in content_groups(clips, root):
-        first = clips[group[0]]
-        strata[(first.dataset, first.emotion)].append(group)
+    groups = content_groups(clips, root)
+    by_speaker = {
+        c.dataset
+        for c in clips
+        if c.dataset not in (*PAPER_CORPORA, CUSTOM_CORPUS)
+        and c.speaker
+        and fractions.get(TEST, 0.0) > 0
+    }
     splits = [TRAIN] * len(clips)
-    for (dataset, emotion), groups in sorted(strata.items()):
-        size = sum(len(g) for g in groups)
-        wanted = {part: round(size * fractions.get(part, 0.0)) for part in (TEST, VAL)}
-        taken = dict.fromkeys(wanted, 0)
-        for index in _rng(seed, dataset, emotion).permutation(len(groups)):
-            part = next((p for p in (TEST, VAL) if taken[p] < wanted[p]), TRAIN)
-            for i in groups[index]:
-                splits[i] = part
-            if part != TRAIN:
-                taken[part] += len(groups[index])
+    test_speakers = {d: held_out_speakers(clips, d, seed) for d in sorted(by_speaker)}
+    for i, clip in enumerate(clips):
+        if clip.dataset in test_speakers and clip.speaker in test_speakers[clip.dataset]:
+            splits[i] = TEST
+    _keep_duplicates_together(splits, groups)
+    rest = [g for g in groups if splits[g[0]] == TRAIN]
+    val_only = {VAL: fractions.get(VAL, 0.0)}
+    paper = [g for g in rest if clips[g[0]].dataset not in by_speaker]
+    _stratified(clips, paper, splits, seed, fractions)
+    _stratified(
+        clips, [g for g in rest if clips[g[0]].dataset in by_speaker], splits, seed, val_only
+    )
     return _sorted_rows(clips, splits)
 
 
@@ -263,6 +317,21 @@ def split_sha256(path: str | Path) -> str:
 def split_file_name(protocol: str, fold: int = 0) -> str:
     """``random.csv``, ``speaker-fold<k>.csv`` or ``corpus-fold<k>.csv``."""
     return "random.csv" if protocol == "random" else f"{protocol}-fold{fold}.csv"
+
+
+def selection_name(corpora: Sequence[str]) -> str:
+    """The name of a corpus selection: its corpora in name order, joined by ``+``."""
+    return "+".join(sorted(set(corpora)))
+
+
+def selection_folder(corpora: Sequence[str]) -> str:
+    """Where a selection's split files live, under ``<out>/splits/``: the paper's corpora (or
+    some of them, or a manifest without a dataset column: ``custom``) at the top, as before
+    there were others; any other selection in a folder of its own name
+    (``ased+emotiontts+nemo+ravdess+savee+tess+turev/``), so the folds of different selections
+    never overwrite each other."""
+    top = {*PAPER_CORPORA, CUSTOM_CORPUS}
+    return "" if set(corpora) <= top else selection_name(corpora)
 
 
 def write_all_splits(

@@ -51,6 +51,7 @@ from app.features import FeatureConfig
 from training.adversary import Adversary, group_indices, reversal_scale
 from training.config import TrainConfig
 from training.device import autocast, resolve_device, resolve_precision, use_all_cores
+from training.labelsets import corpus_label_sets, restrict
 from training.losses import make_loss
 from training.model import CnnTransformer, ModelConfig, build_model
 from training.regularise import Mixup, SpecAugment
@@ -383,10 +384,12 @@ def run_epoch(
     versions: int,
     weights: torch.Tensor | None = None,
     adversary_pool: torch.Tensor | None = None,
+    allowed_pool: torch.Tensor | None = None,
 ) -> dict:
     """One epoch of as many draws as there are training clips; returns its mean train loss and
     accuracy, and with an adversary (``adversary_pool``: each clip's group id) its loss and
-    accuracy at naming the group."""
+    accuracy at naming the group. ``allowed_pool`` ``(n_clips, n_labels)``: each clip's label
+    set, which its loss is restricted to (a mixed pair: the union of both sets)."""
     config, model = run.config, run.model
     loss_fn = make_loss(config.loss, config.label_smoothing)
     masks = SpecAugment(
@@ -417,9 +420,13 @@ def run_epoch(
                 scale = reversal_scale(run.progress, config.adversary_weight)
                 group_logits = run.adversary(embedding, scale)
         logits = logits.float()
-        loss = loss_fn(logits, yb)
+        scored = logits
+        if allowed_pool is not None:
+            allowed = allowed_pool[index % n_clips]
+            scored = restrict(logits, allowed if mix is None else allowed | allowed[pair])
+        loss = loss_fn(scored, yb)
         if mix is not None:
-            loss = lam * loss + (1.0 - lam) * loss_fn(logits, yb[pair])
+            loss = lam * loss + (1.0 - lam) * loss_fn(scored, yb[pair])
         total = loss
         if group_logits is not None and adversary_pool is not None:
             group_logits = group_logits.float()
@@ -526,6 +533,12 @@ def fit(
     adversary_pool = None
     if adversary_ids is not None:
         adversary_pool = torch.from_numpy(adversary_ids).to(run.device)
+    allowed_pool = None
+    if config.label_sets == "corpus" and train.groups is not None:
+        # Without corpora (groups) the clips are one corpus, and the loss ranges over all.
+        n_labels = model_config.n_labels
+        sets = corpus_label_sets(train.groups, train.labels[: train.n_clips], n_labels)
+        allowed_pool = torch.from_numpy(sets).to(run.device)
     x_val = torch.from_numpy(val.features).to(run.device)
     y_val = torch.from_numpy(val.labels.astype(np.int64)).to(run.device)
     epochs = tqdm(
@@ -535,7 +548,9 @@ def fit(
         if run.best.exhausted or _budget_spent(run):
             break
         started = time.perf_counter()
-        train_scores = run_epoch(run, x_pool, y_pool, train.versions, weights, adversary_pool)
+        train_scores = run_epoch(
+            run, x_pool, y_pool, train.versions, weights, adversary_pool, allowed_pool
+        )
         if not math.isfinite(train_scores["train_loss"]):
             raise FloatingPointError(f"training loss became {train_scores['train_loss']}")
         logits = predict_logits(run.model, x_val, config.eval_batch_size, run.precision)

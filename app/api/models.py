@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from app.api.deps import RegistryDep
 from app.contract import ModelMetadata
-from app.registry import ServedModel, validation_score
+from app.registry import ServedModel, training_corpora, validation_score
 
 router = APIRouter(tags=["models"])
 
@@ -27,6 +27,11 @@ class ModelInfo(BaseModel):
     validation_score: float | None = Field(description="the score the default is chosen by")
     temperature: float = Field(
         description="calibration: probabilities are softmax(scores / temperature); 1 = none"
+    )
+    training_corpora: dict[str, int] = Field(
+        description="the corpora the model learnt from, with the training clips of each; "
+        "empty for a model whose metadata does not say",
+        examples=[{"ravdess": 1154, "savee": 384, "tess": 2238}],
     )
     git_commit: str
     split_sha256: str
@@ -57,6 +62,7 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         metrics=meta.metrics,
         validation_score=validation_score(meta.metrics),
         temperature=meta.temperature,
+        training_corpora=training_corpora(meta.metrics),
         git_commit=meta.git_commit,
         split_sha256=meta.split_sha256,
         file=model.path.name,

@@ -5,6 +5,7 @@
     ser predict clips/ more.wav [--model ce] [--json | --csv] [--windows] [--concurrency 4]
     ser stream clip.wav [--fast]        # each window's prediction as a live line
     ser stream --mic [--seconds 30]     # the microphone (needs the `mic` extra)
+    ser models [--json]                 # the served models and the corpora each learnt from
 
 ``--url`` (or ``$SER_URL``) names the service, default ``http://127.0.0.1:8000``; it may come
 before or after the subcommand. Exit status: 0 when everything was classified, 1 when some file
@@ -29,7 +30,7 @@ from typing import Any, Final, TextIO
 
 import httpx
 
-from ser_client.api import DEFAULT_URL, AsyncClient
+from ser_client.api import DEFAULT_URL, AsyncClient, Client
 from ser_client.cli_help import DefaultsHelpFormatter
 from ser_client.results import (
     Prediction,
@@ -259,6 +260,54 @@ def run_stream(args: argparse.Namespace) -> int:
         return 130
 
 
+# ---------------------------------------------------------------- ser models
+
+
+def _corpora_cell(corpora: dict[str, int]) -> str:
+    if not corpora:
+        return "(not recorded)"
+    total = sum(corpora.values())
+    return f"{total} clips: " + ", ".join(f"{name} {n}" for name, n in corpora.items())
+
+
+def _test_accuracy(model: dict[str, Any]) -> str:
+    value = (model.get("metrics") or {}).get("test", {}).get("accuracy")
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def models_table(listing: dict[str, Any]) -> str:
+    """``/v1/models`` as text: a line per model, the default marked with ``*``."""
+    rows = [("", "model", "provider", "T", "test acc", "learnt from")]
+    for m in listing.get("models", []):
+        rows.append(
+            (
+                "*" if m.get("default") else "",
+                str(m.get("name", m.get("key", "?"))),
+                str(m.get("provider", "?")),
+                f"{m.get('temperature', 1.0):.3f}",
+                _test_accuracy(m),
+                _corpora_cell(m.get("training_corpora") or {}),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    try:
+        with Client(args.url) as client:
+            listing = client.models()
+    except ServiceError as e:
+        print(f"error: the service refused: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(listing, indent=1) if args.json else models_table(listing))
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 SIGPIPE_EXIT: Final[int] = 128 + signal.SIGPIPE  # 141: what a shell reports for `ser ... | head`
@@ -298,7 +347,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     _add_global_options(root, in_subcommand=False)
-    sub = root.add_subparsers(dest="command", required=True, metavar="{predict,stream}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="{predict,stream,models}")
 
     p = _subcommand(sub, "predict", "classify recordings, one upload each")
     p.add_argument(
@@ -340,6 +389,10 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=run_stream)
+
+    m = _subcommand(sub, "models", "the served models: provider, scores, the corpora each learnt")
+    m.add_argument("--json", action="store_true", help="print /v1/models as it is")
+    m.set_defaults(func=run_models)
     return root
 
 

@@ -301,3 +301,60 @@ def test_cli_predict_a_folder(server: LiveServer, clips: dict[str, Path], tmp_pa
     assert empty.returncode == 2 and "no audio files found" in empty.stderr
     missing = ser(server, "predict", str(tmp_path / "gone.wav"))
     assert missing.returncode == 1 and "cannot read the file" in missing.stdout
+
+
+def test_cli_models_lists_each_model_and_what_it_learnt_from(server: LiveServer) -> None:
+    done = ser(server, "models", "--json")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    table = ser(server, "models")
+    assert table.returncode == 0, table.stderr
+    head, *rows = table.stdout.splitlines()
+    assert head.split() == ["model", "provider", "T", "test", "acc", "learnt", "from"]
+    assert len(rows) == len(listing["models"])
+    for model, row in zip(listing["models"], rows, strict=True):
+        assert row.startswith("*") == model["default"]
+        assert model["name"] in row.split() and model["provider"] in row.split()
+        corpora = model["training_corpora"]
+        expected = f"{sum(corpora.values())} clips" if corpora else "(not recorded)"
+        assert expected in row
+
+
+def test_models_table_names_the_corpora_and_their_clips() -> None:
+    from ser_client.cli import models_table
+
+    listing = {
+        "models": [
+            {
+                "name": "ser-ce",
+                "default": True,
+                "provider": "cpu",
+                "temperature": 1.2,
+                "metrics": {"test": {"accuracy": 0.8}},
+                "training_corpora": {"nemo": 3547, "ravdess": 1154},
+            },
+            {
+                "name": "ser-l1",
+                "default": False,
+                "provider": "cpu",
+                "temperature": 3.0,
+                "metrics": {},
+                "training_corpora": {},
+            },
+        ]
+    }
+    _, ce, l1 = models_table(listing).splitlines()
+    assert ce.split() == [
+        "*",
+        "ser-ce",
+        "cpu",
+        "1.200",
+        "0.8000",
+        "4701",
+        "clips:",
+        "nemo",
+        "3547,",
+        "ravdess",
+        "1154",
+    ]
+    assert l1.split() == ["ser-l1", "cpu", "3.000", "-", "(not", "recorded)"]

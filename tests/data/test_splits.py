@@ -229,3 +229,47 @@ def test_random_split_is_seeded_not_global(corpus: tuple[list[Clip], Path]) -> N
     a = make_random_split(clips, root)
     np.random.seed(456)
     assert make_random_split(clips, root) == a
+
+
+def _new_corpus_clips(root: Path, speakers: int, emotions: tuple[str, ...]) -> list[Clip]:
+    """A corpus outside the paper's three ("nemo"), ``speakers`` x emotions x 10 clips, on disk."""
+    clips = [
+        Clip(f"nemo/s{s:02d}/{e}_{n}.opus", "nemo", f"s{s:02d}", e, f"{n}")
+        for s in range(speakers)
+        for e in emotions
+        for n in range(10)
+    ]
+    for i, clip in enumerate(clips):
+        (root / clip.path).parent.mkdir(parents=True, exist_ok=True)
+        (root / clip.path).write_bytes(b"nemo" + i.to_bytes(4, "little") * 8)
+    return clips
+
+
+def test_random_split_keeps_the_paper_clips_and_holds_out_new_speakers(
+    corpus: tuple[list[Clip], Path],
+) -> None:
+    clips, root = corpus
+    new = _new_corpus_clips(root, 9, ("neutral", "sad", "angry"))
+    paper_rows = dict((c.path, s) for c, s in make_random_split(clips, root))
+    grown_rows = make_random_split(sorted(clips + new, key=lambda c: c.path), root)
+    grown = dict((c.path, s) for c, s in grown_rows)
+    # Adding a corpus moves none of the paper's clips: the paper table keeps its test clips.
+    assert {p: grown[p] for p in paper_rows} == paper_rows
+    by_split = defaultdict(set)
+    for clip, part in grown_rows:
+        if clip.dataset == "nemo":
+            by_split[part].add(clip.speaker)
+    # One of the nine speakers (10 %, rounded up) tests, and no test speaker trains.
+    assert len(by_split["test"]) == 1
+    assert not by_split["test"] & (by_split["train"] | by_split["val"])
+    # Validation: a tenth of each emotion of the other eight speakers' clips.
+    val = Counter(c.emotion for c, s in grown_rows if c.dataset == "nemo" and s == "val")
+    assert val == dict.fromkeys(("neutral", "sad", "angry"), 8)
+
+
+def test_selection_folders_keep_the_paper_layout() -> None:
+    from training.splits import selection_folder
+
+    assert selection_folder(["tess", "ravdess", "savee"]) == ""
+    assert selection_folder(["ravdess"]) == ""
+    assert selection_folder(["savee", "nemo", "ravdess"]) == "nemo+ravdess+savee"

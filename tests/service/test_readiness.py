@@ -47,6 +47,21 @@ def test_a_level_stage_model_is_the_default_over_a_better_scored_one(
     assert client.get("/readyz").json()["default_model"] == "ce"
 
 
+def test_a_model_of_more_corpora_is_the_default_over_a_better_scored_one(
+    make_client, model_folder
+) -> None:
+    folder = model_folder("ce", "bce")  # bce has the better validation score
+    ce = folder / "ce.onnx"
+    metrics = read_metadata(ce).metrics
+    grown = {"ravdess": 1154, "savee": 384, "tess": 2238, "nemo": 3547}
+    rewrite_metadata(ce, metrics={**metrics, "training_corpora": grown})
+    client = make_client(models_dir=folder)
+    assert client.get("/readyz").json()["default_model"] == "ce"
+    listed = {m["key"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["ce"]["training_corpora"] == grown
+    assert listed["bce"]["training_corpora"] == {}  # its metadata does not say
+
+
 def test_corrupt_model_only_is_not_ready(make_client, tmp_path: Path, caplog) -> None:
     folder = tmp_path / "broken"
     folder.mkdir()

@@ -206,3 +206,31 @@ def test_the_gain_check_stores_clips_as_a_16_bit_wav_would() -> None:
     assert louder[1] == pytest.approx(-0.25 * 10**0.5, abs=1 / 32768)
     assert np.max(np.abs(as_stored(x, "peak"))) == pytest.approx(32767 / 32768)
     assert as_stored(np.zeros(4, np.float32), "peak").tolist() == [0.0] * 4
+
+
+def test_a_grown_corpus_trains_beside_the_paper_split(tmp_path: Path) -> None:
+    """More corpora than the committed three-corpus split lists: the selection gets split files
+    of its own (the paper's random.csv stays as it is), and --corpora picks the paper's data."""
+    from dataclasses import replace
+
+    from training.corpora import corpus_root, load_corpus
+    from training.pipeline import select_corpora, split_files
+
+    corpus = _write_corpus(tmp_path / "corpus", ("ravdess", "nemo"))
+    clips = load_corpus(corpus)
+    base = _experiment(corpus, tmp_path, "ce")
+    paper = select_corpora(clips, ("ravdess",))
+    ((name, _, paper_file),) = split_files(base, paper, corpus_root(corpus))
+    assert (name, paper_file) == ("random", tmp_path / "models/splits/random.csv")
+    ((name, _, grown_file),) = split_files(base, clips, corpus_root(corpus))
+    assert name == "nemo+ravdess/random"
+    assert {c.dataset for c, _ in read_split(grown_file)} == {"ravdess", "nemo"}
+    assert len(read_split(paper_file)) == len(paper)  # untouched by the grown selection
+    with pytest.raises(ValueError, match="no corpus \\['tess'\\]"):
+        select_corpora(clips, ("ravdess", "tess"))
+    (record,) = run_experiment(replace(base, train=replace(base.train, epochs=1)))
+    assert record["corpora"] == {"nemo": 54, "ravdess": 64}  # nemo: one speaker tests
+    assert record["split_file"] == "nemo+ravdess/random.csv"
+    metadata = read_metadata(tmp_path / "models" / "ser-ce.onnx")
+    assert metadata.metrics["training_corpora"] == record["corpora"]
+    assert metadata.metrics["split_file"] == "splits/nemo+ravdess/random.csv"
