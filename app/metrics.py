@@ -43,7 +43,8 @@ STREAM_ERRORS = Counter(
     "ser_stream_errors",
     "WebSocket streams ended by an error, by its code (the JSON error's code; invalid_frame "
     "for frames the WebSocket layer refused: bad UTF-8, over the size limit, bad framing; "
-    "ping_flood for connections closed for sending pings faster than they are answered).",
+    "ping_flood for connections closed for sending pings faster than they are answered; "
+    "frame_flood for frames of any kind past the per-connection frame budget).",
     ["code"],
 )
 HTTP_EDGE_ERRORS = Counter(

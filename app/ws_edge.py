@@ -15,6 +15,14 @@ HTTP edge hands over (:mod:`app.http_edge`: what is left of the request's header
 answers pings from a token bucket per connection (:data:`PING_BURST`, then
 :data:`PING_RATE_PER_S`), closing a flooder with 1008. Once accepted, the session's own
 deadlines (start, idle, length) are the app's (:mod:`app.api.stream`).
+
+Every frame costs the parser a few microseconds whatever it carries, and the library's
+``max_size`` counts payload bytes only: empty continuation frames and unsolicited pongs, at
+0.85 MB/s, held the event loop for 21 s (the whole service, every client). So every frame of
+every kind spends a token of a second bucket (:data:`FRAME_BURST`, :data:`FRAME_RATE_PER_S`), a
+message may have at most :data:`MAX_FRAGMENTS` fragments, and the bytes of one read are parsed
+:data:`PARSE_SLICE_BYTES` at a time with the budget checked between slices: a flooder is
+closed with 1008 after a few milliseconds of parsing, not after its whole backlog.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.frames import Frame
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 
 from app import metrics
@@ -35,6 +44,30 @@ from app.http_edge import error_bytes, header_limits
 # them needs, and bounds what a flooder makes the server write (pongs of 125 bytes at most).
 PING_BURST: Final[int] = 16
 PING_RATE_PER_S: Final[float] = 4.0
+# Frames of any kind. The page and the client send one frame per 0.1 s chunk; 20 ms chunks
+# (50 a second) are the finest any capture API delivers. 250 a second after a burst of 500
+# leaves them far below the budget and bounds a flooder's parse cost to ~1 ms a second.
+FRAME_BURST: Final[int] = 500
+FRAME_RATE_PER_S: Final[float] = 250.0
+MAX_FRAGMENTS: Final[int] = 64  # no client library fragments an audio chunk into more
+# One slice is at most ~680 six-byte frames, ~3 ms of parsing, between two budget checks.
+PARSE_SLICE_BYTES: Final[int] = 4096
+
+
+class TokenBucket:
+    """``burst`` tokens, refilled at ``rate_per_s``; :meth:`take` spends one if there is one."""
+
+    def __init__(self, burst: float, rate_per_s: float, now: float) -> None:
+        self.burst, self.rate_per_s = burst, rate_per_s
+        self.tokens, self.clock = burst, now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.clock) * self.rate_per_s)
+        self.clock = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 def _handshake_refusal(exc: Exception) -> tuple[int, str, str]:
@@ -55,8 +88,9 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_made(transport)
         self._handshake_timer: asyncio.TimerHandle | None = None
         self.set_handshake_deadline(self.loop.time() + header_limits().timeout_s)
-        self._ping_tokens = float(PING_BURST)
-        self._ping_clock = self.loop.time()
+        now = self.loop.time()
+        self._pings = TokenBucket(PING_BURST, PING_RATE_PER_S, now)
+        self._frames = TokenBucket(FRAME_BURST, FRAME_RATE_PER_S, now)
 
     def set_handshake_deadline(self, when: float) -> None:
         """Close the connection at loop time ``when`` unless the app has accepted it."""
@@ -71,32 +105,63 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        refusal = self.conn.handshake_exc
-        if refusal is not None and not self.handshake_initiated:
-            # websockets queued its own plain-text 414/431 (or nothing, for a request it could
-            # not parse) that uvicorn never writes: answer in the service's shape instead.
-            self._refuse(*_handshake_refusal(refusal))
+        for start in range(0, len(data), PARSE_SLICE_BYTES):
+            if self.transport.is_closing():
+                return  # closed by a budget: the rest of the read is not parsed
+            super().data_received(data[start : start + PARSE_SLICE_BYTES])
+            refusal = self.conn.handshake_exc
+            if refusal is not None and not self.handshake_initiated:
+                # websockets queued its own plain-text 414/431 (or nothing, for a request it
+                # could not parse) that uvicorn never writes: answer in the service's shape.
+                self._refuse(*_handshake_refusal(refusal))
+                return
+
+    def _frame_allowed(self) -> bool:
+        """Spend a frame token; False (the connection closed) for a flooder or a closed one."""
+        if self.close_sent or self.transport.is_closing():
+            return False
+        if self._frames.take(self.loop.time()):
+            return True
+        self._close_flood(
+            "frame_flood",
+            f"more than {FRAME_BURST} frames at once or {FRAME_RATE_PER_S:g} a second",
+        )
+        return False
+
+    def handle_cont(self, event: Frame) -> None:
+        if not self._frame_allowed():
+            return
+        if len(self.frames) >= MAX_FRAGMENTS:
+            self._close_flood("frame_flood", f"a message of more than {MAX_FRAGMENTS} fragments")
+            return
+        super().handle_cont(event)
+
+    def handle_text(self, event: Frame) -> None:
+        if self._frame_allowed():
+            super().handle_text(event)
+
+    def handle_bytes(self, event: Frame) -> None:
+        if self._frame_allowed():
+            super().handle_bytes(event)
+
+    def handle_pong(self, event: Frame) -> None:
+        if self._frame_allowed():
+            super().handle_pong(event)
 
     def handle_ping(self) -> None:
-        if self.close_sent or self.transport.is_closing():
+        if not self._frame_allowed():
             return
-        now = self.loop.time()
-        refill = (now - self._ping_clock) * PING_RATE_PER_S
-        self._ping_tokens = min(float(PING_BURST), self._ping_tokens + refill)
-        self._ping_clock = now
-        if self._ping_tokens < 1.0:
-            self._close_flood()
+        if not self._pings.take(self.loop.time()):
+            self._close_flood(
+                "ping_flood",
+                f"more than {PING_BURST} pings at once or {PING_RATE_PER_S:g} a second",
+            )
             return
-        self._ping_tokens -= 1.0
         super().handle_ping()
 
-    def _close_flood(self) -> None:
-        metrics.STREAM_ERRORS.labels(code="ping_flood").inc()
-        self.conn.fail(
-            POLICY_VIOLATION,
-            f"more than {PING_BURST} pings at once or {PING_RATE_PER_S:g} a second",
-        )
+    def _close_flood(self, code: str, reason: str) -> None:
+        metrics.STREAM_ERRORS.labels(code=code).inc()
+        self.conn.fail(POLICY_VIOLATION, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.transport.close()

@@ -152,6 +152,82 @@ def test_a_ping_flood_is_closed_with_1008_and_memory_stays_flat(server: LiveServ
     assert server.metric("ser_stream_errors_total", code="ping_flood") >= 4
 
 
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """One masked client frame of up to 125 bytes (``fin=False``: a fragment to continue)."""
+    mask = os.urandom(4)
+    data = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return struct.pack("!BB", (0x80 if fin else 0) | opcode, 0x80 | len(payload)) + mask + data
+
+
+CONTINUATION, BINARY, PONG = 0x0, 0x2, 0xA
+EMPTY_FLOODS = {
+    # A binary message that never ends, then empty continuation frames: no payload byte to count.
+    "empty continuations": (frame(BINARY, b"ab", fin=False), frame(CONTINUATION, fin=False)),
+    "unsolicited pongs": (b"", frame(PONG)),
+}
+
+
+def _healthz_ms(server: LiveServer) -> float:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    return (time.monotonic() - started) * 1000
+
+
+@pytest.mark.parametrize("name", list(EMPTY_FLOODS))
+def test_an_empty_frame_flood_is_closed_and_never_holds_the_server(
+    server: LiveServer, name: str
+) -> None:
+    """Frames that carry nothing cost the parser as much as any: each spends the connection's
+    frame budget, and the flooder is closed (1008) while /healthz keeps answering at once."""
+    first, repeated = EMPTY_FLOODS[name]
+    sock = open_websocket(server)
+    sock.sendall(first)
+    burst = repeated * 20_000
+    stop = threading.Event()
+    sent = [0]
+
+    def flood_until_closed() -> None:
+        sock.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                sent[0] += sock.send(burst)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=flood_until_closed)
+    started = time.monotonic()
+    thread.start()
+    latencies = [_healthz_ms(server) for _ in range(20)]
+    closed, data = closed_within(sock, 5.0)
+    stop.set()
+    thread.join()
+    sock.close()
+    assert closed, "the flooder's connection is still open"
+    close_at = data.find(bytes([0x80 | CLOSE]))
+    assert close_at >= 0, "no close frame"
+    assert struct.unpack("!H", data[close_at + 2 : close_at + 4])[0] == 1008
+    assert time.monotonic() - started < 1.0 + MARGIN_S + 20 * 0.1
+    assert max(latencies) < 100 + 1000 * MARGIN_S / 10, latencies
+    assert server.metric("ser_stream_errors_total", code="frame_flood") >= 1
+
+
+def test_a_message_of_too_many_fragments_is_closed(server: LiveServer) -> None:
+    sock = open_websocket(server)
+    fragments = [frame(BINARY, b"a", fin=False)]
+    fragments += [frame(CONTINUATION, b"b", fin=False) for _ in range(100)]
+    sock.sendall(b"".join(fragments))
+    closed, data = closed_within(sock, 5.0)
+    sock.close()
+    assert closed
+    close_at = data.find(bytes([0x80 | CLOSE]))
+    assert struct.unpack("!H", data[close_at + 2 : close_at + 4])[0] == 1008
+    assert b"fragments" in data
+
+
 def test_a_client_pinging_at_a_sane_rate_keeps_its_connection(server: LiveServer) -> None:
     with connect(server.ws_url, open_timeout=10) as websocket:
         for _ in range(10):  # a burst under PING_BURST (16)
