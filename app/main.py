@@ -24,6 +24,7 @@ from app.errors import install_error_handlers
 from app.http_edge import install_log_filter
 from app.logs import RequestLogMiddleware, configure_logging
 from app.registry import ModelRegistry
+from app.vad import default_detector
 from app.settings import Settings
 from app.workpool import WorkPools
 
@@ -58,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # from every lane thread, and its idle threads spin: two lane threads featurising at once
     # ran at 157 clips/s against 320 with one BLAS thread each (the lanes are the parallelism).
     threadpool_limits(limits=1, user_api="blas")
+    await asyncio.to_thread(default_detector)  # the speech gate, loaded before any request
     registry = await asyncio.to_thread(ModelRegistry.load, settings)
     pools = WorkPools.from_settings(settings)
     app.state.registry = registry

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_audio_s: float = Field(default=600.0, gt=0.0)
     min_audio_s: float = Field(default=0.1, ge=0.0)
     segment_hop_s: float | None = Field(default=None, gt=0.0)  # None: half the model window
+    # Speech gate (app/vad.py), uploads and streams: a 32 ms frame is speech from this
+    # probability of the voice-activity detector on (Silero's default, 0.5).
+    vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     # Decoded size (frames x channels) a /predict upload may reach, judged from its header.
     max_decoded_samples: int = Field(default=DEFAULT_MAX_DECODED_SAMPLES, ge=1)
     # Seconds opening an upload and reading its header may take (done in a work lane): legit

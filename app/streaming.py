@@ -10,9 +10,13 @@ Each window comes with its model features (:mod:`app.windows`): a window on the 
 grid reuses the frames it shares with the previous one, so a 0.5 s hop computes 50 frames, not
 348.
 
-Each window is gated: a window with too little voiced audio is marked ``speech=False`` and is
-not classified (see :func:`speech_activity`). :class:`app.live.LiveStream` classifies the
-windows; the WebSocket route only moves bytes and messages.
+Each window is gated by the trained voice-activity detector (:mod:`app.vad`), which hears the
+model-rate samples as they arrive, before any level stage, with its state kept in the session:
+a window is speech when at least :data:`app.vad.SPEECH_FRACTION` of its 32 ms frames are
+(``active_fraction``); other windows are marked ``speech=False`` and are not classified. Steady
+noise, hum and music are not speech at any level; a quiet voice is.
+:class:`app.live.LiveStream` classifies the windows; the WebSocket route only moves bytes and
+messages.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ import soxr
 
 from app.audio import RESAMPLE_QUALITY, check_sample_rate, check_samples, to_mono
 from app.features import FeatureConfig
+from app.vad import (
+    DEFAULT_THRESHOLD,
+    FRAME_SAMPLES,
+    SPEECH_FRACTION,
+    VAD_RATE,
+    SpeechDetector,
+    default_detector,
+    speech_fraction,
+)
 from app.windows import SlidingFeatures, featurise
 
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
@@ -35,10 +48,6 @@ MAX_CHANNELS: Final[int] = 32
 MIN_HOP_S: Final[float] = 0.1
 MIN_WINDOW_S: Final[float] = 1.0
 
-# Speech gate: a 10 ms frame is "active" when its RMS is above ACTIVE_FRAME_DBFS; a window is
-# speech when at least SPEECH_FRACTION of its frames are active (0.1 of 3.5 s = 350 ms).
-ACTIVE_FRAME_DBFS: Final[float] = -45.0
-SPEECH_FRACTION: Final[float] = 0.1
 # stop() emits a last window when at least this much audio was never inside a window.
 MIN_FINAL_S: Final[float] = 0.25
 
@@ -97,19 +106,6 @@ def level_dbfs(samples: np.ndarray) -> float:
     return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
-def speech_activity(samples: np.ndarray, frame_samples: int) -> float:
-    """Fraction of the ``frame_samples``-long frames of ``samples`` (shape ``(n,)``) whose RMS
-    is above :data:`ACTIVE_FRAME_DBFS`. An energy gate, not a trained VAD: steady loud noise
-    counts as active; quiet rooms and digital silence do not."""
-    n_frames = samples.shape[0] // frame_samples
-    if n_frames == 0:
-        return 0.0
-    frames = samples[: n_frames * frame_samples].reshape(n_frames, frame_samples)
-    power = np.mean(np.square(frames, dtype=np.float64), axis=1)
-    threshold = 10.0 ** (ACTIVE_FRAME_DBFS / 10.0)
-    return float(np.mean(power > threshold))
-
-
 class StreamSession:
     """Raw PCM bytes in, model windows out. Parameters in seconds and Hz, converted once.
 
@@ -121,6 +117,8 @@ class StreamSession:
         encoding: ``pcm_s16le`` (int16) or ``pcm_f32le`` (float32), little-endian, interleaved.
         channels: interleaved channels, averaged to mono.
         max_duration_s: the most audio one session may carry (None: unlimited).
+        detector: the voice-activity detector (default: the process's one).
+        vad_threshold: a 32 ms frame is speech from this probability on.
     """
 
     def __init__(
@@ -132,8 +130,12 @@ class StreamSession:
         encoding: str,
         channels: int,
         max_duration_s: float | None = None,
+        detector: SpeechDetector | None = None,
+        vad_threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         _validate(config, hop_s, window_s, sample_rate, encoding, channels)
+        self._detector = detector or default_detector()
+        self.vad_threshold = float(vad_threshold)
         self.config = config
         self.sample_rate = int(sample_rate)
         self.encoding = encoding
@@ -146,7 +148,6 @@ class StreamSession:
         self.window_samples = round(self.window_s * self.model_rate)
         self.frame_bytes = BYTES_PER_SAMPLE[encoding] * self.channels
         self._dtype = np.dtype("<i2" if encoding == "pcm_s16le" else "<f4")
-        self._gate_frame_samples = config.hop_length  # 10 ms at 16 kHz
         self._min_final_samples = round(MIN_FINAL_S * self.model_rate)
         self.reset()
 
@@ -168,6 +169,9 @@ class StreamSession:
         self._input_frames = 0
         self._finished = False
         self._features = SlidingFeatures(self.config)
+        self._vad = self._detector.stream()
+        self._speech = np.zeros(0, dtype=np.float32)  # frame probabilities from _speech_first
+        self._speech_first = 0  # absolute index of the frame _speech[0] judges
 
     @property
     def duration_s(self) -> float:
@@ -249,6 +253,7 @@ class StreamSession:
     def _append(self, samples: np.ndarray) -> None:
         if samples.shape[0]:
             self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+            self._speech = np.concatenate([self._speech, self._vad.push(samples)])
 
     def _take_windows(self) -> list[Window]:
         """Cut every complete window, then drop the samples no later window needs."""
@@ -263,13 +268,18 @@ class StreamSession:
         if keep_from > self._buffer_start:
             self._buffer = self._buffer[keep_from - self._buffer_start :].copy()
             self._buffer_start = keep_from
+        first_needed = max(0, keep_from // FRAME_SAMPLES - 1)  # a frame centred at keep_from on
+        if first_needed > self._speech_first:
+            self._speech = self._speech[first_needed - self._speech_first :].copy()
+            self._speech_first = first_needed
         return windows
 
     def _make_window(self, start: int, end: int) -> Window:
         real = self._buffer[start - self._buffer_start : end - self._buffer_start]
         samples = np.zeros(self.window_samples, dtype=np.float32)
         samples[: real.shape[0]] = real
-        activity = speech_activity(real, self._gate_frame_samples)
+        offset = self._speech_first * FRAME_SAMPLES
+        activity = speech_fraction(self._speech, start - offset, end - offset, self.vad_threshold)
         if self._features.usable(start, real.shape[0]):
             features = self._features.window(self._buffer, self._buffer_start, start)
         else:  # a client-chosen shorter window, or the final one: off the frame grid or padded
@@ -298,6 +308,10 @@ def _validate(
     encoding: str,
     channels: int,
 ) -> None:
+    if config.sample_rate != VAD_RATE:
+        raise StreamConfigError(
+            f"the model's rate is {config.sample_rate} Hz; the speech detector needs {VAD_RATE}"
+        )
     if encoding not in ENCODINGS:
         raise UnsupportedEncodingError(
             f"encoding {encoding!r} is not supported: use one of {', '.join(ENCODINGS)}"

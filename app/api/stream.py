@@ -247,6 +247,7 @@ def _open_stream(app: FastAPI, start: StartMessage, settings: Settings) -> LiveS
         encoding=start.encoding,
         channels=start.channels,
         max_duration_s=settings.stream_max_session_s,
+        vad_threshold=settings.vad_threshold,
     )
     return LiveStream(session, served)
 

@@ -217,15 +217,30 @@ def test_flush_pads_a_stream_shorter_than_one_window(clip_16k: np.ndarray) -> No
     assert stream(new_session(), pcm16(clip_16k[: RATE // 10]), [100]) == []
 
 
-def test_silence_and_quiet_noise_are_not_speech(clip_16k: np.ndarray) -> None:
+def test_silence_noise_and_hum_are_not_speech_at_any_level(clip_16k: np.ndarray) -> None:
+    """The trained detector, not an energy gate: a fan at -20 dBFS is as silent as silence."""
     rng = np.random.default_rng(0)
-    noise_60db = 10 ** (-60 / 20) * rng.standard_normal(4 * RATE)
-    for audio in (np.zeros(4 * RATE), noise_60db):
+    t = np.arange(4 * RATE) / RATE
+    hum = np.sin(2 * np.pi * 100 * t) + 0.3 * np.sin(2 * np.pi * 200 * t)
+    for name, audio in {
+        "silence": np.zeros(4 * RATE),
+        "noise at -60 dBFS": 10 ** (-60 / 20) * rng.standard_normal(4 * RATE),
+        "noise at -20 dBFS": 10 ** (-20 / 20) * rng.standard_normal(4 * RATE),
+        "100 Hz hum at -28 dBFS": 10 ** (-28 / 20) * hum / np.sqrt(np.mean(hum**2)),
+    }.items():
         windows = stream(new_session(encoding="pcm_f32le"), audio.astype("<f4").tobytes(), [8000])
-        assert windows and not any(w.speech for w in windows)
+        assert windows and not any(w.speech for w in windows), name
+        assert max(w.active_fraction for w in windows) < 0.05, name
     speech = stream(new_session(), pcm16(clip_16k), [8000])
     assert all(w.speech for w in speech)
-    assert -40 < speech[0].level_dbfs < -5 and speech[0].active_fraction > 0.9
+    assert -40 < speech[0].level_dbfs < -5 and speech[0].active_fraction > 0.8
+
+
+def test_a_quiet_voice_is_speech(clip_16k: np.ndarray) -> None:
+    for gain_db in (-20, -30):  # the clip at about -47 and -57 dBFS
+        quiet = clip_16k * 10 ** (gain_db / 20)
+        windows = stream(new_session(encoding="pcm_f32le"), quiet.astype("<f4").tobytes(), [8000])
+        assert windows and all(w.speech for w in windows), gain_db
 
 
 def test_speech_after_silence_turns_the_gate_on() -> None:

