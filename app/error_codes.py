@@ -40,6 +40,7 @@ ERROR_CODES: Final[dict[str, Outcome]] = {
     "audio_too_large": Outcome(413, MESSAGE_TOO_BIG),
     "unsupported_sample_rate": Outcome(422, INVALID_PAYLOAD),
     "unusable_audio": Outcome(422, None),
+    "no_speech": Outcome(422, None),
     # The request around it.
     "bad_request": Outcome(400, None),
     "invalid_request": Outcome(422, None),

@@ -75,6 +75,12 @@ class UnusableAudioError(ServiceError):
     code = "unusable_audio"
 
 
+class NoSpeechError(UnusableAudioError):
+    """Sound, but no window the speech detector hears a voice in (app/vad.py)."""
+
+    code = "no_speech"
+
+
 class UploadTimeoutError(ServiceError):
     """The body did not arrive in time (see :mod:`app.api.upload`)."""
 

@@ -24,8 +24,8 @@ from app.errors import install_error_handlers
 from app.http_edge import install_log_filter
 from app.logs import RequestLogMiddleware, configure_logging
 from app.registry import ModelRegistry
-from app.vad import default_detector
 from app.settings import Settings
+from app.vad import default_detector
 from app.workpool import WorkPools
 
 log = logging.getLogger(__name__)

@@ -94,19 +94,32 @@ class VadStream:
         self.frames = 0  # frames judged so far
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        """Add 16 kHz mono samples ``(n,)``; the probabilities of the frames they complete."""
-        data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
-        n_frames = data.shape[0] // FRAME_SAMPLES
-        self._pending = data[n_frames * FRAME_SAMPLES :]
-        out = np.empty(n_frames, dtype=np.float32)
+        """Add 16 kHz mono samples ``(n,)``; the probabilities of the frames they complete.
+        The samples are read in place (a 10-minute upload is not copied)."""
+        samples = np.asarray(samples, dtype=np.float32)
+        out = []
+        used = 0
+        if self._pending.shape[0]:
+            used = min(FRAME_SAMPLES - self._pending.shape[0], samples.shape[0])
+            self._pending = np.concatenate([self._pending, samples[:used]])
+            if self._pending.shape[0] == FRAME_SAMPLES:
+                out.append(self._judge(self._pending))
+                self._pending = np.zeros(0, dtype=np.float32)
+        n_frames = (samples.shape[0] - used) // FRAME_SAMPLES
         for k in range(n_frames):
-            frame = data[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES]
-            batch = np.concatenate([self._context, frame])[None, :]
-            probability, self._state = self.detector.step(batch, self._state)
-            out[k] = probability[0]
-            self._context = frame[-CONTEXT_SAMPLES:]
-        self.frames += n_frames
-        return out
+            start = used + k * FRAME_SAMPLES
+            out.append(self._judge(samples[start : start + FRAME_SAMPLES]))
+        tail = used + n_frames * FRAME_SAMPLES
+        if tail < samples.shape[0]:
+            self._pending = np.concatenate([self._pending, samples[tail:]])
+        self.frames += len(out)
+        return np.array(out, dtype=np.float32)
+
+    def _judge(self, frame: np.ndarray) -> float:
+        batch = np.concatenate([self._context, frame])[None, :]
+        probability, self._state = self.detector.step(batch, self._state)
+        self._context = frame[-CONTEXT_SAMPLES:].copy()
+        return float(probability[0])
 
 
 def frame_span(start: int, end: int) -> tuple[int, int]:
@@ -131,3 +144,39 @@ def speech_fraction(
 def default_detector() -> SpeechDetector:
     """The process's one detector (the ONNX session is loaded once and shared)."""
     return SpeechDetector()
+
+
+# Utterances: speech between pauses. A run starts at a frame of at least the threshold, goes
+# on through frames of at least the threshold less HYSTERESIS (Silero's own rule for the end of
+# speech), and ends at a pause of MIN_PAUSE_S: a breath or a comma does not split a turn, the
+# other speaker's turn does. Runs shorter than MIN_UTTERANCE_S (a cough, a click) are dropped.
+HYSTERESIS: Final[float] = 0.15
+MIN_PAUSE_S: Final[float] = 0.5
+MIN_UTTERANCE_S: Final[float] = 0.25
+
+
+def utterances(
+    probabilities: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_pause_s: float = MIN_PAUSE_S,
+    min_utterance_s: float = MIN_UTTERANCE_S,
+) -> list[tuple[int, int]]:
+    """The utterances of a clip's frame probabilities ``(n_frames,)``: ``(start, end)`` in
+    16 kHz samples, in order, each from its first speech frame to the end of its last."""
+    frame_s = FRAME_SAMPLES / VAD_RATE
+    pause_frames = max(1, round(min_pause_s / frame_s))
+    runs: list[tuple[int, int]] = []
+    start = last = -1
+    for k, p in enumerate(probabilities.tolist()):
+        if start < 0:
+            if p >= threshold:
+                start = last = k
+        elif p >= threshold - HYSTERESIS:
+            last = k
+        elif k - last >= pause_frames:
+            runs.append((start, last + 1))
+            start = -1
+    if start >= 0:
+        runs.append((start, last + 1))
+    shortest = min_utterance_s / frame_s
+    return [(a * FRAME_SAMPLES, b * FRAME_SAMPLES) for a, b in runs if b - a >= shortest]

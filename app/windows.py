@@ -129,15 +129,24 @@ class ClipWindows:
         return self.trimmed.shape[0] < self.config.window_samples
 
     @property
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each window's real audio, samples from the start of the clip."""
+        n, size, first = self.trimmed.shape[0], self.config.window_samples, self.trim_start
+        return [(first + o, first + min(o + size, n)) for o in self.offsets]
+
+    @property
     def spans_s(self) -> list[tuple[float, float]]:
         """(start_s, end_s) of each window's real audio, seconds from the start of the clip."""
-        n, size, rate = self.trimmed.shape[0], self.config.window_samples, self.config.sample_rate
-        first = self.trim_start
-        return [((first + o) / rate, (first + min(o + size, n)) / rate) for o in self.offsets]
+        rate = self.config.sample_rate
+        return [(start / rate, end / rate) for start, end in self.spans]
 
     def features(self, begin: int = 0, end: int | None = None) -> np.ndarray:
         """Features of windows ``begin:end``: ``(n, n_mels, frames)``."""
         return featurise([self.trimmed[o:] for o in self.offsets[begin:end]], self.config)
+
+    def features_of(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Features of the windows ``indices``: ``(len(indices), n_mels, frames)``."""
+        return featurise([self.trimmed[self.offsets[int(k)] :] for k in indices], self.config)
 
 
 class SlidingFeatures:

@@ -77,20 +77,24 @@ def av_bytes(wave: np.ndarray, sample_rate: int, container: str, codec: str) -> 
     return buffer.getvalue()
 
 
+VOICED_S, PERIOD_S = 0.5, 2.5  # the worst-case upload: half a second of voice every 2.5 s
+
+
 def write_worst_case_flac(path: Path, seconds: float, rate: int = 192_000) -> int:
     """A mono ``rate`` Hz FLAC of ``seconds`` x ``rate`` decoded samples that still fits the
-    upload limit (at the defaults: the largest upload /predict accepts). Each second is a 20 ms
-    400 Hz tone burst at -20 dBFS, then digital silence (which FLAC stores in a few bytes); the
-    bursts are loud enough to survive resampling to 16 kHz, so the clip is not refused as
-    silent. Returns its size in bytes."""
-    second = np.zeros(rate, np.int16)
-    burst = np.arange(rate // 50) / rate
-    second[: burst.size] = np.round(3277 * np.sin(2 * np.pi * 400 * burst))
-    whole, rest = divmod(round(seconds * rate), rate)
+    upload limit (at the defaults: the largest upload /predict accepts: 18.7 MB). Every 2.5 s
+    starts with half a second of :func:`synth_speechlike` (peak -27 dBFS), then digital silence
+    (which FLAC stores in a few bytes): every model window of it has speech in it, so the
+    server decodes, hears, featurises and classifies the whole clip. Returns its size in
+    bytes."""
+    period = np.zeros(round(PERIOD_S * rate), np.int16)
+    voice = synth_speechlike(VOICED_S, rate, seed=1)
+    period[: voice.size] = np.round(voice * 0.15 * 32767)
+    whole, rest = divmod(round(seconds * rate), period.size)
     with sf.SoundFile(path, "w", rate, 1, "PCM_16", format="FLAC") as f:
         for _ in range(whole):
-            f.write(second)
-        f.write(second[:rest])
+            f.write(period)
+        f.write(period[:rest])
     return path.stat().st_size
 
 

@@ -27,7 +27,7 @@ from app.errors import (
     error_docs,
 )
 from app.logs import request_id_of
-from app.prediction import ClipLimits, predict_clip
+from app.prediction import ClipLimits, Segmentation, predict_clip
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
@@ -176,20 +176,34 @@ ModelQuery = Annotated[
 ]
 
 
+SegmentsQuery = Annotated[
+    Segmentation,
+    Query(
+        description="what `segments` holds: the model windows (the first is the training "
+        "segment), or the utterances the speech detector finds (speech between pauses of "
+        "0.5 s or more), each the mean of the windows cut from it",
+    ),
+]
+
+
 async def predict(
     request: Request,
     registry: ReadyRegistryDep,
     settings: SettingsDep,
     pools: WorkPoolsDep,
     model: ModelQuery = None,
+    segments: SegmentsQuery = "windows",
 ) -> Response:
-    """Classify the emotion in one clip (per-window results for clips longer than a window)."""
+    """Classify the emotion in one clip: per window or per utterance for longer audio; windows
+    without speech are reported and not classified."""
     started = time.perf_counter()
     served = registry.get(model)
     data = await read_audio_body(request, settings.max_upload_bytes)
     hop_s = settings.segment_hop_s or served.feature_config.window_s / 2
     limits = ClipLimits.from_settings(settings)
-    result = await predict_clip(data, served, hop_s, limits, pools, started=started)
+    result = await predict_clip(
+        data, served, hop_s, limits, pools, started=started, segmentation=segments
+    )
     return Response(predict_response(result).model_dump_json(), media_type="application/json")
 
 

@@ -7,6 +7,7 @@ schema only), so each response is validated and serialised once, here.
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from app.affect import AROUSAL_HELP, VALENCE_HELP, affect_of
@@ -21,13 +22,18 @@ class ModelRef(BaseModel):
 
 
 class SegmentResult(BaseModel):
-    start_s: float = Field(description="window start, seconds from the start of the audio")
-    end_s: float = Field(description="end of the real audio in the window (padding excluded)")
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-    arousal: float = Field(description=AROUSAL_HELP)
-    valence: float = Field(description=VALENCE_HELP)
+    start_s: float = Field(description="segment start, seconds from the start of the audio")
+    end_s: float = Field(description="end of the real audio in the segment (padding excluded)")
+    speech: bool = Field(
+        description="the speech detector hears a voice in the window; the others are not "
+        "classified (label, confidence, probabilities, arousal and valence null)"
+    )
+    active_fraction: float = Field(description="share of the window's 32 ms frames that are speech")
+    label: str | None
+    confidence: float | None
+    probabilities: dict[str, float] | None
+    arousal: float | None = Field(description=AROUSAL_HELP)
+    valence: float | None = Field(description=VALENCE_HELP)
 
 
 class AudioInfo(BaseModel):
@@ -38,6 +44,7 @@ class AudioInfo(BaseModel):
 
 class TimingMs(BaseModel):
     decode: float
+    vad: float = Field(description="the speech detector over the whole audio")
     features: float
     inference: float
     total: float
@@ -51,27 +58,61 @@ class PredictResponse(BaseModel):
     valence: float = Field(description=VALENCE_HELP)
     model: ModelRef
     duration_s: float = Field(description="length of the uploaded audio")
+    speech_s: float = Field(description="seconds of the audio the speech detector hears a voice in")
     padded: bool = Field(description="the trimmed clip was shorter than one window")
-    segments: list[SegmentResult] = Field(description="one result per model window")
+    segmentation: str = Field(
+        description="`windows` (the default) or `utterances` (`?segments=utterances`)",
+        examples=["windows"],
+    )
+    segments: list[SegmentResult] = Field(
+        description="one result per model window, or per utterance; the top level is the mean "
+        "of those with speech (utterances weighted by their windows)"
+    )
     audio: AudioInfo
     timing_ms: TimingMs
+
+
+def segment_result(
+    span_s: tuple[float, float], row: np.ndarray, speech: bool, active_fraction: float
+) -> SegmentResult:
+    """One window's result; a window without speech carries no label."""
+    start_s, end_s = round(span_s[0], 4), round(span_s[1], 4)
+    fraction = round(float(active_fraction), 4)
+    if not speech:
+        return SegmentResult(
+            start_s=start_s,
+            end_s=end_s,
+            speech=False,
+            active_fraction=fraction,
+            label=None,
+            confidence=None,
+            probabilities=None,
+            arousal=None,
+            valence=None,
+        )
+    label, confidence = top_label(row)
+    arousal, valence = affect_of(row)
+    return SegmentResult(
+        start_s=start_s,
+        end_s=end_s,
+        speech=True,
+        active_fraction=fraction,
+        label=label,
+        confidence=confidence,
+        probabilities=by_label(row),
+        arousal=arousal,
+        valence=valence,
+    )
 
 
 def predict_response(result: ClipPrediction) -> PredictResponse:
     clip = result.clip
     label, confidence = top_label(result.probabilities)
     segments = [
-        SegmentResult(
-            start_s=round(start_s, 4),
-            end_s=round(end_s, 4),
-            label=row_label,
-            confidence=row_confidence,
-            probabilities=by_label(row),
-            arousal=arousal,
-            valence=valence,
+        segment_result(span, row, bool(speech), fraction)
+        for span, row, speech, fraction in zip(
+            clip.spans_s, clip.rows, clip.speech, clip.active_fractions, strict=True
         )
-        for (start_s, end_s), row in zip(clip.spans_s, clip.rows, strict=True)
-        for (row_label, row_confidence), (arousal, valence) in [(top_label(row), affect_of(row))]
     ]
     arousal, valence = affect_of(result.probabilities)
     meta, audio = result.metadata, clip.audio
@@ -83,7 +124,9 @@ def predict_response(result: ClipPrediction) -> PredictResponse:
         valence=valence,
         model=ModelRef(name=meta.name, loss=meta.loss, version=meta.version),
         duration_s=round(audio.duration_s, 4),
+        speech_s=round(clip.speech_s, 3),
         padded=clip.padded,
+        segmentation=clip.segmentation,
         segments=segments,
         audio=AudioInfo(
             format=audio.source_format,
@@ -92,6 +135,7 @@ def predict_response(result: ClipPrediction) -> PredictResponse:
         ),
         timing_ms=TimingMs(
             decode=round(clip.decode_ms, 3),
+            vad=round(clip.vad_ms, 3),
             features=round(clip.features_ms, 3),
             inference=round(clip.inference_ms, 3),
             total=round(result.total_ms, 3),

@@ -50,8 +50,9 @@ def _upload(audio: AudioInput) -> dict[str, tuple[str, bytes]]:
     return {"file": (path.name, path.read_bytes())}
 
 
-def _params(model: str | None) -> dict[str, str]:
-    return {} if model is None else {"model": model}
+def _params(model: str | None, segments: str | None = None) -> dict[str, str]:
+    params = {} if model is None else {"model": model}
+    return params if segments is None else {**params, "segments": segments}
 
 
 def _checked(response: httpx.Response) -> Any:
@@ -80,9 +81,13 @@ class Client:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, trust_env=False)
 
-    def predict(self, audio: AudioInput, model: str | None = None) -> Prediction:
-        """Classify a recording: a path (WAV, FLAC, OGG, MP3, M4A, WebM) or its bytes."""
-        response = self._http.post("/predict", params=_params(model), files=_upload(audio))
+    def predict(
+        self, audio: AudioInput, model: str | None = None, segments: str | None = None
+    ) -> Prediction:
+        """Classify a recording: a path (WAV, FLAC, OGG, MP3, M4A, WebM) or its bytes;
+        ``segments="utterances"`` for a result per utterance instead of per window."""
+        params = _params(model, segments)
+        response = self._http.post("/predict", params=params, files=_upload(audio))
         return Prediction.from_json(_checked(response))
 
     def models(self) -> dict[str, Any]:
@@ -113,10 +118,13 @@ class AsyncClient:
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, trust_env=False)
 
-    async def predict(self, audio: AudioInput, model: str | None = None) -> Prediction:
-        """Classify a recording: a path or its bytes."""
+    async def predict(
+        self, audio: AudioInput, model: str | None = None, segments: str | None = None
+    ) -> Prediction:
+        """Classify a recording: a path or its bytes (``segments`` as :meth:`Client.predict`)."""
         files = await asyncio.to_thread(_upload, audio)
-        response = await self._http.post("/predict", params=_params(model), files=files)
+        params = _params(model, segments)
+        response = await self._http.post("/predict", params=params, files=files)
         return Prediction.from_json(_checked(response))
 
     async def models(self) -> dict[str, Any]:

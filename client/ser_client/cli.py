@@ -2,7 +2,7 @@
 
 ::
 
-    ser predict clips/ more.wav [--model ce] [--json | --csv] [--windows] [--concurrency 4]
+    ser predict clips/ more.wav [--model ce] [--json | --csv] [--windows | --utterances]
     ser stream clip.wav [--fast]        # each window's prediction as a live line
     ser stream --mic [--seconds 30]     # the microphone (needs the `mic` extra)
     ser models [--json]                 # the served models and the corpora each learnt from
@@ -53,7 +53,12 @@ class Outcome:
 
 
 async def _predict_all(
-    paths: Sequence[str], url: str, model: str | None, concurrency: int, progress: TextIO | None
+    paths: Sequence[str],
+    url: str,
+    model: str | None,
+    concurrency: int,
+    progress: TextIO | None,
+    segments: str | None = None,
 ) -> list[Outcome]:
     limit = asyncio.Semaphore(concurrency)
     done = 0
@@ -62,7 +67,7 @@ async def _predict_all(
         nonlocal done
         async with limit:
             try:
-                outcome = Outcome(path, result=await client.predict(path, model))
+                outcome = Outcome(path, result=await client.predict(path, model, segments))
             except ServiceError as e:
                 outcome = Outcome(path, error=f"{e.status} {e.code}: {e.message}")
             except OSError as e:
@@ -104,6 +109,9 @@ def _print_table(outcomes: list[Outcome], windows: bool, out: TextIO) -> None:
         if windows:
             for s in r.segments:
                 span = f"{s.start_s:.2f}-{s.end_s:.2f} s"
+                if s.label is None or s.confidence is None:
+                    out.write(f"{'':<{width}}    {span:>16}  (no speech)\n")
+                    continue
                 out.write(
                     f"{'':<{width}}    {span:>16}  {s.label:<9} {s.confidence:6.3f}  "
                     f"{_score(s.arousal)}  {_score(s.valence)}\n"
@@ -175,13 +183,17 @@ def run_predict(args: argparse.Namespace) -> int:
         print("error: no audio files found in " + ", ".join(args.files), file=sys.stderr)
         return 2
     progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
-    outcomes = asyncio.run(_predict_all(files, args.url, args.model, args.concurrency, progress))
+    segments = "utterances" if args.utterances else None
+    outcomes = asyncio.run(
+        _predict_all(files, args.url, args.model, args.concurrency, progress, segments)
+    )
+    each = args.windows or args.utterances
     if args.format == "json":
         _write_json(outcomes, sys.stdout)
     elif args.format == "csv":
-        _write_csv(outcomes, args.windows, sys.stdout)
+        _write_csv(outcomes, each, sys.stdout)
     else:
-        _print_table(outcomes, args.windows, sys.stdout)
+        _print_table(outcomes, each, sys.stdout)
     return 1 if any(o.result is None for o in outcomes) else 0
 
 
@@ -369,9 +381,16 @@ def parser() -> argparse.ArgumentParser:
         dest="format",
         action="store_const",
         const="csv",
-        help="print CSV: a row per file (per window too with --windows), each label's probability",
+        help="print CSV: a row per file (per window or utterance too with --windows or "
+        "--utterances), each label's probability",
     )
-    p.add_argument("--windows", action="store_true", help="also each 3.5 s window's result")
+    each = p.add_mutually_exclusive_group()
+    each.add_argument("--windows", action="store_true", help="also each 3.5 s window's result")
+    each.add_argument(
+        "--utterances",
+        action="store_true",
+        help="also each utterance's result (speech between pauses, e.g. each turn of a call)",
+    )
     p.add_argument("--concurrency", type=int, default=4, help="uploads at once")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict, format="table")

@@ -47,24 +47,27 @@ def _score(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Segment:
-    """One model window of an upload."""
+    """One model window (or utterance) of an upload; ``label`` is None when it held no speech."""
 
     start_s: float
     end_s: float
-    label: str
-    confidence: float
+    speech: bool
+    label: str | None
+    confidence: float | None
     probabilities: dict[str, float]
     arousal: float | None
     valence: float | None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
+        label = data.get("label")
         return cls(
             start_s=float(data["start_s"]),
             end_s=float(data["end_s"]),
-            label=str(data["label"]),
-            confidence=float(data["confidence"]),
-            probabilities=_probabilities(data["probabilities"]) or {},
+            speech=bool(data.get("speech", label is not None)),
+            label=None if label is None else str(label),
+            confidence=_score(data.get("confidence")),
+            probabilities=_probabilities(data.get("probabilities")) or {},
             arousal=_score(data.get("arousal")),
             valence=_score(data.get("valence")),
         )
@@ -72,7 +75,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Prediction:
-    """``POST /predict``: the clip's label and probabilities, and each window's."""
+    """``POST /predict``: the clip's label and probabilities, and each window's (or each
+    utterance's); ``speech_s`` is how much of it the service heard as speech."""
 
     label: str
     confidence: float
@@ -81,6 +85,7 @@ class Prediction:
     valence: float | None
     model: str
     duration_s: float
+    speech_s: float | None
     segments: tuple[Segment, ...]
     raw: dict[str, Any]  # the whole response, for fields not modelled here
 
@@ -94,6 +99,7 @@ class Prediction:
             valence=_score(data.get("valence")),
             model=str(data["model"]["name"]),
             duration_s=float(data["duration_s"]),
+            speech_s=_score(data.get("speech_s")),
             segments=tuple(Segment.from_json(s) for s in data["segments"]),
             raw=data,
         )

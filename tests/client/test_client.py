@@ -358,3 +358,23 @@ def test_models_table_names_the_corpora_and_their_clips() -> None:
         "1154",
     ]
     assert l1.split() == ["ser-l1", "cpu", "3.000", "-", "(not", "recorded)"]
+
+
+def test_cli_predict_per_utterance(server: LiveServer, tmp_path: Path) -> None:
+    """Two turns a second apart: a CSV row for the file, then one per utterance."""
+    wave = np.zeros(6 * RATE, dtype=np.float32)
+    wave[int(0.5 * RATE) : int(2.5 * RATE)] = synth_speechlike(2.0, RATE, seed=1)
+    wave[int(3.5 * RATE) : int(5.5 * RATE)] = synth_speechlike(2.0, RATE, seed=2)
+    path = tmp_path / "call.wav"
+    sf.write(path, wave, RATE)
+    done = ser(server, "predict", str(path), "--utterances", "--csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 3 and rows[0]["start_s"] == ""
+    starts = [float(r["start_s"]) for r in rows[1:]]
+    assert starts == pytest.approx([0.5, 3.5], abs=0.15)
+    assert all(r["label"] in LABELS for r in rows)
+    with Client(server.url) as client:
+        result = client.predict(path, segments="utterances")
+    assert result.raw["segmentation"] == "utterances" and len(result.segments) == 2
+    assert result.speech_s is not None and 2.5 < result.speech_s <= 4.2

@@ -57,7 +57,7 @@ def check_body(body: dict) -> None:
         assert (result["arousal"], result["valence"]) == pytest.approx(expected, abs=2e-4)
     for segment in body["segments"]:
         assert sum(segment["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert set(body["timing_ms"]) == {"decode", "features", "inference", "total"}
+    assert set(body["timing_ms"]) == {"decode", "vad", "features", "inference", "total"}
     assert body["timing_ms"]["total"] >= body["timing_ms"]["inference"] > 0
 
 
@@ -149,6 +149,75 @@ def test_long_clip_gets_sliding_windows_with_times(client: TestClient, models_di
     first = offline_probabilities(models_dir, "ce", wave)
     got = [body["segments"][0]["probabilities"][label] for label in LABELS]
     np.testing.assert_allclose(got, first, atol=1e-5)
+
+
+def test_noise_is_no_speech(client: TestClient) -> None:
+    """A fan, mains hum or a chord is sound, and no voice: a clear 422, never a label."""
+    rng = np.random.default_rng(3)
+    t = np.arange(6 * RATE) / RATE
+    cases = {
+        "white noise at -30 dBFS": 10 ** (-30 / 20) * rng.standard_normal(t.size),
+        "100 Hz hum": 0.05 * np.sin(2 * np.pi * 100 * t),
+        "a C major chord": 0.05 * sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0)),
+    }
+    for name, wave in cases.items():
+        response = post_file(client, encode(wave.astype(np.float32), RATE, subtype="FLOAT"))
+        assert response.status_code == 422, name
+        error = response.json()["error"]
+        assert error["code"] == "no_speech", name
+        assert "speech detector heard 0.00 s" in error["message"], name
+
+
+def test_windows_without_speech_carry_no_label_and_stay_out_of_the_mean(
+    client: TestClient,
+) -> None:
+    """Speech, 7 s of steady noise, speech: the windows inside the noise are reported without
+    a label, and the clip's probabilities are the mean of the speech windows only."""
+    rng = np.random.default_rng(4)
+    noise = (0.03 * rng.standard_normal(7 * RATE)).astype(np.float32)
+    wave = np.concatenate(
+        [synth_speechlike(3.5, RATE, seed=1), noise, synth_speechlike(3.5, RATE, seed=2)]
+    )
+    body = post_file(client, encode(wave, RATE, subtype="FLOAT"), model="ce").json()
+    segments = body["segments"]
+    heard = [s for s in segments if s["speech"]]
+    silent = [s for s in segments if not s["speech"]]
+    assert heard and silent
+    for segment in silent:
+        assert segment["label"] is segment["probabilities"] is segment["arousal"] is None
+        assert segment["active_fraction"] < 0.1
+        assert segment["start_s"] >= 3.5 and segment["end_s"] <= 10.5 + 1e-3  # inside the noise
+    for segment in heard:
+        assert segment["active_fraction"] >= 0.1 and segment["label"] is not None
+    mean = np.mean([[s["probabilities"][label] for label in LABELS] for s in heard], axis=0)
+    np.testing.assert_allclose([body["probabilities"][k] for k in LABELS], mean, atol=1e-5)
+    # About the 7 s of voice (the detector's frames are 32 ms; syllables have short gaps).
+    assert 4.0 < body["speech_s"] < 7.5
+
+
+def test_utterances_are_the_speech_between_pauses(client: TestClient) -> None:
+    """Three turns with a second of silence and a second of room noise between them come back
+    as three utterances, where they were spoken, each classified."""
+    rng = np.random.default_rng(5)
+    turns = [(0.5, 2.0), (3.5, 1.5), (6.5, 2.0)]  # (start_s, length_s)
+    wave = np.zeros(9 * RATE, dtype=np.float32)
+    wave[int(5.4 * RATE) : int(6.1 * RATE)] = 0.01 * rng.standard_normal(int(0.7 * RATE))
+    for seed, (start_s, length_s) in enumerate(turns):
+        voice = synth_speechlike(length_s, RATE, seed=seed)
+        wave[int(start_s * RATE) : int(start_s * RATE) + voice.size] = voice
+    body = post_file(client, encode(wave, RATE, subtype="FLOAT"), segments="utterances").json()
+    assert body["segmentation"] == "utterances"
+    segments = body["segments"]
+    assert len(segments) == len(turns)
+    for segment, (start_s, length_s) in zip(segments, turns, strict=True):
+        assert segment["start_s"] == pytest.approx(start_s, abs=0.15)
+        assert segment["end_s"] == pytest.approx(start_s + length_s, abs=0.25)
+        assert segment["speech"] and segment["label"] in LABELS
+        assert sum(segment["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    windows = post_file(client, encode(wave, RATE, subtype="FLOAT")).json()
+    assert windows["segmentation"] == "windows" and windows["speech_s"] == body["speech_s"]
+    bad = post_file(client, encode(wave, RATE, subtype="FLOAT"), segments="turns")
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
 
 
 def stored_metadata(models_dir: Path, key: str) -> ModelMetadata:
