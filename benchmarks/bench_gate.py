@@ -235,16 +235,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def markdown(results: dict[str, Any]) -> str:
+def table(results: dict[str, Any]) -> str:
+    """The cases x gates table and the costs line (also quoted in docs/api.md)."""
     gates = results["gates"]
     lines = [
-        "# Speech gate: share of windows called speech",
-        "",
-        f"{results['when']}, {results['machine']}; `{results['command']}`; "
-        f"{results['clips']} corpus clips, {results['audio_s']} s of audio in all. Speech rows: "
-        "the share of windows, and in brackets relative to speech at -25 dBFS (target >= 0.95); "
-        "noise rows: the share of windows (target <= 0.05).",
-        "",
         "| case | windows | " + " | ".join(gates) + " |",
         "|---|---|" + "---|" * len(gates),
     ]
@@ -264,9 +258,24 @@ def markdown(results: dict[str, Any]) -> str:
         + ", ".join(f"{g} {cost[g]:.2f}" for g in gates)
         + f"; the model itself (features and inference every {HOP_S:g} s) {model:.2f}, so the "
         f"served detector costs {cost['silero'] / model:.0%} of the model.",
-        "",
     ]
     return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "# Speech gate: share of windows called speech",
+            "",
+            f"{results['when']}, {results['machine']}; `{results['command']}`; "
+            f"{results['clips']} corpus clips, {results['audio_s']} s of audio in all. Speech "
+            "rows: the share of windows, and in brackets relative to speech at -25 dBFS (target "
+            ">= 0.95); noise rows: the share of windows (target <= 0.05).",
+            "",
+            table(results),
+            "",
+        ]
+    )
 
 
 def main() -> None:

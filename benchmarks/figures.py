@@ -17,7 +17,8 @@ from. Tables:
 - ``streams STEM``: its ``/ws/stream`` rows and the memory per session;
 - ``train-speed STEM``: ``python -m benchmarks.bench_train``;
 - ``test-suite STEM``: the last recorded run of the whole test suite (``benchmarks.pytest_record``);
-- ``test-files STEM PATH...``: that run's counts and test time for some test files or folders.
+- ``test-files STEM PATH...``: that run's counts and test time for some test files or folders;
+- ``gate STEM``: ``python -m benchmarks.bench_gate``, windows called speech by each gate.
 
 Usage::
 
@@ -405,7 +406,17 @@ def files_table(args: list[str], results_dir: Path) -> str:
     )
 
 
+def gate_table(stems: list[str], results_dir: Path) -> str:
+    """``python -m benchmarks.bench_gate``: windows called speech per case and gate, costs."""
+    from benchmarks.bench_gate import table
+
+    (stem,) = stems
+    results = load(stem, results_dir)
+    return "\n".join([table(results), "", sources(stems, [results])])
+
+
 TABLES: dict[str, Callable[[list[str], Path], str]] = {
+    "gate": gate_table,
     "service": service,
     "streams": streams,
     "train-speed": train_speed,

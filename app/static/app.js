@@ -165,14 +165,19 @@ async function upload(event) {
   }
   const form = new FormData();
   form.append("file", file);
+  const query = new URLSearchParams();
   const model = selectedModel();
-  const url = model ? `/predict?model=${encodeURIComponent(model)}` : "/predict";
+  if (model) query.set("model", model);
+  if ($("upload-utterances").checked) query.set("segments", "utterances");
+  const url = query.size ? `/predict?${query}` : "/predict";
   $("upload-button").disabled = true;
   setStatus(status, `Analysing ${file.name}...`);
   try {
     const response = await fetch(url, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
+      // The previous file's result would read as this one's: it goes.
+      $("upload-result").hidden = true;
       const message = body.error?.message || body.detail || response.statusText;
       setStatus(status, `Could not analyse ${file.name}: ${message}`, true);
       return;
@@ -184,22 +189,50 @@ async function upload(event) {
     $("upload-detail").textContent = `${(confidence * 100).toFixed(1)}% confidence${duration}`;
     showBars($("upload-bars"), body.probabilities);
     showAffect($("upload-affect"), body.arousal ?? null, body.valence ?? null);
-    // Emotion, arousal and valence over time, for a recording of more than one window.
+    // Emotion, arousal and valence over time, for a recording of more than one window; or the
+    // utterances as bands. Windows without speech carry no probabilities: shaded as silence.
     const segments = body.segments || [];
+    const byUtterance = body.segmentation === "utterances";
     timelines.upload.clear();
     timelines.uploadAffect.clear();
-    for (const s of segments) {
-      timelines.upload.add(s.start_s, s.end_s, s.probabilities);
-      timelines.uploadAffect.add(s.start_s, s.end_s, s);
+    if (!byUtterance) {
+      for (const s of segments) {
+        timelines.upload.add(s.start_s, s.end_s, s.speech === false ? null : s.probabilities);
+        timelines.uploadAffect.add(s.start_s, s.end_s, s.speech === false ? null : s);
+      }
     }
-    $("upload-timeline").hidden = segments.length < 2;
-    $("upload-affect-timeline").hidden = segments.length < 2;
-    $("upload-view").hidden = segments.length < 2;
-    setStatus(status, `${file.name}: ${body.label}.`);
+    showUtterances(byUtterance ? segments : [], body.duration_s);
+    const timeline = !byUtterance && segments.length >= 2;
+    $("upload-timeline").hidden = !timeline;
+    $("upload-affect-timeline").hidden = !timeline;
+    $("upload-view").hidden = !timeline;
+    const heard = body.speech_s !== undefined ? ` (${body.speech_s.toFixed(1)} s of speech)` : "";
+    setStatus(status, `${file.name}: ${body.label}${heard}.`);
   } catch (error) {
     setStatus(status, `Upload failed: ${error.message}`, true);
   } finally {
     $("upload-button").disabled = false;
+  }
+}
+
+// One band per utterance on the recording's time axis, coloured and named by its label.
+function showUtterances(utterances, durationS) {
+  const bands = $("utterance-bands");
+  bands.replaceChildren();
+  bands.hidden = utterances.length === 0;
+  for (const u of utterances) {
+    const band = document.createElement("div");
+    band.className = "band";
+    band.setAttribute("role", "listitem");
+    band.dataset.label = u.label;
+    band.style.left = `${(100 * u.start_s) / durationS}%`;
+    band.style.width = `${(100 * (u.end_s - u.start_s)) / durationS}%`;
+    band.style.background = TIMELINE_COLOURS[u.label] || "#555";
+    const text = `${u.label} ${(u.confidence * 100).toFixed(0)}%, ${u.start_s.toFixed(1)}-${u.end_s.toFixed(1)} s`;
+    band.title = text;
+    band.setAttribute("aria-label", text);
+    band.textContent = u.label;
+    bands.append(band);
   }
 }
 
@@ -245,7 +278,7 @@ async function startStreaming() {
     const socket = new WebSocket(`${scheme}://${location.host}/ws/stream`);
     socket.binaryType = "arraybuffer";
     const level = new InputLevel(context.sampleRate); // level.js
-    live = { socket, context, media, node, source, ready: false, level };
+    live = { socket, context, media, node, source, ready: false, level, speaking: false };
     socket.onopen = () => {
       const start = { type: "start", sample_rate: context.sampleRate, encoding: "pcm_s16le", channels: 1 };
       const model = selectedModel();
@@ -259,7 +292,7 @@ async function startStreaming() {
     node.port.onmessage = (event) => {
       if (!live) return;
       live.level.push(event.data);
-      showLevel(live.level);
+      showLevel(live.level, live.speaking);
       if (live.ready && socket.readyState === WebSocket.OPEN) {
         socket.send(floatToPcm16(event.data));
       }
@@ -298,6 +331,7 @@ function onServerMessage(message) {
 }
 
 function showPrediction(message) {
+  if (live) live.speaking = message.speech;
   timelines.live.add(message.start_s, message.end_s, message.speech ? message.probabilities : null);
   timelines.liveAffect.add(message.start_s, message.end_s, message.speech ? message : null);
   const indicator = $("speech-indicator");
@@ -339,12 +373,12 @@ function showSummary(message) {
 
 const LEVEL_HINTS = {
   ok: "ok",
-  quiet: `too quiet (below ${QUIET_DBFS} dBFS): move closer or raise the input volume`,
+  quiet: `speech too quiet (below ${QUIET_DBFS} dBFS): move closer or raise the input volume`,
   clipping: "clipping: move back or lower the input volume",
 };
 
 // The meter's number and bar every block; the hint (a live region) only when it changes.
-function showLevel(level) {
+function showLevel(level, speaking) {
   const dbfs = level.dbfs();
   const text = `${Math.round(dbfs)} dBFS`;
   const track = $("level-meter");
@@ -355,7 +389,7 @@ function showLevel(level) {
   $("level-value").textContent = text;
   $("level").hidden = false;
   const hint = $("level-hint");
-  const state = level.state();
+  const state = level.state(speaking);
   if (hint.dataset.state !== state) {
     hint.dataset.state = state;
     hint.textContent = LEVEL_HINTS[state];

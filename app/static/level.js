@@ -6,7 +6,11 @@
 "use strict";
 
 const LEVEL_WINDOW_S = 1.0; // long enough to span a word and its gaps, short enough to follow
-const QUIET_DBFS = -45; // the "too quiet" hint below this RMS: a rule of thumb, not measured
+// The "too quiet" hint: while the server hears speech, below this RMS. The speech gate was
+// measured to hear corpus speech down to an active level of -55 dBFS (98 % of windows,
+// benchmarks/results/gate.md); below that nothing was measured. It is not shown in pauses:
+// a quiet room is not a quiet voice.
+const QUIET_DBFS = -55;
 const CLIP_PEAK = 10 ** (-0.1 / 20); // within 0.1 dB of full scale counts as clipping
 const LEVEL_FLOOR_DBFS = -60; // the meter's bottom; the number itself goes lower
 const SILENCE_DBFS = -120; // shown for digital silence instead of minus infinity
@@ -40,9 +44,10 @@ class InputLevel {
     return Math.max(SILENCE_DBFS, 10 * Math.log10(sumSquares / this.frames));
   }
 
-  // "clipping" (a sample at full scale), "quiet" (below QUIET_DBFS) or "ok".
-  state() {
+  // "clipping" (a sample at full scale), "quiet" (speech, and below QUIET_DBFS) or "ok";
+  // speaking: the server's last window was speech.
+  state(speaking) {
     if (this.blocks.some((b) => b.peak >= CLIP_PEAK)) return "clipping";
-    return this.dbfs() < QUIET_DBFS ? "quiet" : "ok";
+    return speaking && this.dbfs() < QUIET_DBFS ? "quiet" : "ok";
   }
 }
