@@ -179,7 +179,7 @@ def calibrate_model(
     return {
         "model": val.metadata.name,
         "loss": loss,
-        "split_file": Path(split_path).name,
+        "split_file": split_name(split_path),
         "temperature": round(temperature, 6),
         # The validation figures are the ones a recipe may be chosen on; test is for reporting.
         "val": {
@@ -195,6 +195,13 @@ def calibrate_model(
             "after": measures(test_scores, test.truth, temperature),
         },
     }
+
+
+def split_name(path: str | os.PathLike[str]) -> str:
+    """A split file's path under its ``splits/`` folder: ``random.csv``, or
+    ``<selection>/random.csv`` for a selection of other corpora."""
+    parts = Path(path).parts
+    return "/".join(parts[parts.index("splits") + 1 :]) if "splits" in parts else Path(path).name
 
 
 def merge_calibration(path: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -412,7 +412,13 @@ def _add_released_arguments(p: argparse.ArgumentParser) -> None:
         "models", type=Path, nargs="*", help="exported .onnx files (default: <out>/ser-*.onnx)"
     )
     p.add_argument("--out", type=Path, default=Path("models"), help="the released models")
-    p.add_argument("--split", type=Path, default=None, help="default: <out>/splits/random.csv")
+    p.add_argument(
+        "--split",
+        type=Path,
+        default=None,
+        help="default: calibrate, each model's own split (its metadata's split_file); "
+        "gain-check, <out>/splits/random.csv (the paper's test clips)",
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpus folder the split uses")
 
 
@@ -422,14 +428,23 @@ def _released(args: argparse.Namespace) -> tuple[list[Path], Path]:
     return models, args.split or args.out / "splits" / "random.csv"
 
 
+def own_split(model: Path, out: Path) -> Path:
+    """The split file a released model was trained and scored on (its metadata says, relative
+    to ``out``); ``out/splits/random.csv`` for a model whose metadata does not."""
+    from training.export import read_metadata
+
+    named = read_metadata(model).metrics.get("split_file")
+    return out / named if isinstance(named, str) else out / "splits" / "random.csv"
+
+
 def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
         help="fit each released model's temperature on the validation split",
         description="For each model (default: every ser-*.onnx in --out), fit the temperature "
-        "that minimises the validation rows' negative log-likelihood, store it in the model's "
-        "metadata, measure test ECE and NLL before and after into <out>/calibration.json, and "
-        "rewrite the report.",
+        "that minimises the validation rows' negative log-likelihood of its own split, store it "
+        "in the model's metadata, measure test ECE and NLL before and after into "
+        "<out>/calibration.json, and rewrite the report.",
     )
     _add_released_arguments(p)
     _add_cache_argument(p)
@@ -440,9 +455,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from training.calibrate import calibrate_model, merge_calibration
     from training.report import rewrite_report
 
-    models, split = _released(args)
+    models, _ = _released(args)
     records = []
     for model in models:
+        split = args.split or own_split(model, args.out)
         record = calibrate_model(model, split, args.data, cache_dir=args.cache_dir)
         before, after = record["test"]["before"], record["test"]["after"]
         print(
