@@ -23,7 +23,7 @@ from tests.bench.test_bench_report import RESULTS as SERVICE_RESULTS
 # Which tables each doc quotes: a region deleted and its table typed by hand fails here.
 TABLES_IN = {
     "README.md": {"service", "test-suite"},
-    "docs/api.md": {"streams", "test-files"},
+    "docs/api.md": {"streams", "test-files", "gate"},
     "docs/deployment.md": {"test-files"},
     "docs/training.md": {"train-speed"},
 }
@@ -187,3 +187,41 @@ def test_part_of_the_suite_is_not_recorded(tmp_path: Path, args: list[str]) -> N
     run = run_suite(tmp_path, out, *args)
     assert "RECORD_TEST_RUN: not recorded" in run.stdout
     assert not out.exists()
+
+
+def test_the_gate_table_renders_every_case_and_gate(tmp_path) -> None:
+    results = {
+        "when": "2026-12-06 19:54 UTC",
+        "machine": "x86_64, 2 cores, 3.11.7",
+        "command": "python -m benchmarks.bench_gate",
+        "gates": ["silero", "energy"],
+        "cases": {
+            "speech at -25 dBFS": {
+                "kind": "speech",
+                "windows": 10,
+                "silero": 1.0,
+                "energy": 1.0,
+                "relative": {"silero": 1.0, "energy": 1.0},
+            },
+            "speech at -55 dBFS": {
+                "kind": "speech",
+                "windows": 10,
+                "silero": 0.9,
+                "energy": 0.0,
+                "relative": {"silero": 0.9, "energy": 0.0},
+            },
+            "white noise at -20 dBFS": {
+                "kind": "noise",
+                "windows": 4,
+                "silero": 0.0,
+                "energy": 1.0,
+            },
+        },
+        "cost_ms_per_audio_s": {"silero": 2.0, "energy": 0.05},
+        "model_cost_ms_per_stream_s": 10.0,
+    }
+    (tmp_path / "gate.json").write_text(json.dumps(results))
+    text = figures.gate_table(["gate"], tmp_path)
+    assert "| speech at -55 dBFS | 10 | 0.90 (0.90) | 0.00 (0.00) |" in text
+    assert "| white noise at -20 dBFS | 4 | 0.00 | 1.00 |" in text
+    assert "so the served detector costs 20% of the model" in text
