@@ -271,11 +271,9 @@ def _loss_list(text: str) -> str | tuple[str, ...]:
 
 def _say_where(args: argparse.Namespace) -> None:
     """Before an hour of training: what it reads, and which folders it writes (and replaces)."""
-    from training.splits import selection_folder
-
-    folder = "" if args.corpora is None else selection_folder(args.corpora)
     split = "random" if args.protocol == "random" else f"{args.protocol}-fold<k>"
-    split = f"{folder}/{split}" if folder else f"[<corpora>/]{split}"
+    folder = _selection_folder(args.data, args.corpora)
+    split = f"{folder}/{split}" if folder else split
     exported = "no ONNX (--no-export)" if args.no_export else "ser-<loss>.onnx"
     print(
         f"training on {args.data}\n"
@@ -283,6 +281,20 @@ def _say_where(args: argparse.Namespace) -> None:
         f"  writes {args.runs}/{split}/ser-<loss>/: checkpoints, history, train.log",
         flush=True,
     )
+
+
+def _selection_folder(data: Path, corpora: tuple[str, ...] | None) -> str:
+    """The run and split folder of the corpus selection (training.splits.selection_folder);
+    ``<corpora>`` when the data cannot be listed here (the run itself will say why)."""
+    from training.corpora import CorpusError, load_corpus
+    from training.splits import selection_folder
+
+    if corpora is None:
+        try:
+            corpora = tuple(sorted({clip.dataset for clip in load_corpus(data)}))
+        except (CorpusError, OSError):
+            return "[<corpora>]"
+    return selection_folder(corpora)
 
 
 def run_train(args: argparse.Namespace) -> int:

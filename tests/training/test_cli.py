@@ -97,10 +97,13 @@ def test_train_says_where_it_writes_before_it_starts(
 
     monkeypatch.setattr(pipeline, "run_experiment", run_experiment)
     models, runs = tmp_path / "m", tmp_path / "r"
-    assert cli.main(["train", "--loss", "ce", "--out", str(models), "--runs", str(runs)]) == 0
-    (before,) = printed_first
-    assert f"{models}/" in before and "ser-<loss>.onnx" in before
-    assert f"{runs}/random/ser-<loss>/" in before and "train.log" in before
+    argv = ["train", "--loss", "ce", "--out", str(models), "--runs", str(runs)]
+    assert cli.main([*argv, "--corpora", "tess,ravdess,savee"]) == 0
+    assert cli.main([*argv, "--corpora", "ravdess,nemo", "--protocol", "corpus"]) == 0
+    paper, grown = printed_first
+    assert f"{models}/" in paper and "ser-<loss>.onnx" in paper
+    assert f"{runs}/random/ser-<loss>/" in paper and "train.log" in paper
+    assert f"{runs}/nemo+ravdess/corpus-fold<k>/ser-<loss>/" in grown
 
 
 def test_held_out_scoring_is_refused_where_there_is_no_held_out_corpus(
