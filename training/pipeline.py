@@ -46,7 +46,7 @@ from training.export import export_onnx
 from training.featureset import band_stats, compute_features, normalise_
 from training.labelsets import describe
 from training.model import ModelConfig
-from training.report import Record, rewrite_report
+from training.report import Record, rewrite_report, selection_of
 from training.train import FitResult, LabelledFeatures, fit, predict_logits, score
 
 DEFAULT_ARCHITECTURE = "sequential"
@@ -376,14 +376,6 @@ def export_record(exp: Experiment, split: SplitData, record: Record, result: Fit
     path = onnx_path(exp.out, record["loss"], record["architecture"])
     export_onnx(result.model, metadata, path, verify_features=split.test.features[:N_VERIFY_CLIPS])
     return path
-
-
-def selection_of(record: Record) -> str:
-    """The corpus selection a record trained on; records from before there was a choice
-    (no ``corpora``) trained on the paper's three."""
-    from training.splits import PAPER_CORPORA, selection_name
-
-    return selection_name(list(record.get("corpora") or PAPER_CORPORA))
 
 
 def merge_metrics(path: Path, new: list[Record]) -> list[Record]:

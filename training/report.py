@@ -628,6 +628,33 @@ def cost_table(records: list[Record]) -> str:
 # ---------------------------------------------------------------- the report
 
 
+def selection_of(record: Record) -> str:
+    """The corpus selection a record trained on (``training.splits.selection_name``); records
+    from before there was a choice (no ``corpora``) trained on the paper's three."""
+    from training.splits import PAPER_CORPORA, selection_name
+
+    return selection_name(list(record.get("corpora") or PAPER_CORPORA))
+
+
+def _selections(records: list[Record]) -> list[tuple[str, str, list[Record]]]:
+    """(heading suffix, figure prefix, records) per corpus selection: the paper's three first
+    (as the report was before there were others, like a manifest's own ``custom`` corpus),
+    then the others by name."""
+    from training.splits import PAPER_CORPORA, selection_folder, selection_name
+
+    paper = selection_name(PAPER_CORPORA)
+    names = sorted({selection_of(r) for r in records}, key=lambda n: (n != paper, n))
+    out = []
+    for name in names:
+        mine = [r for r in records if selection_of(r) == name]
+        if not selection_folder(name.split("+")):
+            out.append(("", "", mine))
+        else:
+            n = len(name.split("+"))
+            out.append((f", {n} corpora ({name.replace('+', ', ')})", f"{n}corpora-", mine))
+    return out
+
+
 def _by_loss(records: list[Record], protocol: str, architecture: str) -> dict[str, list[Record]]:
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
@@ -689,14 +716,15 @@ def calibration_table(calibration: list[Record]) -> str:
     """Temperature, validation ECE and test ECE (± its bootstrap standard deviation) / NLL
     before and after, per calibrated model."""
     lines = [
-        "| Model | Temperature | Val ECE before / after | Test ECE before | Test ECE after "
-        "| Test NLL before | Test NLL after | Mean confidence before / after | Test accuracy |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Model | Split | Temperature | Val ECE before / after | Test ECE before "
+        "| Test ECE after | Test NLL before | Test NLL after | Mean confidence before / after "
+        "| Test accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in calibration:
         before, after, val = r["test"]["before"], r["test"]["after"], r["val"]
         lines.append(
-            f"| {r['model']} | {r['temperature']:.3f} "
+            f"| {r['model']} | `{r['split_file']}` | {r['temperature']:.3f} "
             f"| {val['ece_before']:.4f} / {val['ece_after']:.4f} "
             f"| {_ece_cell(before)} | {_ece_cell(after)} "
             f"| {before['nll']:.4f} | {after['nll']:.4f} "
@@ -729,28 +757,16 @@ def plot_reliability(record: Record, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(
-    records: list[Record],
-    out_dir: str | os.PathLike[str],
-    ablation: str = "",
-    calibration: list[Record] | None = None,
-    robustness: dict[str, str] | None = None,
-    gains: str = "",
-) -> Path:
-    """Write ``report.md`` plus per-run and paper-style figures into ``out_dir``; returns it.
-
-    ``ablation``: the markdown table of the recipe ablation (:func:`ablation_table`), if any;
-    ``calibration``: the records of ``calibration.json`` (:mod:`training.calibrate`), if any;
-    ``robustness``: protocol -> the table of its robustness ablation (:func:`robustness_table`).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sections = ["# Results\n", _protocol_notes()]
+def _protocol_sections(records: list[Record], out: Path, suffix: str, tag: str) -> list[str]:
+    """The corpus, random and speaker sections of one corpus selection's records, with their
+    figures (file names start with ``tag``)."""
+    sections: list[str] = []
     for arch in sorted({r["architecture"] for r in records if r["protocol"] == "corpus"}):
         groups = _by_loss(records, "corpus", arch)
         for loss, runs in sorted(groups.items()):
             sections.append(
-                f"## Protocol `corpus` (leave one corpus out), {LOSS_TITLES[loss]}, `{arch}`\n"
+                f"## Protocol `corpus` (leave one corpus out), {LOSS_TITLES[loss]}, `{arch}`"
+                f"{suffix}\n"
             )
             sections.append(f"Split file(s): {_split_files({loss: runs})}\n")
             sections.append(_held_out_note() + "\n\n" + held_out_corpus_table(runs) + "\n")
@@ -762,8 +778,8 @@ def write_report(
                 continue
             n_folds = max(len(runs) for runs in groups.values())
             folds = f", mean ± std over {n_folds} folds" if n_folds > 1 else ""
-            prefix = f"{protocol}-{arch}"
-            sections.append(f"## Protocol `{protocol}`, architecture `{arch}`{folds}\n")
+            prefix = f"{tag}{protocol}-{arch}"
+            sections.append(f"## Protocol `{protocol}`, architecture `{arch}`{suffix}{folds}\n")
             sections.append(f"Split file(s): {_split_files(groups)}\n")
             sections.append("### Table 1: loss and accuracy\n\n" + table1(groups) + "\n")
             sections.append(
@@ -808,6 +824,28 @@ def write_report(
                 + "; per loss: `"
                 + f"{prefix}-<loss>-confusion.png`, `{prefix}-<loss>-curves.png`.\n"
             )
+    return sections
+
+
+def write_report(
+    records: list[Record],
+    out_dir: str | os.PathLike[str],
+    ablation: str = "",
+    calibration: list[Record] | None = None,
+    robustness: dict[str, str] | None = None,
+    gains: str = "",
+) -> Path:
+    """Write ``report.md`` plus per-run and paper-style figures into ``out_dir``; returns it.
+
+    ``ablation``: the markdown table of the recipe ablation (:func:`ablation_table`), if any;
+    ``calibration``: the records of ``calibration.json`` (:mod:`training.calibrate`), if any;
+    ``robustness``: protocol -> the table of its robustness ablation (:func:`robustness_table`).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = ["# Results\n", _protocol_notes()]
+    for suffix, tag, chosen in _selections(records):
+        sections += _protocol_sections(chosen, out, suffix, tag)
     comparison = architecture_table(records)
     if comparison:
         sections.append("## Sequential vs parallel layout\n\n" + comparison + "\n")
@@ -832,9 +870,9 @@ def write_report(
             plot_reliability(record, out / f"calibration-{record['model']}.png")
         sections.append(
             "## Calibration (temperature scaling)\n\n"
-            "Each released model's temperature T was fitted on the "
-            f"`{calibration[0]['split_file']}` validation rows (negative log-likelihood) and "
-            "is stored in the model's metadata; "
+            "Each released model's temperature T was fitted on the validation rows of its own "
+            "split file (the table's second column; negative log-likelihood) and is stored in the "
+            "model's metadata; "
             "the server serves softmax(scores / T). Measured on the test rows: expected "
             f"calibration error over {N_BINS} equal-width confidence bins (± its standard "
             f"deviation over {N_RESAMPLES} bootstrap draws of the test rows: how far another "

@@ -234,3 +234,8 @@ def test_a_grown_corpus_trains_beside_the_paper_split(tmp_path: Path) -> None:
     metadata = read_metadata(tmp_path / "models" / "ser-ce.onnx")
     assert metadata.metrics["training_corpora"] == record["corpora"]
     assert metadata.metrics["split_file"] == "splits/nemo+ravdess/random.csv"
+    # calibrate fits each model on its own split's validation rows.
+    from training.cli import own_split
+
+    models = tmp_path / "models"
+    assert own_split(models / "ser-ce.onnx", models) == models / "splits/nemo+ravdess/random.csv"

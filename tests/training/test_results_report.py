@@ -134,3 +134,18 @@ def test_report_tables_the_held_out_corpora_and_unseen_speakers(tmp_path: Path) 
     assert "unseen speakers per corpus" in text
     # RAVDESS part: 3/4 right in fold 0, 1/4 in fold 1 (clip 0 is the one "0" that is right).
     assert "| ravdess | 50.00 ± 35.36 |" in text
+
+
+def test_each_corpus_selection_has_sections_of_its_own(tmp_path: Path) -> None:
+    """A random-split CE on the paper's corpora and one on seven: two sections and two sets of
+    figures, never one mean over "2 folds"."""
+    paper = _record("ce", "random", 0, 0.8)
+    grown = {**_record("ce", "random", 1, 0.6), "corpora": {"nemo": 3547, "ravdess": 1154}}
+    text = write_report([paper, grown], tmp_path).read_text()
+    assert "## Protocol `random`, architecture `sequential`\n" in text
+    assert "## Protocol `random`, architecture `sequential`, 2 corpora (nemo, ravdess)" in text
+    assert "over 2 folds" not in text
+    for acc in (paper["test"]["accuracy"], grown["test"]["accuracy"]):
+        assert f"{100 * acc:.2f}" in text
+    assert (tmp_path / "random-sequential-ce-confusion.png").exists()
+    assert (tmp_path / "2corpora-random-sequential-ce-confusion.png").exists()
