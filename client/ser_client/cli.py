@@ -289,7 +289,7 @@ def _test_accuracy(model: dict[str, Any]) -> str:
 
 def models_table(listing: dict[str, Any]) -> str:
     """``/v1/models`` as text: a line per model, the default marked with ``*``."""
-    rows = [("", "model", "provider", "T", "test acc", "learnt from")]
+    rows = [("", "model", "provider", "T", "test acc (own split)", "learnt from")]
     for m in listing.get("models", []):
         rows.append(
             (

@@ -310,7 +310,17 @@ def test_cli_models_lists_each_model_and_what_it_learnt_from(server: LiveServer)
     table = ser(server, "models")
     assert table.returncode == 0, table.stderr
     head, *rows = table.stdout.splitlines()
-    assert head.split() == ["model", "provider", "T", "test", "acc", "learnt", "from"]
+    assert head.split() == [
+        "model",
+        "provider",
+        "T",
+        "test",
+        "acc",
+        "(own",
+        "split)",
+        "learnt",
+        "from",
+    ]
     assert len(rows) == len(listing["models"])
     for model, row in zip(listing["models"], rows, strict=True):
         assert row.startswith("*") == model["default"]
