@@ -97,7 +97,8 @@ class VadStream:
 
     def reset(self) -> None:
         self._state = np.zeros((STATE_SHAPE[0], 1, STATE_SHAPE[1]), dtype=np.float32)
-        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        # The model's input row: the last CONTEXT_SAMPLES of the frame before, then the frame.
+        self._input = np.zeros((1, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
         self.frames = 0  # frames judged so far
 
@@ -124,10 +125,10 @@ class VadStream:
         return np.array(out, dtype=np.float32)
 
     def _judge(self, frame: np.ndarray) -> float:
-        heard = np.tanh(frame * INPUT_GAIN, dtype=np.float32)
-        batch = np.concatenate([self._context, heard])[None, :]
-        probability, self._state = self.detector.step(batch, self._state)
-        self._context = heard[-CONTEXT_SAMPLES:]
+        row = self._input[0]
+        row[:CONTEXT_SAMPLES] = row[FRAME_SAMPLES:]  # the previous frame's end is the context
+        np.tanh(frame * INPUT_GAIN, out=row[CONTEXT_SAMPLES:])
+        probability, self._state = self.detector.step(self._input, self._state)
         return float(probability[0])
 
 
