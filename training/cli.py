@@ -639,13 +639,20 @@ def _data_report_text(
     lines.append(f"{'total':<10}" + "".join(f"{n:>10}" for n in totals) + f"{sum(totals):>8}")
     corpora = list(counts)
     lines += ["", f"splits (seed {seed}), clips per split: all ({' / '.join(corpora)})"]
-    lines.append(f"{'file':<20}{'train':>24}{'val':>24}{'test':>24}  sha256")
-    for stem, per_dataset in sizes.items():
-        cells = ""
-        for part in ("train", "val", "test"):
-            breakdown = "/".join(str(per_dataset[d][part]) for d in corpora)
-            cells += f"{per_dataset['all'][part]} ({breakdown})".rjust(24)
-        lines.append(f"{stem + '.csv':<20}{cells}  {hashes[stem][:12]}")
+    cells = {
+        stem: [
+            f"{per_dataset['all'][part]} ({'/'.join(str(per_dataset[d][part]) for d in corpora)})"
+            for part in ("train", "val", "test")
+        ]
+        for stem, per_dataset in sizes.items()
+    }
+    width = max([len(c) for row in cells.values() for c in row] + [5]) + 2
+    name_width = max(len(stem) for stem in cells) + 6
+    head = "".join(part.rjust(width) for part in ("train", "val", "test"))
+    lines.append(f"{'file':<{name_width}}{head}  sha256")
+    for stem, row in cells.items():
+        text = "".join(cell.rjust(width) for cell in row)
+        lines.append(f"{stem + '.csv':<{name_width}}{text}  {hashes[stem][:12]}")
     return "\n".join(lines)
 
 
