@@ -101,7 +101,7 @@ def test_calibration_records_merge_by_model_and_reach_the_report(tmp_path: Path)
     assert [(r["model"], r["temperature"]) for r in merged] == [("ser-bce", 0.9), ("ser-ce", 1.5)]
     assert json.loads(path.read_text())["calibration"] == merged
     table = calibration_table(merged)
-    assert "| ser-ce | 1.500 | 0.2000 / 0.0500 |" in table
+    assert "| ser-ce | `random.csv` | 1.500 | 0.2000 / 0.0500 |" in table
     after = merged[1]["test"]["after"]
     assert f"| {after['ece']:.4f} ± {after['ece_sd']:.4f} |" in table
     # A record from before the spread was measured still renders, with the ECE alone.
