@@ -417,4 +417,9 @@ def run_experiment(exp: Experiment) -> list[Record]:
                     f"{name} {architecture} {loss}: test accuracy {test['accuracy']:.4f}, "
                     f"macro-F1 {test['macro_f1']:.4f} (best epoch {record['best_epoch']})"
                 )
+                del result
+        # Before the next fold's features: the pool of seven corpora is 3 GB in float16, and
+        # while the next one was computed (6 GB in float32) this one was still held; the third
+        # fold of a run on the grown corpus was killed for memory at 24 GB.
+        del split
     return records
