@@ -639,18 +639,18 @@ def _data_report_text(
     lines.append(f"{'total':<10}" + "".join(f"{n:>10}" for n in totals) + f"{sum(totals):>8}")
     corpora = list(counts)
     lines += ["", f"splits (seed {seed}), clips per split: all ({' / '.join(corpora)})"]
-    cells = {
+    split_cells = {
         stem: [
             f"{per_dataset['all'][part]} ({'/'.join(str(per_dataset[d][part]) for d in corpora)})"
             for part in ("train", "val", "test")
         ]
         for stem, per_dataset in sizes.items()
     }
-    width = max([len(c) for row in cells.values() for c in row] + [5]) + 2
-    name_width = max(len(stem) for stem in cells) + 6
+    width = max([len(c) for row in split_cells.values() for c in row] + [5]) + 2
+    name_width = max(len(stem) for stem in split_cells) + 6
     head = "".join(part.rjust(width) for part in ("train", "val", "test"))
     lines.append(f"{'file':<{name_width}}{head}  sha256")
-    for stem, row in cells.items():
+    for stem, row in split_cells.items():
         text = "".join(cell.rjust(width) for cell in row)
         lines.append(f"{stem + '.csv':<{name_width}}{text}  {hashes[stem][:12]}")
     return "\n".join(lines)
