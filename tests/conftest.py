@@ -82,16 +82,17 @@ VOICED_S, PERIOD_S = 0.5, 2.5  # the worst-case upload: half a second of voice e
 
 def write_worst_case_flac(path: Path, seconds: float, rate: int = 192_000) -> int:
     """A mono ``rate`` Hz FLAC of ``seconds`` x ``rate`` decoded samples that still fits the
-    upload limit (at the defaults: the largest upload /predict accepts: 18.7 MB). Every 2.5 s
-    starts with half a second of :func:`synth_speechlike` (peak -27 dBFS), then digital silence
-    (which FLAC stores in a few bytes): every model window of it has speech in it, so the
-    server decodes, hears, featurises and classifies the whole clip. Returns its size in
-    bytes."""
-    period = np.zeros(round(PERIOD_S * rate), np.int16)
+    upload limit (at the defaults: the largest upload /predict accepts, 5.9 MB). Every 2.5 s
+    starts with half a second of :func:`synth_speechlike`, then digital silence (which FLAC
+    stores in a few bytes), in 8-bit samples (the decoded size does not depend on them; a
+    16-bit voice made the body 18.7 MB, whose copies, not the work, filled the memory budget):
+    every model window of it has speech in it, so the server decodes, hears, featurises and
+    classifies the whole clip. Returns its size in bytes."""
+    period = np.zeros(round(PERIOD_S * rate), np.float32)
     voice = synth_speechlike(VOICED_S, rate, seed=1)
-    period[: voice.size] = np.round(voice * 0.15 * 32767)
+    period[: voice.size] = voice
     whole, rest = divmod(round(seconds * rate), period.size)
-    with sf.SoundFile(path, "w", rate, 1, "PCM_16", format="FLAC") as f:
+    with sf.SoundFile(path, "w", rate, 1, "PCM_S8", format="FLAC") as f:
         for _ in range(whole):
             f.write(period)
         f.write(period[:rest])

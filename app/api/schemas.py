@@ -7,6 +7,8 @@ schema only), so each response is validated and serialised once, here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -75,33 +77,26 @@ class PredictResponse(BaseModel):
 def segment_result(
     span_s: tuple[float, float], row: np.ndarray, speech: bool, active_fraction: float
 ) -> SegmentResult:
-    """One window's result; a window without speech carries no label."""
-    start_s, end_s = round(span_s[0], 4), round(span_s[1], 4)
-    fraction = round(float(active_fraction), 4)
-    if not speech:
-        return SegmentResult(
-            start_s=start_s,
-            end_s=end_s,
-            speech=False,
-            active_fraction=fraction,
-            label=None,
-            confidence=None,
-            probabilities=None,
-            arousal=None,
-            valence=None,
-        )
-    label, confidence = top_label(row)
-    arousal, valence = affect_of(row)
+    """One segment's result; a segment without speech carries no label and no scores."""
+    scores: dict[str, Any] = dict.fromkeys(
+        ("label", "confidence", "probabilities", "arousal", "valence")
+    )
+    if speech:
+        label, confidence = top_label(row)
+        arousal, valence = affect_of(row)
+        scores = {
+            "label": label,
+            "confidence": confidence,
+            "probabilities": by_label(row),
+            "arousal": arousal,
+            "valence": valence,
+        }
     return SegmentResult(
-        start_s=start_s,
-        end_s=end_s,
-        speech=True,
-        active_fraction=fraction,
-        label=label,
-        confidence=confidence,
-        probabilities=by_label(row),
-        arousal=arousal,
-        valence=valence,
+        start_s=round(span_s[0], 4),
+        end_s=round(span_s[1], 4),
+        speech=speech,
+        active_fraction=round(float(active_fraction), 4),
+        **scores,
     )
 
 
