@@ -8,7 +8,8 @@
    ``RETRY_S`` and counted.
 2. **Memory**: peak RSS growth of a fresh, warmed-up server while ``--rss-uploads`` worst-case
    accepted uploads run at once: a FLAC exactly at ``SER_MAX_DECODED_SAMPLES`` (the longest clip
-   at the highest rate, mono, 192 kHz x 600 s; near-silence so it fits the upload limit). That
+   at the highest rate, mono, 192 kHz x 600 s; a voice every 2.5 s, silence between, 8-bit, so
+   it fits the upload limit and every window is classified: ``write_worst_case_flac``). That
    server gets as many long-lane threads as uploads, so all of them decode at the same time.
    Measured once with 1 upload (target <= 300 MB) and once with ``--rss-uploads`` (target
    <= 1 GB). Peak = ``VmHWM`` after resetting it through ``/proc/<pid>/clear_refs``.
