@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Literal
 
 import numpy as np
 
@@ -78,7 +78,6 @@ class ClipLimits:
 
 
 Segmentation = Literal["windows", "utterances"]
-SEGMENTATIONS: Final[tuple[str, ...]] = get_args(Segmentation)
 
 
 @dataclass(frozen=True)

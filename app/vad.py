@@ -112,7 +112,6 @@ class VadStream:
         self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
         self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)  # as the model heard it
         self._pending = np.zeros(0, dtype=np.float32)
-        self.frames = 0  # frames judged so far
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add 16 kHz mono samples ``(n,)``; the probabilities of the frames they complete.
@@ -130,9 +129,7 @@ class VadStream:
             self._pending = data[n_frames * FRAME_SAMPLES :].copy()
             if n_frames:
                 out.append(self._judge(data[: n_frames * FRAME_SAMPLES]))
-        judged = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-        self.frames += judged.shape[0]
-        return judged
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def _judge(self, data: np.ndarray) -> np.ndarray:
         """Whole frames ``(n * FRAME_SAMPLES,)`` in one call: each row the frame as the model

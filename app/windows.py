@@ -142,9 +142,9 @@ class ClipWindows:
 
     def features(self, begin: int = 0, end: int | None = None) -> np.ndarray:
         """Features of windows ``begin:end``: ``(n, n_mels, frames)``."""
-        return featurise([self.trimmed[o:] for o in self.offsets[begin:end]], self.config)
+        return self.features_of(range(len(self.offsets))[begin:end])
 
-    def features_of(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    def features_of(self, indices: Sequence[int] | range | np.ndarray) -> np.ndarray:
         """Features of the windows ``indices``: ``(len(indices), n_mels, frames)``."""
         return featurise([self.trimmed[self.offsets[int(k)] :] for k in indices], self.config)
 
