@@ -11,6 +11,16 @@ is closed silently, as a keep-alive timeout closes it. Upload bodies have their 
 :mod:`app.api.upload`. A WebSocket upgrade keeps what is left of its request's deadline until
 the app accepts it (:class:`app.ws_edge.EdgeWebSocketProtocol`).
 
+uvicorn also lets a connection outlive every timer once the app has answered without reading
+the body it was sent (a 200 ``/healthz`` with a ``Content-Length`` of a terabyte, a 404, a 413
+or 415 from the headers alone): it discards the body as it arrives, and each byte restarts the
+keep-alive timer. Such a connection is closed here instead, after a lingering close as nginx
+does it: the answer is sent, the write side shut, and what still arrives is read and dropped
+for at most :data:`LINGER_S` and :data:`LINGER_MAX_BYTES` (closing at once would let the
+client's next bytes reset the connection before it read the answer). Bytes that start no
+request (blank lines) between requests put the connection under the header deadline, so
+trickling them cannot hold it open either.
+
 The cap counts the request's own header bytes only, never the body of the request before it
 on the same connection (pipelining). Every byte of a chunk read while a request's headers are
 open is theirs, except in the chunk where the request begins after the end of the one before
@@ -45,6 +55,10 @@ INVALID_UTF8_MESSAGE: Final[str] = "Invalid UTF-8 sequence received from client"
 # ": " + CRLF around each header: what httptools does not report.
 REQUEST_LINE_EXTRA_BYTES: Final[int] = 1 + 11 + 2
 HEADER_EXTRA_BYTES: Final[int] = 4
+
+# The lingering close after an answer to a request whose body was not read.
+LINGER_S: Final[float] = 2.0
+LINGER_MAX_BYTES: Final[int] = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -95,18 +109,31 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._completed_in_chunk = False
         self._request_started = False
         self._refused = False
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingered_bytes = 0
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the connection closes after the response in flight; nothing more is read
+        if self._linger_timer is not None:
+            self._lingered_bytes += len(data)  # the unread body's tail: dropped
+            if self._lingered_bytes > LINGER_MAX_BYTES:
+                self.transport.close()
+            return
         self._began_in_chunk = self._chunk_shared = self._completed_in_chunk = False
         super().data_received(data)
-        if self._header_timer is None or self._refused or self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
+            return
+        if self._header_timer is None and self._between_requests():
+            self._arm_header_deadline()  # bytes that began no request (blank lines)
+        if self._header_timer is None:
             return  # not inside a request's headers (they completed in this chunk, or earlier)
         if not (self._began_in_chunk and self._chunk_shared):
             self._raw_bytes += len(data)  # the whole chunk is this request's line and headers
@@ -125,6 +152,26 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._completed_in_chunk = True
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            super().on_response_complete()
+            return
+        # Answered before the request's body was read to its end: a lingering close.
+        self.server_state.total_requests += 1
+        self._unset_keepalive_if_required()
+        self._disarm_header_deadline()
+        metrics.HTTP_EDGE_ERRORS.labels(code="unread_body").inc()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # after what is buffered: the answer, then FIN
+        self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        self.flow.resume_reading()
+
+    def _between_requests(self) -> bool:
+        """No request is open on the connection and none is waiting to start."""
+        idle = self.cycle is None or self.cycle.response_complete
+        return idle and not self.pipeline and self.timeout_keep_alive_task is None
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

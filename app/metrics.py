@@ -51,7 +51,8 @@ HTTP_EDGE_ERRORS = Counter(
     "ser_http_edge_errors",
     "HTTP connections answered or closed by the server's protocol layer before the app saw a "
     "request, by code (bad_request, header_timeout, headers_too_large, uri_too_long; "
-    "idle_timeout for a connection closed before it sent a byte).",
+    "idle_timeout for a connection closed before it sent a byte; unread_body for one closed "
+    "after an answer given before its request's body arrived).",
     ["code"],
 )
 WORK_LANE_JOBS = Gauge(

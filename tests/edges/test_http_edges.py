@@ -258,3 +258,98 @@ def test_unknown_methods_fold_into_one_metrics_label(server: LiveServer) -> None
     text = server.get("/metrics").text
     assert not any(f'method="{method}"' in text for method in methods)
     assert server.metric("ser_http_requests_total", method="other") >= len(methods)
+
+
+LINGER_S = 2.0  # app.http_edge.LINGER_S
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n", 200),
+        (b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", 404),
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            b"Content-Length: 1000000000000\r\n\r\n",
+            413,
+        ),
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 1000000\r\n\r\n",
+            415,
+        ),
+    ],
+    ids=["healthz", "404", "413 from the length", "415 from the type"],
+)
+def test_a_body_trickled_after_an_early_answer_cannot_hold_the_connection(
+    server: LiveServer, head: bytes, status: int
+) -> None:
+    """The app answers from the headers alone; the client then sends a byte of the body every
+    0.3 s, each of which used to restart uvicorn's keep-alive timer. The answer arrives, then
+    the connection closes within the lingering deadline."""
+    before = server.metric("ser_http_edge_errors_total", code="unread_body")
+    with raw(server) as sock:
+        sock.sendall(head + b"x")
+        started = time.monotonic()
+        received = b""
+        closed = False
+        while not closed and time.monotonic() - started < LINGER_S + 3 * MARGIN_S:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x")
+            closed, chunk = closed_within(sock, 0.3)
+            received += chunk
+    assert closed, "the connection outlived the lingering deadline"
+    assert time.monotonic() - started < LINGER_S + 2 * MARGIN_S
+    assert response(received)[0] == status
+    assert server.metric("ser_http_edge_errors_total", code="unread_body") == before + 1
+
+
+def test_a_flood_after_an_early_answer_is_cut_at_the_byte_cap(server: LiveServer) -> None:
+    with raw(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for _ in range(64):  # 4 MiB, past the 1 MiB cap, well inside the deadline
+                sock.sendall(b"\0" * 65536)
+        closed, data = closed_within(sock, LINGER_S + MARGIN_S)
+    assert closed and response(data)[0] == 200
+    assert time.monotonic() - started < LINGER_S + MARGIN_S
+
+
+def test_blank_lines_between_requests_do_not_hold_the_connection(server: LiveServer) -> None:
+    """A blank line starts no request, so no header deadline; it did stop the keep-alive
+    timer. Trickled blank lines now count as the next request's headers."""
+    with raw(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        received = b""
+        closed = False
+        while not closed and time.monotonic() - started < HEADER_S + KEEP_ALIVE_S + 4 * MARGIN_S:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\r\n")
+            closed, chunk = closed_within(sock, 0.3)
+            received += chunk
+    assert closed and response(received)[0] == 200
+    assert time.monotonic() - started < HEADER_S + 2 * MARGIN_S
+
+
+def test_a_hundred_trickling_connections_leave_healthz_answering(server: LiveServer) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n"
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(100)]
+    try:
+        for sock in sockets:
+            sock.sendall(head)
+        started = time.monotonic()
+        open_ = list(sockets)
+        while open_ and time.monotonic() - started < LINGER_S + 3 * MARGIN_S:
+            for sock in list(open_):
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"x")
+                if closed_within(sock, 0.01)[0]:
+                    open_.remove(sock)
+            assert server.get("/healthz").status_code == 200
+            time.sleep(0.2)
+        assert not open_, f"{len(open_)} of 100 trickling connections still open"
+    finally:
+        for sock in sockets:
+            sock.close()
