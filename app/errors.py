@@ -92,6 +92,17 @@ class NotReadyError(ServiceError):
     code = "not_ready"
 
 
+class ServerBusyError(ServiceError):
+    """Refused for now, before its body was read (:mod:`app.api.upload_budget`)."""
+
+    code = "server_busy"
+    close_connection = True
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 def error_response(
     status_code: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> JSONResponse:
@@ -124,6 +135,8 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     response = error_response(exc.status_code, exc.code, exc.message, exc.details)
     if exc.close_connection:
         response.headers["connection"] = "close"
+    if isinstance(exc, ServerBusyError):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
     return response
 
 

@@ -20,6 +20,7 @@ from app.api.admission import StreamAdmission
 from app.api.apidocs import mount_docs
 from app.api.page import mount_page
 from app.api.upload import UploadDeadlineMiddleware
+from app.api.upload_budget import UploadBudget
 from app.errors import install_error_handlers
 from app.http_edge import install_log_filter
 from app.logs import RequestLogMiddleware, configure_logging
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = ModelRegistry.empty("the models are loading")
     app.state.work_pools = None  # made by the lifespan
     app.state.stream_admission = StreamAdmission.from_settings(settings)
+    app.state.upload_budget = UploadBudget(settings.upload_buffer_bytes)
     install_error_handlers(app)
     app.add_middleware(
         UploadDeadlineMiddleware,

@@ -65,6 +65,15 @@ WORK_LANE_REFUSALS = Counter(
     "Jobs refused because their work lane was full (answered 503 server_busy), by lane.",
     ["lane"],
 )
+UPLOAD_BUFFER_BYTES = Gauge(
+    "ser_upload_buffer_bytes",
+    "Bytes of upload bodies reserved at once (app.api.upload_budget), of SER_UPLOAD_BUFFER_BYTES.",
+)
+UPLOAD_BUDGET_REFUSALS = Counter(
+    "ser_upload_budget_refusals",
+    "Uploads refused before their body was read because the upload budget was spent "
+    "(answered 503 server_busy).",
+)
 LANE_MOVES = Counter(
     "ser_work_lane_moves",
     "/predict uploads moved from the short to the long lane, because their header or the "

@@ -21,6 +21,7 @@ REPO_MODELS_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "models"
 PROVIDER_NAMES: Final[tuple[str, ...]] = ("cuda", "cpu")
 LogLevel = Literal["debug", "info", "warning", "error"]
 LONG_LANE_SAMPLES: Final[int] = 30 * 48_000 * 2  # 30 s of 48 kHz stereo
+MULTIPART_OVERHEAD_BYTES: Final[int] = 64 * 1024  # boundaries and part headers around a file
 # How long the micro-batcher's first job waits for others, per execution provider. On the CPU
 # a batch of 16 runs no faster per row than 16 runs of one (benchmarks/results/latest.md), so
 # waiting only adds latency; jobs that queue while a run is going still share the next one.
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
 
     # /predict limits.
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)
+    # Upload bodies held at once by the process (app.api.upload_budget); past it, 503 before
+    # reading. At least one max-size multipart upload (checked below), whose boundaries and part
+    # headers may add MULTIPART_OVERHEAD_BYTES to the file.
+    upload_buffer_bytes: int = Field(default=128_000_000, ge=1024)
     max_audio_s: float = Field(default=600.0, gt=0.0)
     min_audio_s: float = Field(default=0.1, ge=0.0)
     segment_hop_s: float | None = Field(default=None, gt=0.0)  # None: half the model window
@@ -142,6 +147,11 @@ class Settings(BaseSettings):
             raise ValueError("SER_MIN_AUDIO_S must be below SER_MAX_AUDIO_S")
         if self.stream_hop_s > self.stream_max_session_s:
             raise ValueError("SER_STREAM_HOP_S must not exceed SER_STREAM_MAX_SESSION_S")
+        if self.upload_buffer_bytes < self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
+            raise ValueError(
+                "SER_UPLOAD_BUFFER_BYTES must hold one upload of SER_MAX_UPLOAD_BYTES "
+                f"and its multipart framing ({MULTIPART_OVERHEAD_BYTES} bytes)"
+            )
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: the settings, the model registry and the work pools.
+"""Dependencies shared by the routers: the settings, the model registry, the work pools and
+the upload budget.
 
 All ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
 dependency per request for what is an attribute read.
@@ -10,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.upload_budget import UploadBudget
 from app.errors import NotReadyError
 from app.registry import ModelRegistry
 from app.settings import Settings
@@ -43,7 +45,13 @@ async def get_work_pools(request: Request) -> WorkPools:
     return pools
 
 
+async def get_upload_budget(request: Request) -> UploadBudget:
+    budget: UploadBudget = request.app.state.upload_budget
+    return budget
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 ReadyRegistryDep = Annotated[ModelRegistry, Depends(get_ready_registry)]
 WorkPoolsDep = Annotated[WorkPools, Depends(get_work_pools)]
+UploadBudgetDep = Annotated[UploadBudget, Depends(get_upload_budget)]

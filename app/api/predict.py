@@ -3,11 +3,14 @@
 The audio comes either as a multipart form field ``file`` or as the raw request body with an
 audio content type. The body is read here, not by FastAPI, so that its size is checked against
 ``Content-Length`` first and then counted while it streams in: nothing past the limit is ever
-buffered.
+buffered. Before a byte is read, the bytes the body may hold are reserved from the process's
+upload budget (:mod:`app.api.upload_budget`) until the answer is made; a raw body is read into
+one growing buffer whose bytes become the upload without a copy.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -17,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.api.deps import ReadyRegistryDep, SettingsDep, WorkPoolsDep
+from app.api.deps import ReadyRegistryDep, SettingsDep, UploadBudgetDep, WorkPoolsDep
 from app.api.schemas import PredictResponse, predict_response
 from app.errors import (
     MissingAudioError,
@@ -28,6 +31,7 @@ from app.errors import (
 )
 from app.logs import request_id_of
 from app.prediction import ClipLimits, Segmentation, predict_clip
+from app.settings import MULTIPART_OVERHEAD_BYTES
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
@@ -54,7 +58,6 @@ AUDIO_TYPES: Final[frozenset[str]] = frozenset(
     }
 )
 MULTIPART: Final[str] = "multipart/form-data"
-MULTIPART_OVERHEAD_BYTES: Final[int] = 64 * 1024  # boundaries and part headers around the file
 FILE_FIELD: Final[str] = "file"
 
 _BODY_SCHEMA: Final[dict[str, Any]] = {"type": "string", "format": "binary"}
@@ -138,32 +141,53 @@ async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
     return data
 
 
-async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
-    """The uploaded audio bytes, from a multipart ``file`` field or a raw audio body.
+def body_hold_bytes(request: Request, limit_bytes: int) -> int:
+    """The bytes the request's body may hold in memory, from its headers alone: its
+    ``Content-Length``, or the most the limit lets through when it declares none.
 
     Raises:
-        UploadTooLargeError: (413) Content-Length or the bytes received exceed the limit.
+        UploadTooLargeError: (413) Content-Length exceeds the limit.
         UnsupportedMediaTypeError: (415) neither multipart nor an audio content type.
-        MissingAudioError: (400) nothing sent, or no ``file`` field.
+        MissingAudioError: (400) nothing sent.
     """
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = _media_type(request)
     length = _content_length(request)
     if media_type == MULTIPART:
-        if length is not None and length > limit_bytes + MULTIPART_OVERHEAD_BYTES:
-            raise too_large(limit_bytes)
-        return await _read_multipart(request, limit_bytes)
-    if media_type in AUDIO_TYPES:
-        if length is not None and length > limit_bytes:
-            raise too_large(limit_bytes)
-        return b"".join([chunk async for chunk in _limited(request.stream(), limit_bytes)])
-    if not media_type and not length:
+        cap = limit_bytes + MULTIPART_OVERHEAD_BYTES
+    elif media_type in AUDIO_TYPES:
+        cap = limit_bytes
+    elif not media_type and not length:
         raise MissingAudioError(
             f"no audio sent: POST a multipart field '{FILE_FIELD}' or a raw audio/wav body"
         )
-    raise UnsupportedMediaTypeError(
-        f"content type {media_type or 'none'!r} is not accepted: send {MULTIPART} with a "
-        f"'{FILE_FIELD}' field, or a raw body as one of {', '.join(sorted(AUDIO_TYPES))}"
-    )
+    else:
+        raise UnsupportedMediaTypeError(
+            f"content type {media_type or 'none'!r} is not accepted: send {MULTIPART} with a "
+            f"'{FILE_FIELD}' field, or a raw body as one of {', '.join(sorted(AUDIO_TYPES))}"
+        )
+    if length is not None and length > cap:
+        raise too_large(limit_bytes)
+    return cap if length is None else length
+
+
+async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
+    """The uploaded audio bytes, from a multipart ``file`` field or a raw audio body (whose
+    headers :func:`body_hold_bytes` accepted).
+
+    Raises:
+        UploadTooLargeError: (413) the bytes received exceed the limit.
+        MissingAudioError: (400) no ``file`` field.
+    """
+    if _media_type(request) == MULTIPART:
+        return await _read_multipart(request, limit_bytes)
+    body = io.BytesIO()
+    async for chunk in _limited(request.stream(), limit_bytes):
+        body.write(chunk)
+    return body.getvalue()  # the buffer's own bytes object, not a copy (CPython)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 ModelQuery = Annotated[
@@ -191,6 +215,7 @@ async def predict(
     registry: ReadyRegistryDep,
     settings: SettingsDep,
     pools: WorkPoolsDep,
+    budget: UploadBudgetDep,
     model: ModelQuery = None,
     segments: SegmentsQuery = "windows",
 ) -> Response:
@@ -198,12 +223,15 @@ async def predict(
     without speech are reported and not classified."""
     started = time.perf_counter()
     served = registry.get(model)
-    data = await read_audio_body(request, settings.max_upload_bytes)
+    hold_bytes = body_hold_bytes(request, settings.max_upload_bytes)
     hop_s = settings.segment_hop_s or served.feature_config.window_s / 2
     limits = ClipLimits.from_settings(settings)
-    result = await predict_clip(
-        data, served, hop_s, limits, pools, started=started, segmentation=segments
-    )
+    with budget.reserve(hold_bytes):
+        data = await read_audio_body(request, settings.max_upload_bytes)
+        result = await predict_clip(
+            data, served, hop_s, limits, pools, started=started, segmentation=segments
+        )
+        del data
     return Response(predict_response(result).model_dump_json(), media_type="application/json")
 
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.api.predict import MULTIPART_OVERHEAD_BYTES
-from app.settings import Settings
+from app.settings import MULTIPART_OVERHEAD_BYTES, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
