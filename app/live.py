@@ -21,7 +21,7 @@ from app import metrics
 from app.contract import top_label
 from app.labels import LABELS
 from app.registry import ServedModel
-from app.streaming import StreamSession, Window
+from app.streaming import StreamSession, Window, WindowSpan
 
 SMOOTHING_S: Final[float] = 1.5  # time constant of the exponential moving average
 
@@ -67,10 +67,11 @@ class PredictionTrack:
 
 @dataclass(frozen=True)
 class ClassifiedWindow:
-    """A window with its probabilities (None when it is not speech) and the smoothed ones
-    after it (None before the session's first speech window)."""
+    """A window's span with its probabilities (None when it is not speech) and the smoothed
+    ones after it (None before the session's first speech window). The window's samples and
+    features are not kept: they are dropped once classified."""
 
-    window: Window
+    span: WindowSpan
     probabilities: np.ndarray | None
     smoothed: np.ndarray | None
 
@@ -128,5 +129,5 @@ class LiveStream:
             p = next(rows) if window.speech else None
             if p is not None:
                 metrics.PREDICTIONS.labels(model=self.model.key, label=top_label(p)[0]).inc()
-            classified.append(ClassifiedWindow(window, p, self.track.add(p)))
+            classified.append(ClassifiedWindow(window.span, p, self.track.add(p)))
         return classified

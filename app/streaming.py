@@ -50,6 +50,10 @@ MIN_WINDOW_S: Final[float] = 1.0
 
 # stop() emits a last window when at least this much audio was never inside a window.
 MIN_FINAL_S: Final[float] = 0.25
+# The most windows one frame of audio may complete: a frame's work (windows cut, featurised
+# and classified before the next frame is read) and memory are bounded whatever the client's
+# rate, hop and frame size (:attr:`StreamSession.max_frame_bytes`).
+MAX_FRAME_WINDOWS: Final[int] = 32
 
 
 class StreamError(ValueError):
@@ -79,6 +83,20 @@ class StreamTooLongError(StreamError):
 
 
 @dataclass(frozen=True)
+class WindowSpan:
+    """Where a window lies in the stream and what the gate heard in it: a :class:`Window`
+    without its audio and features, what outlives its classification."""
+
+    index: int
+    start_s: float
+    end_s: float
+    padded_samples: int
+    speech: bool
+    active_fraction: float
+    level_dbfs: float
+
+
+@dataclass(frozen=True)
 class Window:
     """One model window of the stream.
 
@@ -98,6 +116,18 @@ class Window:
     speech: bool
     active_fraction: float
     level_dbfs: float
+
+    @property
+    def span(self) -> WindowSpan:
+        return WindowSpan(
+            self.index,
+            self.start_s,
+            self.end_s,
+            self.padded_samples,
+            self.speech,
+            self.active_fraction,
+            self.level_dbfs,
+        )
 
 
 def level_dbfs(samples: np.ndarray) -> float:
@@ -181,6 +211,14 @@ class StreamSession:
     @property
     def windows(self) -> int:
         return self._windows
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The most bytes one frame may carry: audio that completes at most
+        :data:`MAX_FRAME_WINDOWS` windows (a frame spanning ``n`` hops completes ``n + 1`` at
+        most), in whole sample frames."""
+        hops = MAX_FRAME_WINDOWS - 1
+        return math.floor(hops * self.hop_s * self.sample_rate) * self.frame_bytes
 
     @property
     def pending_bytes(self) -> int:

@@ -131,6 +131,7 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
     limits = Limits.from_settings(settings)
     start = await _receive_start(websocket, limits)
     live = _open_stream(websocket.app, start, settings)
+    limits.max_frame_bytes = min(limits.max_frame_bytes, live.session.max_frame_bytes)
     lane = _stream_lane(websocket.app)
     try:
         admission.take_slot()

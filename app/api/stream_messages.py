@@ -92,7 +92,7 @@ class PredictionMessage(BaseModel):
 
     @classmethod
     def of(cls, result: ClassifiedWindow, final: bool, latency_ms: float) -> PredictionMessage:
-        window, p, smoothed = result.window, result.probabilities, result.smoothed
+        window, p, smoothed = result.span, result.probabilities, result.smoothed
         label, confidence = (None, None) if p is None else top_label(p)
         arousal, valence = _affect(p)
         smoothed_arousal, smoothed_valence = _affect(smoothed)

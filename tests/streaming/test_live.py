@@ -39,17 +39,18 @@ def test_speech_windows_get_the_models_probabilities_and_silence_gets_none(
     window_s = served.feature_config.window_s
     speech = synth_speechlike(window_s + 1.0, RATE).astype(np.float32)
     results = live.push(speech.tobytes())
-    assert [r.window.index for r in results] == [0, 1, 2]
-    expected = served.predict(np.stack([r.window.features for r in results]))
+    assert [r.span.index for r in results] == [0, 1, 2]
+    windows = _live(served).session.push(speech.tobytes())  # the same cut, with its features
+    expected = served.predict(np.stack([w.features for w in windows]))
     for result, row in zip(results, expected, strict=True):
-        assert result.window.speech
+        assert result.span.speech
         np.testing.assert_allclose(result.probabilities, row, rtol=0, atol=1e-6)
     assert results[0].smoothed == pytest.approx(results[0].probabilities)
 
     silent = live.push(np.zeros(RATE * 4, np.float32).tobytes())
-    quiet = [r for r in silent if not r.window.speech]  # windows past the speech's tail
+    quiet = [r for r in silent if not r.span.speech]  # windows past the speech's tail
     assert quiet and all(r.probabilities is None for r in quiet)
-    last_speech = [r for r in silent if r.window.speech][-1] if len(quiet) < len(silent) else None
+    last_speech = [r for r in silent if r.span.speech][-1] if len(quiet) < len(silent) else None
     shown = results[-1].smoothed if last_speech is None else last_speech.smoothed
     for r in quiet:  # the smoothed display holds the last speech
         np.testing.assert_array_equal(r.smoothed, shown)
