@@ -60,6 +60,7 @@ ERROR_CODES: Final[dict[str, Outcome]] = {
     "already_started": Outcome(None, POLICY_VIOLATION),
     "start_timeout": Outcome(None, POLICY_VIOLATION),
     "idle_timeout": Outcome(None, POLICY_VIOLATION),
+    "audio_too_slow": Outcome(None, POLICY_VIOLATION),
     "session_too_long": Outcome(None, POLICY_VIOLATION),
     "stream_error": Outcome(None, POLICY_VIOLATION),  # a session used out of order
     "too_many_attempts": Outcome(None, POLICY_VIOLATION),

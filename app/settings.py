@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     stream_threads: int = Field(default_factory=_one_per_cpu, ge=1, le=256)
     stream_max_frame_bytes: int = Field(default=256 * 1024, ge=1024)
     stream_idle_timeout_s: float = Field(default=30.0, gt=0.0)
+    # A started session must carry audio at this share of real time on average once
+    # stream_min_audio_grace_s has passed (0: no rule), or it is closed (audio_too_slow).
+    stream_min_audio_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    stream_min_audio_grace_s: float = Field(default=10.0, ge=0.0)
     stream_max_session_s: float = Field(default=3600.0, gt=0.0)
     stream_hop_s: float = Field(default=0.5, gt=0.0)
     # WebSocket admission: a slot is taken only by a valid start, which must come in time;

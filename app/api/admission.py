@@ -8,7 +8,9 @@ on) uvicorn has already replaced a trusted proxy's address there (``FORWARDED_AL
 gateway's network in the image, the compose file and the manifests, never ``*``) by the
 client address in its ``X-Forwarded-For``; the gateway writes that header itself, so clients
 cannot choose it. uvicorn passes on whatever string the header holds, so the key is the
-address normalised by :mod:`ipaddress` (at most 39 characters), or :data:`UNKNOWN_CLIENT`.
+address normalised by :mod:`ipaddress` (at most 43 characters), or :data:`UNKNOWN_CLIENT`.
+An IPv6 client is its /64 network: one subscriber, or one host, commonly holds a whole /64 and
+could otherwise count as billions of clients; an IPv4-mapped IPv6 address is its IPv4 address.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from app.settings import Settings
 
 MAX_TRACKED_CLIENTS: Final[int] = 10_000  # bounds the memory of the attempt history
 UNKNOWN_CLIENT: Final[str] = "unknown"
+IPV6_PREFIX: Final[int] = 64  # the IPv6 network one client is counted as
 
 
 class AdmissionRefused(Exception):
@@ -42,9 +45,14 @@ def client_host(scope: Scope) -> str:
     if not client:
         return UNKNOWN_CLIENT
     try:
-        return ipaddress.ip_address(str(client[0])[:64]).compressed
+        address = ipaddress.ip_address(str(client[0])[:64])
     except ValueError:
         return UNKNOWN_CLIENT
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped.compressed
+        return ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False).compressed
+    return address.compressed
 
 
 class StreamAdmission:

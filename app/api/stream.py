@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -67,8 +68,12 @@ class Limits:
     idle_timeout_s: float
     start_timeout_s: float
     max_session_s: float
+    min_audio_rate: float
+    min_audio_grace_s: float
     connected_at: float = field(default_factory=time.monotonic)
     started: bool = False
+    started_at: float = 0.0  # time.monotonic() of the start
+    audio_s: float = 0.0  # audio the session has carried so far
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -78,7 +83,12 @@ class Limits:
             idle_timeout_s=settings.stream_idle_timeout_s,
             start_timeout_s=settings.stream_start_timeout_s,
             max_session_s=settings.stream_max_session_s,
+            min_audio_rate=settings.stream_min_audio_rate,
+            min_audio_grace_s=settings.stream_min_audio_grace_s,
         )
+
+    def start(self) -> None:
+        self.started, self.started_at = True, time.monotonic()
 
     @property
     def deadline(self) -> float:
@@ -98,6 +108,24 @@ class Limits:
     def check_deadline(self) -> None:
         if time.monotonic() >= self.deadline:
             raise self.deadline_error()
+
+    @property
+    def audio_deadline(self) -> float:
+        """time.monotonic() by which more audio must arrive to keep the session at
+        ``min_audio_rate`` of real time on average (after the grace period); inf without
+        the rule or before the start."""
+        if not self.started or self.min_audio_rate <= 0:
+            return math.inf
+        return self.started_at + self.min_audio_grace_s + self.audio_s / self.min_audio_rate
+
+    def audio_deadline_error(self) -> ProtocolError:
+        elapsed_s = time.monotonic() - self.started_at
+        return ProtocolError(
+            "audio_too_slow",
+            f"{self.audio_s:.1f} s of audio in {elapsed_s:.1f} s: a session must carry audio at "
+            f"{self.min_audio_rate:g}x real time or more after its first "
+            f"{self.min_audio_grace_s:g} s (stop and start a new session after a pause)",
+        )
 
 
 @router.websocket("/ws/stream")
@@ -137,7 +165,7 @@ async def _run(websocket: WebSocket, admission: StreamAdmission) -> None:
         admission.take_slot()
     except AdmissionRefused as e:
         raise ProtocolError(e.code, e.message) from e
-    limits.started = True
+    limits.start()
     metrics.ACTIVE_STREAMS.inc()
     try:
         await _serve(websocket, limits, live, lane)
@@ -170,6 +198,7 @@ async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream, lane: W
         if message.get("bytes") is not None:
             # Resampling, features and inference in one hand-off to the stream lane.
             results = await _in_lane(lane, live.push, message["bytes"])
+            limits.audio_s = session.duration_s
             await _send_predictions(websocket, results, received_at, final=False)
             continue
         kind = parse_control(message.get("text") or "", limits.max_control_bytes).get("type")
@@ -187,15 +216,21 @@ async def _serve(websocket: WebSocket, limits: Limits, live: LiveStream, lane: W
 
 
 async def _receive(websocket: WebSocket, limits: Limits) -> tuple[float, Mapping[str, Any]]:
-    """The next text or binary frame within the idle timeout and before the deadline, and when
-    it arrived."""
+    """The next text or binary frame within the idle timeout, before the deadline and before
+    the session falls below its least audio rate, and when it arrived."""
     limits.check_deadline()
-    to_deadline_s = limits.deadline - time.monotonic()
+    now = time.monotonic()
+    if now >= limits.audio_deadline:
+        raise limits.audio_deadline_error()
+    to_deadline_s = limits.deadline - now
+    to_audio_deadline_s = limits.audio_deadline - now
     try:
         message = await asyncio.wait_for(
-            websocket.receive(), min(limits.idle_timeout_s, to_deadline_s)
+            websocket.receive(), min(limits.idle_timeout_s, to_deadline_s, to_audio_deadline_s)
         )
     except TimeoutError as e:
+        if to_audio_deadline_s <= min(limits.idle_timeout_s, to_deadline_s):
+            raise limits.audio_deadline_error() from e
         if to_deadline_s <= limits.idle_timeout_s:  # the deadline, not the idle time, ran out
             raise limits.deadline_error() from e
         raise ProtocolError(

@@ -241,3 +241,46 @@ def test_a_silent_started_session_is_closed_and_frees_its_slot(make_client: Clie
         messages, close = read_until_close(ws)
     assert messages[-1]["code"] == "idle_timeout" and close == 1008
     assert_works(client)
+
+
+def test_a_session_trickling_audio_is_closed_and_frees_its_slot(make_client: ClientFactory) -> None:
+    """A byte every 0.1 s resets the idle timer for ever; the least audio rate (half real time
+    after the grace period) does not: the session is closed 1008 and its slot is free."""
+    client = make_client(
+        stream_min_audio_grace_s=0.5, stream_max_sessions=1, stream_idle_timeout_s=5
+    )
+    with client.websocket_connect("/ws/stream") as ws:
+        ws.send_json(START_16K)
+        ws.receive_json()
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def trickle() -> None:
+            while not stop.is_set():
+                try:
+                    ws.send_bytes(b"\0\0")  # one sample: 62.5 us of audio
+                except Exception:
+                    return
+                time.sleep(0.1)
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        messages, close = read_until_close(ws)
+        stop.set()
+    assert messages[-1]["code"] == "audio_too_slow" and close == 1008
+    assert "0.5x real time" in messages[-1]["message"]
+    assert time.monotonic() - started < 3.0
+    assert_works(client)
+
+
+def test_a_session_at_real_time_meets_the_audio_rate(make_client: ClientFactory) -> None:
+    client = make_client(stream_min_audio_grace_s=0.2)
+    with client.websocket_connect("/ws/stream") as ws:
+        ws.send_json(START_16K)
+        ws.receive_json()
+        for _ in range(8):  # 0.1 s of audio every 0.1 s for 0.8 s
+            ws.send_bytes(np.zeros(1600, "<i2").tobytes())
+            time.sleep(0.1)
+        ws.send_json({"type": "stop"})
+        messages, close = read_until_close(ws)
+    assert close == 1000 and messages[-1]["type"] == "summary"
