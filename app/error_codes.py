@@ -49,6 +49,8 @@ ERROR_CODES: Final[dict[str, Outcome]] = {
     "unsupported_media_type": Outcome(415, None),
     "upload_timeout": Outcome(408, None),
     "client_disconnected": Outcome(400, None),
+    "invalid_host": Outcome(400, None),
+    "origin_not_allowed": Outcome(403, None),  # a WebSocket handshake, refused before accepting
     # The stream protocol.
     "bad_json": Outcome(None, INVALID_PAYLOAD),
     "frame_too_large": Outcome(None, MESSAGE_TOO_BIG),

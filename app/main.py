@@ -19,6 +19,7 @@ from app.api import models, ops, predict, stream
 from app.api.admission import StreamAdmission
 from app.api.apidocs import mount_docs
 from app.api.page import mount_page
+from app.api.security import SecurityMiddleware
 from app.api.upload import UploadDeadlineMiddleware
 from app.api.upload_budget import UploadBudget
 from app.errors import install_error_handlers
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_rate_bytes_s=settings.upload_min_rate_bytes_s,
         grace_s=settings.upload_rate_grace_s,
     )
+    app.add_middleware(SecurityMiddleware, allowed_hosts=settings.allowed_host_set)
     app.add_middleware(RequestLogMiddleware)
     app.include_router(predict.router)
     app.include_router(models.router)

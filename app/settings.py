@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     upload_min_rate_bytes_s: int = Field(default=8192, ge=0)
     upload_rate_grace_s: float = Field(default=5.0, ge=0.0)
 
+    # Browsers (app.api.security): origins besides the service's own that may open /ws/stream
+    # (comma list of scheme://host[:port]), and the host names the service answers to ("*": any).
+    allowed_origins: str = ""
+    allowed_hosts: str = "*"
+
     # Logging.
     log_level: LogLevel = "info"
     log_json: bool = True
@@ -157,6 +162,16 @@ class Settings(BaseSettings):
                 f"and its multipart framing ({MULTIPART_OVERHEAD_BYTES} bytes)"
             )
         return self
+
+    @property
+    def allowed_origin_set(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().lower().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()
+        )
+
+    @property
+    def allowed_host_set(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
 
     @property
     def provider_preference(self) -> tuple[str, ...]:

@@ -21,6 +21,8 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.api.security import docs_policy
+
 ASSETS_URL: Final[str] = "/docs-assets"
 DOCS_URL: Final[str] = "/docs"
 REDOC_URL: Final[str] = "/redoc"
@@ -42,33 +44,42 @@ def _base(request: Request) -> str:
     return str(request.scope.get("root_path", ""))
 
 
+def _with_policy(page: HTMLResponse) -> HTMLResponse:
+    page.headers["content-security-policy"] = docs_policy(bytes(page.body))
+    return page
+
+
 @router.get(DOCS_URL)
 async def swagger_ui(request: Request) -> HTMLResponse:
     base = _base(request)
-    return get_swagger_ui_html(
-        openapi_url=base + request.app.openapi_url,
-        title=f"{request.app.title}: API",
-        swagger_js_url=f"{base}{ASSETS_URL}/swagger-ui-bundle.js",
-        swagger_css_url=f"{base}{ASSETS_URL}/swagger-ui.css",
-        swagger_favicon_url=f"{base}{ASSETS_URL}/favicon.png",
-        oauth2_redirect_url=base + OAUTH2_REDIRECT_URL,
+    return _with_policy(
+        get_swagger_ui_html(
+            openapi_url=base + request.app.openapi_url,
+            title=f"{request.app.title}: API",
+            swagger_js_url=f"{base}{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{base}{ASSETS_URL}/favicon.png",
+            oauth2_redirect_url=base + OAUTH2_REDIRECT_URL,
+        )
     )
 
 
 @router.get(OAUTH2_REDIRECT_URL)
 async def swagger_ui_redirect() -> HTMLResponse:
-    return get_swagger_ui_oauth2_redirect_html()
+    return _with_policy(get_swagger_ui_oauth2_redirect_html())
 
 
 @router.get(REDOC_URL)
 async def redoc(request: Request) -> HTMLResponse:
     base = _base(request)
-    return get_redoc_html(
-        openapi_url=base + request.app.openapi_url,
-        title=f"{request.app.title}: API",
-        redoc_js_url=f"{base}{ASSETS_URL}/redoc.standalone.js",
-        redoc_favicon_url=f"{base}{ASSETS_URL}/favicon.png",
-        with_google_fonts=False,
+    return _with_policy(
+        get_redoc_html(
+            openapi_url=base + request.app.openapi_url,
+            title=f"{request.app.title}: API",
+            redoc_js_url=f"{base}{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
     )
 
 

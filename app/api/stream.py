@@ -32,6 +32,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import metrics
 from app.api.admission import AdmissionRefused, StreamAdmission, client_host
+from app.api.security import origin_allowed
 from app.api.stream_messages import (
     ErrorMessage,
     PredictionMessage,
@@ -43,7 +44,8 @@ from app.api.stream_messages import (
     parse_start,
 )
 from app.audio import AudioError
-from app.error_codes import NORMAL
+from app.error_codes import NORMAL, http_status
+from app.errors import error_response
 from app.labels import LABELS
 from app.live import ClassifiedWindow, LiveStream
 from app.registry import ModelRegistry, ModelsNotReady, UnknownModelError
@@ -131,6 +133,11 @@ class Limits:
 @router.websocket("/ws/stream")
 @router.websocket("/v1/stream")
 async def stream(websocket: WebSocket) -> None:
+    settings: Settings = websocket.app.state.settings
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host", ""), settings.allowed_origin_set):
+        await _refuse_origin(websocket, origin or "")
+        return
     await websocket.accept()
     admission: StreamAdmission = websocket.app.state.stream_admission
     client = client_host(websocket.scope)
@@ -326,6 +333,21 @@ async def _send_predictions(
     for result in results:
         latency_ms = (time.perf_counter() - received_at) * 1000.0
         await _send(websocket, PredictionMessage.of(result, final, latency_ms))
+
+
+async def _refuse_origin(websocket: WebSocket, origin: str) -> None:
+    """403 before the upgrade, with the JSON error body (a browser page shows its script only
+    that the connection failed; the body is for whoever reads the network log)."""
+    metrics.STREAM_ERRORS.labels(code="origin_not_allowed").inc()
+    log.info("stream refused", extra={"code": "origin_not_allowed", "origin": origin[:200]})
+    await websocket.send_denial_response(
+        error_response(
+            http_status("origin_not_allowed"),
+            "origin_not_allowed",
+            f"pages from {origin[:100]!r} may not stream to this server: open the service's own "
+            "page, or add the origin to SER_ALLOWED_ORIGINS on a server you run",
+        )
+    )
 
 
 def _unknown_type(kind: object) -> ProtocolError:

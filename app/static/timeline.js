@@ -63,8 +63,14 @@ class Timeline {
     for (const { colour, name, dash } of this.series) {
       const item = document.createElement("span");
       item.className = "timeline-key";
-      const swatch = dash ? `background:linear-gradient(90deg, ${colour} 60%, transparent 60%) 0 0 / 0.45rem 100%` : `background:${colour}`;
-      item.innerHTML = `<span class="swatch" style="${swatch}"></span>${name}`;
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      // Set through the style object, not a style attribute: the page's content security
+      // policy allows no inline styles.
+      swatch.style.background = dash
+        ? `linear-gradient(90deg, ${colour} 60%, transparent 60%) 0 0 / 0.45rem 100%`
+        : colour;
+      item.append(swatch, name);
       legend.append(item);
     }
     this.container.append(legend);
