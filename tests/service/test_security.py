@@ -45,9 +45,11 @@ def test_tools_without_an_origin_and_configured_origins_are_allowed() -> None:
 
 
 def denial(client: TestClient, headers: dict[str, str]) -> WebSocketDenialResponse:
-    with pytest.raises(WebSocketDenialResponse) as refused:
-        with client.websocket_connect("/ws/stream", headers=headers):
-            pass
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        client.websocket_connect("/ws/stream", headers=headers),
+    ):
+        pass
     return refused.value
 
 
