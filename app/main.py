@@ -18,6 +18,7 @@ from app import __version__, metrics
 from app.api import models, ops, predict, stream
 from app.api.admission import StreamAdmission
 from app.api.apidocs import mount_docs
+from app.api.head import HeadAsGetMiddleware
 from app.api.page import mount_page
 from app.api.security import SecurityMiddleware
 from app.api.upload import UploadDeadlineMiddleware
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         min_rate_bytes_s=settings.upload_min_rate_bytes_s,
         grace_s=settings.upload_rate_grace_s,
     )
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(SecurityMiddleware, allowed_hosts=settings.allowed_host_set)
     app.add_middleware(RequestLogMiddleware)
     app.include_router(predict.router)

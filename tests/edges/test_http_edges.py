@@ -353,3 +353,31 @@ def test_a_hundred_trickling_connections_leave_healthz_answering(server: LiveSer
     finally:
         for sock in sockets:
             sock.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/readyz", "/metrics", "/v1/models", "/", "/docs", "/static/app.js"]
+)
+def test_head_is_answered_wherever_get_is(server: LiveServer, path: str) -> None:
+    got = httpx.get(server.url + path, timeout=10, trust_env=False)
+    with raw(server) as sock:
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        closed, data = closed_within(sock, 5)
+    status, headers, body = response(data)
+    assert closed and status == got.status_code == 200
+    assert body == b""  # the headers only
+    assert headers["content-type"] == got.headers["content-type"]
+    if path != "/metrics":  # its counters moved between the two requests
+        assert int(headers["content-length"]) == len(got.content)
+    deadline = time.monotonic() + 5  # the log line is written after the response
+    while time.monotonic() < deadline:
+        logged = [e.get("path") for e in server.log_entries() if e.get("method") == "HEAD"]
+        if logged and logged[-1] == path:
+            break
+        time.sleep(0.05)
+    assert logged[-1] == path
+
+
+def test_head_on_a_post_only_route_is_still_405(server: LiveServer) -> None:
+    reply = httpx.head(server.url + "/predict", timeout=10, trust_env=False)
+    assert reply.status_code == 405 and "POST" in reply.headers["allow"]
