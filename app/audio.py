@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ SILENCE_FLOOR: Final[float] = 10.0 ** (SILENCE_FLOOR_DBFS / 20.0)
 AudioSource = bytes | bytearray | memoryview | str | os.PathLike[str]
 
 
+_HEAP_ADDRESS: Final[re.Pattern[str]] = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
 class AudioError(ValueError):
     """Audio that cannot be used; ``code`` is a stable machine-readable reason.
 
@@ -81,7 +85,9 @@ class AudioError(ValueError):
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
-        self.detail = detail
+        # libsndfile names the in-memory file by its repr: the heap address says nothing
+        # useful and leaks the process's memory layout into the log.
+        self.detail = None if detail is None else _HEAP_ADDRESS.sub("", detail)
 
 
 class UnsupportedAudioError(AudioError):
@@ -338,7 +344,7 @@ def check_samples(samples: np.ndarray) -> None:
     peak = max(-low, high)
     if peak > MAX_SAMPLE_MAGNITUDE:
         raise SampleRangeError(
-            f"the audio peaks at {peak:.3g}, beyond +-{MAX_SAMPLE_MAGNITUDE:g} "
+            f"the audio peaks at {peak:.9g}, beyond +-{MAX_SAMPLE_MAGNITUDE:g} "
             f"(+{MAX_SAMPLE_DBFS:.0f} dBFS): scale float samples so that full scale is +-1.0"
         )
 

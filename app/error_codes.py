@@ -50,6 +50,8 @@ ERROR_CODES: Final[dict[str, Outcome]] = {
     "upload_timeout": Outcome(408, None),
     "client_disconnected": Outcome(400, None),
     "invalid_host": Outcome(400, None),
+    "upgrade_required": Outcome(426, None),  # a plain request to a WebSocket endpoint
+    "no_websocket_route": Outcome(404, None),  # a WebSocket handshake to another path
     "origin_not_allowed": Outcome(403, None),  # a WebSocket handshake, refused before accepting
     # The stream protocol.
     "bad_json": Outcome(None, INVALID_PAYLOAD),

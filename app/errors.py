@@ -123,6 +123,20 @@ def error_docs(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+ECHO_CHARS = 200  # the most of a client's string (a path, a header) quoted back or logged
+
+
+def clipped(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` as quoted back to a client or into a log line: at most ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class UpgradeRequiredError(ServiceError):
+    """A plain request to a WebSocket endpoint."""
+
+    code = "upgrade_required"
+
+
 def _http_code(status_code: int) -> str:
     try:
         return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
@@ -199,7 +213,7 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     details = None
     if exc.status_code == 404 and message == "Not Found":
-        message = f"no route {request.method} {request.url.path}; see /docs"
+        message = f"no route {request.method} {clipped(request.url.path)}; see /docs"
     elif exc.status_code == 405:
         message, details = _wrong_method(request, (exc.headers or {}).get("Allow", ""))
     response = error_response(exc.status_code, _http_code(exc.status_code), message, details)

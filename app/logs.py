@@ -96,6 +96,23 @@ def configure_logging(level: str = "info", json_lines: bool = True) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # replaced by app.access lines
+    multipart_log = logging.getLogger(MULTIPART_LOGGER)
+    if not any(isinstance(f, ClientFaultFilter) for f in multipart_log.filters):
+        multipart_log.addFilter(ClientFaultFilter())
+
+
+# The multipart parser warns about what clients send (data after the last boundary, a missing
+# Content-Type): the request is answered 400 and logged under its id; not the server's fault.
+MULTIPART_LOGGER: Final[str] = "python_multipart.multipart"
+
+
+class ClientFaultFilter(logging.Filter):
+    """Log a library's warnings about a client's input at info level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def _route_template(scope: Scope) -> str:
@@ -122,6 +139,14 @@ def request_id_of(scope: Scope) -> str | None:
     """The id :class:`RequestLogMiddleware` gave this request (None outside it)."""
     state = scope.get("state")
     return state.get("request_id") if isinstance(state, dict) else None
+
+
+MAX_LOGGED_PATH: Final[int] = 200
+
+
+def _clipped_path(path: str) -> str:
+    """A request path as logged: a client's 60 KB path would otherwise be a 60 KB log line."""
+    return path if len(path) <= MAX_LOGGED_PATH else f"{path[:MAX_LOGGED_PATH]}...({len(path)})"
 
 
 class RequestLogMiddleware:
@@ -159,7 +184,7 @@ class RequestLogMiddleware:
                 extra={
                     "event": "request",
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": _clipped_path(scope["path"]),
                     "route": route,
                     "status": status,
                     "duration_ms": round(seconds * 1e3, 2),

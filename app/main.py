@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(ops.router)
     app.include_router(stream.router)
+    stream.install_websocket_fallback(app)
     mount_page(app)
     mount_docs(app)
     return app

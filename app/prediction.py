@@ -175,7 +175,7 @@ def classify_clip(
     decoded = time.perf_counter()
     if audio.duration_s < limits.min_audio_s:
         raise UnusableAudioError(
-            f"the audio lasts {audio.duration_s:.3f} s; send at least {limits.min_audio_s:g} s",
+            f"the audio lasts {audio.duration_s:.6g} s; send at least {limits.min_audio_s:g} s",
         )
     start, end = trim_bounds(audio.samples, config)
     if end <= start or is_silent(audio.samples):

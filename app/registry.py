@@ -279,12 +279,13 @@ class ModelRegistry:
         return tuple(k for k in LOSSES if k in self.models)
 
     def get(self, name: str | None) -> ServedModel:
-        """The model called ``name`` (its key or its full name), or the default one for None.
+        """The model called ``name`` (its key or its full name, in any case), or the default
+        one for None or an empty name (``?model=``).
 
         Raises:
             UnknownModelError: ``name`` is not loaded (or there is no default model).
         """
-        key = self.default_name if name is None else self._key_of(name)
+        key = self.default_name if not name else self._key_of(name)
         if key is None or key not in self.models:
             full_names = tuple(self.models[k].metadata.name for k in self.names)
             raise UnknownModelError("default" if key is None else key, self.names, full_names)
@@ -293,9 +294,11 @@ class ModelRegistry:
     def _key_of(self, name: str) -> str:
         """The key of the model that ``name`` names: its key (``ce``) or its full name
         (``ser-ce``, as responses and ``/v1/models`` call it); ``name`` itself if neither."""
-        if name in self.models:
-            return name
-        return next((k for k, m in self.models.items() if m.metadata.name == name), name)
+        folded = name.lower()
+        if folded in self.models:
+            return folded
+        named = (k for k, m in self.models.items() if m.metadata.name.lower() == folded)
+        return next(named, name)
 
     def close(self) -> None:
         for model in self.models.values():

@@ -31,9 +31,16 @@ import asyncio
 from typing import Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
+from websockets.exceptions import (
+    HeaderLineTooLong,
+    InvalidHeader,
+    InvalidMethod,
+    InvalidUpgrade,
+    RequestLineTooLong,
+    TooManyHeaders,
+)
 from websockets.frames import Frame
-from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request
 
 from app import metrics
 from app.error_codes import POLICY_VIOLATION
@@ -81,6 +88,25 @@ def _handshake_refusal(exc: Exception) -> tuple[int, str, str]:
     return 400, "bad_request", "not a valid WebSocket opening handshake"
 
 
+def _accept_refusal(exc: Exception | None) -> str:
+    """What to fix, for an opening handshake the websockets library will not accept (its own
+    refusal is plain text in its own words)."""
+    if isinstance(exc, InvalidMethod):
+        return "open a WebSocket with GET"
+    if isinstance(exc, InvalidUpgrade):
+        return (
+            "the request does not ask for a WebSocket (Upgrade: websocket, Connection: "
+            "Upgrade): connect with a WebSocket client"
+        )
+    if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-key":
+        return "the Sec-WebSocket-Key header must be 16 random bytes in base64, sent once"
+    if isinstance(exc, InvalidHeader) and exc.name.lower() == "sec-websocket-version":
+        return "only WebSocket version 13 is served: send Sec-WebSocket-Version: 13"
+    if isinstance(exc, InvalidHeader):
+        return f"the {exc.name[:64]} header is missing or invalid"
+    return "not a valid WebSocket opening handshake"
+
+
 class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol with the edges described in the module docstring."""
 
@@ -115,6 +141,28 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
                 # could not parse) that uvicorn never writes: answer in the service's shape.
                 self._refuse(*_handshake_refusal(refusal))
                 return
+
+    def handle_connect(self, event: Request) -> None:
+        refusal = self.conn.accept(event)  # the library's verdict, before uvicorn sends it
+        if refusal.status_code == 101:
+            super().handle_connect(event)  # accepts again: the same verdict, now for the app
+            return
+        self.handshake_initiated = True
+        extra = [
+            (name.lower().encode("ascii"), value.encode("latin-1"))
+            for name, value in refusal.headers.raw_items()
+            if name.lower() in ("allow", "upgrade", "sec-websocket-version")
+        ]
+        if isinstance(self.conn.handshake_exc, InvalidHeader) and (
+            self.conn.handshake_exc.name.lower() == "sec-websocket-version"
+        ):
+            extra.append((b"sec-websocket-version", b"13"))  # RFC 6455, 4.4
+        self._refuse(
+            refusal.status_code,
+            "bad_handshake",
+            _accept_refusal(self.conn.handshake_exc),
+            extra,
+        )
 
     def _frame_allowed(self) -> bool:
         """Spend a frame token; False (the connection closed) for a flooder or a closed one."""
@@ -176,7 +224,13 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         self._refuse(408, "header_timeout", "the WebSocket opening handshake did not complete")
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
@@ -184,5 +238,6 @@ class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.handshake_complete = True  # nothing more of the handshake will happen
         self.close_sent = True
         if not self.transport.is_closing():
-            self.transport.write(error_bytes(status, code, message, self.default_headers))
+            headers = self.default_headers + (extra_headers or [])
+            self.transport.write(error_bytes(status, code, message, headers))
             self.transport.close()

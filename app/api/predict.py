@@ -27,6 +27,7 @@ from app.errors import (
     ServiceError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
+    clipped,
     error_docs,
 )
 from app.logs import request_id_of
@@ -122,13 +123,19 @@ async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
         extra = {"event": "bad_multipart", "detail": e.message}
         log.info("multipart refused", extra={**extra, "request_id": request_id_of(request.scope)})
         raise ServiceError(
-            f"malformed multipart body: send the audio as the multipart field '{FILE_FIELD}' "
-            "(curl -F file=@clip.wav) or as a raw audio body with an audio Content-Type"
+            f"{_multipart_fault(e.message)}: send the audio as the multipart field "
+            f"'{FILE_FIELD}' (curl -F file=@clip.wav) or as a raw audio body with an audio "
+            "Content-Type"
         ) from e
     try:
         upload = form.get(FILE_FIELD)
         if not isinstance(upload, UploadFile):
-            sent = ", ".join(sorted(form.keys())) or "none"
+            if not form:
+                raise MissingAudioError(
+                    "the multipart body holds no complete part: it must hold the audio as the "
+                    f"file field '{FILE_FIELD}' and end with its closing boundary (--BOUNDARY--)"
+                )
+            sent = ", ".join(clipped(name, 40) for name in sorted(form.keys())[:16])
             raise MissingAudioError(
                 f"send the audio as a file in the multipart field '{FILE_FIELD}' "
                 f"(fields received: {sent})"
@@ -152,6 +159,12 @@ def body_hold_bytes(request: Request, limit_bytes: int) -> int:
     """
     media_type = _media_type(request)
     length = _content_length(request)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {clipped(encoding, 40)!r} is not accepted: send the audio "
+            "unencoded (FLAC or Opus compress audio far better than gzip)"
+        )
     if media_type == MULTIPART:
         cap = limit_bytes + MULTIPART_OVERHEAD_BYTES
     elif media_type in AUDIO_TYPES:
@@ -162,12 +175,26 @@ def body_hold_bytes(request: Request, limit_bytes: int) -> int:
         )
     else:
         raise UnsupportedMediaTypeError(
-            f"content type {media_type or 'none'!r} is not accepted: send {MULTIPART} with a "
-            f"'{FILE_FIELD}' field, or a raw body as one of {', '.join(sorted(AUDIO_TYPES))}"
+            f"content type {clipped(media_type, 100) or 'none'!r} is not accepted: send "
+            f"{MULTIPART} with a '{FILE_FIELD}' field, or a raw body as one of "
+            f"{', '.join(sorted(AUDIO_TYPES))}"
         )
     if length is not None and length > cap:
         raise too_large(limit_bytes)
     return cap if length is None else length
+
+
+def _multipart_fault(library_message: str) -> str:
+    """What is wrong with a multipart body, from the parser's refusal (never its words)."""
+    if library_message.startswith("Too many files"):
+        return f"more than one file in the multipart body: send one, as '{FILE_FIELD}'"
+    if library_message.startswith("Too many fields"):
+        return "more than 16 fields in the multipart body"
+    if "name" in library_message and "must be provided" in library_message:
+        return "a multipart part has no name in its Content-Disposition header"
+    if library_message.startswith("Missing boundary"):
+        return "the multipart Content-Type names no boundary"
+    return "malformed multipart body"
 
 
 async def read_audio_body(request: Request, limit_bytes: int) -> bytes:

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI, WebSocket
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app import metrics
@@ -45,7 +46,7 @@ from app.api.stream_messages import (
 )
 from app.audio import AudioError
 from app.error_codes import NORMAL, http_status
-from app.errors import error_response
+from app.errors import UpgradeRequiredError, clipped, error_response
 from app.labels import LABELS
 from app.live import ClassifiedWindow, LiveStream
 from app.registry import ModelRegistry, ModelsNotReady, UnknownModelError
@@ -128,6 +129,40 @@ class Limits:
             f"{self.min_audio_rate:g}x real time or more after its first "
             f"{self.min_audio_grace_s:g} s (stop and start a new session after a pause)",
         )
+
+
+@router.get("/ws/stream", include_in_schema=False)
+@router.get("/v1/stream", include_in_schema=False)
+async def plain_request() -> None:
+    raise UpgradeRequiredError(
+        "this is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket); "
+        "docs/api.md describes the protocol"
+    )
+
+
+async def _no_websocket_route(websocket: WebSocket) -> None:
+    """A WebSocket handshake to a path without a WebSocket route: 404 with the JSON body (the
+    default is a 403 with none)."""
+    await websocket.send_denial_response(
+        error_response(
+            http_status("no_websocket_route"),
+            "no_websocket_route",
+            f"no WebSocket at {clipped(websocket.url.path)}: stream at /ws/stream",
+        )
+    )
+
+
+def install_websocket_fallback(app: FastAPI) -> None:
+    """Answer WebSocket handshakes that match no route with :func:`_no_websocket_route`."""
+    default = app.router.default
+
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await _no_websocket_route(WebSocket(scope, receive, send))
+            return
+        await default(scope, receive, send)
+
+    app.router.default = fallback
 
 
 @router.websocket("/ws/stream")

@@ -33,13 +33,21 @@ def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
-def upgrade(path: str = "/ws/stream", extra: bytes = b"") -> bytes:
-    key = base64.b64encode(os.urandom(16))
+def upgrade(
+    path: str = "/ws/stream",
+    extra: bytes = b"",
+    key: bytes | None = None,
+    version: bytes = b"13",
+    method: str = "GET",
+) -> bytes:
+    key = base64.b64encode(os.urandom(16)) if key is None else key
     return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n".encode()
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n".encode()
         + b"Connection: Upgrade\r\nSec-WebSocket-Key: "
         + key
-        + b"\r\nSec-WebSocket-Version: 13\r\n"
+        + b"\r\nSec-WebSocket-Version: "
+        + version
+        + b"\r\n"
         + extra
         + b"\r\n"
     )
@@ -235,3 +243,43 @@ def test_a_client_pinging_at_a_sane_rate_keeps_its_connection(server: LiveServer
         start = {"type": "start", "sample_rate": 16_000, "encoding": "pcm_s16le", "channels": 1}
         websocket.send(json.dumps(start))
         assert json.loads(websocket.recv(10))["type"] == "ready"
+
+
+REFUSED_HANDSHAKES = {
+    "an invalid key": (upgrade(key=b"abc"), 400, "bad_handshake", "Sec-WebSocket-Key", {}),
+    "version 8": (
+        upgrade(version=b"8"),
+        400,
+        "bad_handshake",
+        "version 13",
+        {"sec-websocket-version": "13"},
+    ),
+    "POST": (upgrade(method="POST"), 405, "bad_handshake", "GET", {"allow": "GET"}),
+    "an upgrade to /predict": (upgrade("/predict"), 404, "no_websocket_route", "/ws/stream", {}),
+    "an upgrade to nowhere": (upgrade("/nowhere"), 404, "no_websocket_route", "/ws/stream", {}),
+    "a plain GET of the stream": (
+        b"GET /ws/stream HTTP/1.1\r\nHost: x\r\n\r\n",
+        426,
+        "upgrade_required",
+        "WebSocket client",
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_HANDSHAKES))
+def test_refused_handshakes_say_why_in_json(server: LiveServer, name: str) -> None:
+    request, status, code, advice, headers = REFUSED_HANDSHAKES[name]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        closed, data = closed_within(sock, 5)
+    assert closed
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith(f"HTTP/1.1 {status} "), data[:300]
+    got = {name.lower(): value for name, value in (ln.split(": ", 1) for ln in lines[1:])}
+    assert got["content-type"] == "application/json"
+    assert headers.items() <= got.items()
+    error = json.loads(body)["error"]
+    assert error["code"] == code and advice in error["message"]
+    assert "Failed to open" not in error["message"]  # not the library's words

@@ -281,3 +281,99 @@ def test_a_model_is_named_by_key_or_full_name(client: TestClient) -> None:
         response = client.post(f"/predict?model={name}", files={"file": ("a.wav", data)})
         assert response.status_code == 200, response.text
         assert response.json()["model"]["name"] == "ser-ce"
+
+
+@pytest.mark.parametrize("name", ["", "CE", "Ser-Ce"])
+def test_an_empty_model_is_the_default_and_names_ignore_case(client: TestClient, name: str) -> None:
+    data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
+    response = client.post(f"/predict?model={name}", files={"file": ("a.wav", data)})
+    assert response.status_code == 200, response.text
+    expected = "ser-ce" if name else client.get("/v1/models").json()["default"]
+    assert response.json()["model"]["name"].endswith(expected.removeprefix("ser-"))
+
+
+def test_a_long_path_or_content_type_is_not_echoed_whole(client: TestClient) -> None:
+    long_path = "/" + "a" * 60_000
+    error = assert_error(client.get(long_path), 404)
+    assert len(error["message"]) < 400 and "60001 characters" in error["message"]
+    long_type = "audio/" + "x" * 60_000
+    error = assert_error(
+        client.post("/predict", content=b"RIFF", headers={"content-type": long_type}), 415
+    )
+    assert len(error["message"]) < 1000
+
+
+def test_an_encoded_body_is_refused_not_misread(client: TestClient) -> None:
+    data = wav_bytes(synth_speechlike(1.0, RATE), RATE)
+    headers = {"content-type": "audio/wav", "content-encoding": "gzip"}
+    error = assert_error(client.post("/predict", content=data, headers=headers), 415)
+    assert "Content-Encoding 'gzip'" in error["message"]
+    identity = {"content-type": "audio/wav", "content-encoding": "identity"}
+    assert client.post("/predict", content=data, headers=identity).status_code == 200
+
+
+def multipart(*parts: bytes, closed: bool = True) -> bytes:
+    body = b"".join(b"--b\r\n" + part + b"\r\n" for part in parts)
+    return body + (b"--b--\r\n" if closed else b"")
+
+
+FILE_PART = b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (multipart(FILE_PART, FILE_PART), "more than one file"),
+        (
+            multipart(
+                *(
+                    f'Content-Disposition: form-data; name="f{i}"\r\n\r\nx'.encode()
+                    for i in range(17)
+                )
+            ),
+            "more than 16 fields",
+        ),
+        (multipart(b"Content-Disposition: form-data\r\n\r\nx"), "has no name"),
+        (b"--b\r\n" + FILE_PART, "closing boundary"),
+    ],
+    ids=["two files", "17 fields", "a nameless part", "no closing boundary"],
+)
+def test_multipart_refusals_say_what_is_wrong(client: TestClient, body: bytes, says: str) -> None:
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    response = client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert says in response.json()["error"]["message"]
+
+
+def test_sample_and_length_messages_show_the_real_figures(client: TestClient) -> None:
+    peak = np.full(RATE, 0.1, np.float32)
+    peak[100] = np.float32(4.0000005)
+    error = assert_error(
+        client.post("/predict", content=float_wav(peak), headers={"content-type": "audio/wav"}),
+        422,
+        "sample_out_of_range",
+    )
+    assert "peaks at 4.00000048" in error["message"]
+    short = wav_bytes(synth_speechlike(0.0999375, RATE), RATE)  # 1599 samples
+    error = assert_error(
+        client.post("/predict", content=short, headers={"content-type": "audio/wav"}), 422
+    )
+    assert "lasts 0.0999375 s; send at least 0.1 s" in error["message"]
+
+
+def test_parser_details_lose_heap_addresses() -> None:
+    from app.audio import UnsupportedAudioError
+
+    error = UnsupportedAudioError(
+        "x", detail="Error opening <_io.BytesIO object at 0x7f3a2c1d>: no"
+    )
+    assert error.detail == "Error opening <_io.BytesIO object>: no"
+
+
+def test_the_multipart_parsers_warnings_are_info(caplog: pytest.LogCaptureFixture) -> None:
+    from app.logs import MULTIPART_LOGGER, configure_logging
+
+    configure_logging("info", json_lines=True)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger(MULTIPART_LOGGER).warning("Skipping data after last boundary")
+    assert [r.levelname for r in caplog.records if r.name == MULTIPART_LOGGER] == ["INFO"]
