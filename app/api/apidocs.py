@@ -19,9 +19,9 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
 
 from app.api.security import docs_policy
+from app.api.static import AssetFiles
 
 ASSETS_URL: Final[str] = "/docs-assets"
 DOCS_URL: Final[str] = "/docs"
@@ -87,4 +87,4 @@ def mount_docs(app: FastAPI) -> None:
     """Serve ``/docs`` and ``/redoc`` with local assets (create the app with ``docs_url=None,
     redoc_url=None``)."""
     app.include_router(router)
-    app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
+    app.mount(ASSETS_URL, AssetFiles(assets_dir()), name="docs-assets")

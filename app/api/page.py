@@ -10,7 +10,8 @@ from typing import Final
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
+
+from app.api.static import AssetFiles
 
 STATIC_DIR: Final[Path] = Path(__file__).resolve().parent.parent / "static"
 
@@ -25,4 +26,4 @@ async def index() -> FileResponse:
 def mount_page(app: FastAPI) -> None:
     """Serve the page at ``/`` and its assets at ``/static``."""
     app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", AssetFiles(STATIC_DIR), name="static")
