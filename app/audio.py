@@ -42,7 +42,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from app.sniff import HEAD_BYTES, MediaKind, UnknownMediaError, identify
+from app.sniff import HEAD_BYTES, OGG, MediaKind, UnknownMediaError, identify, ogg_links
 
 TARGET_RATE: Final[int] = 16_000
 MIN_SOURCE_RATE: Final[int] = 8_000
@@ -269,6 +269,11 @@ def _open(source: AudioSource, open_timeout_s: float | None = None) -> _Reader:
             kind = _identify(f.read(HEAD_BYTES))
     else:
         kind = _identify(data[:HEAD_BYTES])
+        if kind is OGG and ogg_links(data) > 1:
+            raise AudioError(
+                "a chained Ogg file (streams one after another): only its first would be "
+                "heard; join it into one stream (re-encode it) or send each part on its own"
+            )
     if kind.demuxer is None:
         try:
             opened = sf.SoundFile(io.BytesIO(data) if data is not None else source)

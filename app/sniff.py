@@ -93,3 +93,26 @@ def _describe(head: bytes) -> str:
     if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
         return "the upload is text, not audio"  # SDP, playlists, ffconcat scripts, ...
     return "the upload is not audio in a format read here"
+
+
+OGG_PAGE_HEADER_BYTES: Final[int] = 27  # "OggS", version, type, granule, serial, seq, crc, count
+_OGG_BOS: Final[int] = 0x02  # header type flag: first page of a logical stream
+
+
+def ogg_links(data: bytes) -> int:
+    """1 for an ordinary Ogg file, 2 when it is chained (at least two links): a new logical
+    stream beginning after the previous one's pages, which libsndfile does not follow (it
+    reads the first link and stops, silently). Walks the page headers only; stops at the
+    first byte that is not a page (the decoder then says what is wrong)."""
+    links, offset, in_headers = 0, 0, False
+    while offset + OGG_PAGE_HEADER_BYTES <= len(data) and data[offset : offset + 4] == b"OggS":
+        begins_stream = data[offset + 5] & _OGG_BOS
+        if begins_stream and not in_headers:
+            links += 1  # streams that begin together (grouped) are one link
+            if links > 1:
+                return links  # chained: how long the chain is does not matter
+        in_headers = bool(begins_stream)
+        segments = data[offset + 26]
+        table = data[offset + OGG_PAGE_HEADER_BYTES : offset + OGG_PAGE_HEADER_BYTES + segments]
+        offset += OGG_PAGE_HEADER_BYTES + segments + sum(table)
+    return max(links, 1)

@@ -377,3 +377,18 @@ def test_the_multipart_parsers_warnings_are_info(caplog: pytest.LogCaptureFixtur
     with caplog.at_level(logging.INFO):
         logging.getLogger(MULTIPART_LOGGER).warning("Skipping data after last boundary")
     assert [r.levelname for r in caplog.records if r.name == MULTIPART_LOGGER] == ["INFO"]
+
+
+def test_a_chained_ogg_is_refused_not_cut_to_its_first_link(client: TestClient) -> None:
+    def ogg(seconds: float, seed: int) -> bytes:
+        return wav_bytes(synth_speechlike(seconds, RATE, seed=seed), RATE, "VORBIS", "OGG")
+
+    single = ogg(2.0, 1)
+    assert client.post("/predict", content=single, headers={"content-type": "audio/ogg"}).is_success
+    chained = single + ogg(3.0, 2)
+    error = assert_error(
+        client.post("/predict", content=chained, headers={"content-type": "audio/ogg"}),
+        422,
+        "invalid_audio",
+    )
+    assert "chained Ogg" in error["message"]
