@@ -218,7 +218,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._refuse(
             431,
             "headers_too_large",
-            f"the request line and headers are over {self._limits.max_bytes} bytes",
+            f"the request line, headers and trailers are over {self._limits.max_bytes} bytes",
         )
         return True
 
@@ -258,6 +258,17 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._disarm_header_deadline()
         self._refused = True
         metrics.HTTP_EDGE_ERRORS.labels(code=code).inc()
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_started:
+            # Trailers of a chunked body the app is still reading (httptools reports them as
+            # headers): answer now, and end the app's read as a disconnect.
+            self.transport.write(
+                error_bytes(status, code, message, self.server_state.default_headers)
+            )
+            self.transport.close()
+            cycle.disconnected = True
+            cycle.message_event.set()
+            return
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
             self.flow.pause_reading()

@@ -381,3 +381,18 @@ def test_head_is_answered_wherever_get_is(server: LiveServer, path: str) -> None
 def test_head_on_a_post_only_route_is_still_405(server: LiveServer) -> None:
     reply = httpx.head(server.url + "/predict", timeout=10, trust_env=False)
     assert reply.status_code == 405 and "POST" in reply.headers["allow"]
+
+
+def test_trailers_over_the_header_cap_are_a_prompt_431(server: LiveServer) -> None:
+    """httptools reports a chunked body's trailers as headers: over the cap they used to wait
+    for the body deadline and get a 408 that blamed the upload's speed."""
+    with raw(server) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nRIFF\r\n0\r\n"
+            + b"".join(b"X-T%d: " % i + b"a" * 1000 + b"\r\n" for i in range(8))
+        )
+        started = time.monotonic()
+        closed, data = closed_within(sock, GRACE_S + MARGIN_S)
+    assert closed and time.monotonic() - started < GRACE_S
+    assert_json_error(data, 431, "headers_too_large")
