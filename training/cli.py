@@ -12,11 +12,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.features import FeatureConfig
-from ser_client.cli_help import DefaultsHelpFormatter
 from training.splits import PROTOCOLS
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after each option whose default is a value: "(default: None)" tells a
+    reader nothing, so those options say their default in words in their help text. The ``ser``
+    client follows the same rule with its own formatter: the two distributions install without
+    each other, so neither imports the other's."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_freeze_mel(sub: argparse._SubParsersAction) -> None:

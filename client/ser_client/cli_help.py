@@ -5,9 +5,8 @@ option, ``None`` and ``False`` included: "(default: None)" tells a reader nothin
 options say their default in words in their own help text instead (e.g. "default: the
 server's"), and this formatter appends the value only where there is one to show.
 
-It lives here, in the client, because the client must install without the server; the
-service's training command (``training/cli.py``) imports it from here, and ser-service's
-``train`` extra declares ``ser-client`` for it.
+The service's training command (``training/cli.py``) applies the same rule with a formatter
+of its own: the client installs without the server and the server without the client.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 import training.cli as cli
-from ser_client.cli_help import DefaultsHelpFormatter
 
 
 def _refuse_to_train(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,8 +64,8 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_option_has_help_and_shows_its_default() -> None:
     for name, command in _commands().items():
-        assert command.formatter_class is DefaultsHelpFormatter, name
-        formatter = DefaultsHelpFormatter(name)
+        assert command.formatter_class is cli.DefaultsHelpFormatter, name
+        formatter = cli.DefaultsHelpFormatter(name)
         for action in command._actions:
             if isinstance(action, argparse._HelpAction):
                 continue
