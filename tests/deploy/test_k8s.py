@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import yaml
 from fastapi.testclient import TestClient
 from kubernetes_validate.utils import all_versions, latest_version
 from packaging.version import Version
+from starlette.routing import Mount
 
+from app.api import apidocs, models, ops, page, predict, stream
 from app.cpus import usable_cpus
 from app.main import create_app
 from app.settings import Settings
@@ -236,3 +239,36 @@ def test_ingress_carries_streams_and_hides_metrics() -> None:
     # /metrics must match no rule: no Prefix "/" and no path that is a prefix of it.
     assert not any(kind == "Prefix" and "/metrics".startswith(p) for p, kind in paths)
     assert ("/metrics", "Exact") not in paths
+
+
+def ingress_routes(path: str, paths: set[tuple[str, str]]) -> bool:
+    """Whether an Ingress with ``paths`` routes ``path`` (Kubernetes' matching: Exact is the
+    whole path, Prefix matches whole path elements, so /docs does not match /docs-assets)."""
+    for rule, kind in paths:
+        if kind == "Exact" and path == rule:
+            return True
+        if kind == "Prefix" and (path == rule or path.startswith(rule.rstrip("/") + "/")):
+            return True
+    return False
+
+
+def test_the_ingress_routes_every_public_route_of_the_app() -> None:
+    """Each route the app serves, a file under each mount and the page's links: through the
+    Ingress, all but /metrics (scraped from the pods)."""
+    (ingress,) = by_kind("Ingress")
+    paths = {
+        (p["path"], p["pathType"]) for r in ingress["spec"]["rules"] for p in r["http"]["paths"]
+    }
+    routers = (predict, models, ops, stream, page, apidocs)
+    routes = [*create_app().routes, *(r for module in routers for r in module.router.routes)]
+    served = []
+    for route in routes:
+        path = getattr(route, "path", "")
+        served.append(f"{path}/some-file.js" if isinstance(route, Mount) else path)
+    public = [p for p in served if p and p != "/metrics"]
+    assert {"/docs-assets/some-file.js", "/redoc", "/ws/stream", "/v1/stream"} <= set(public)
+    unrouted = [p for p in public if not ingress_routes(p, paths)]
+    assert unrouted == []
+    html = (REPO / "app" / "static" / "index.html").read_text()
+    for link in re.findall(r'href="(/[^"]*)"', html):
+        assert ingress_routes(link, paths), f"the page links {link}, which the Ingress drops"
