@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.features import FeatureConfig
+from training.errors import UsageError
 from training.splits import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -699,4 +700,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nnothing done: name a command first, e.g. {example}", file=sys.stderr)
         return 2
     args = parser.parse_args(args_in)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except UsageError as e:
+        print(f"python -m training {args_in[0]}: error: {e}", file=sys.stderr)
+        return 2

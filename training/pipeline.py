@@ -41,6 +41,7 @@ from app.features import FeatureConfig
 from app.labels import LABEL_INDEX, LABELS
 from training.config import RELEASE_FEATURES, TrainConfig
 from training.device import resolve_device, resolve_precision
+from training.errors import UsageError
 from training.evaluate import accuracy_by, classification_metrics, corpus_metrics, summary
 from training.export import export_onnx
 from training.featureset import band_stats, compute_features, normalise_
@@ -142,7 +143,7 @@ def _check_covers(path: Path, clips: list[Any]) -> None:
     listed = {clip.path for clip, _ in read_split(path)}
     present = {clip.path for clip in clips}
     if listed != present:
-        raise ValueError(
+        raise UsageError(
             f"{path} lists {len(listed)} clips, {len(listed - present)} of them not in this "
             f"corpus selection, which has {len(present)} ({len(present - listed)} unlisted). "
             "Reusing it would score on different clips: pass another --out (e.g. for --limit "
@@ -157,7 +158,7 @@ def select_corpora(clips: list[Any], corpora: Sequence[str] | None) -> list[Any]
     present = sorted({clip.dataset for clip in clips})
     unknown = sorted(set(corpora) - set(present))
     if unknown:
-        raise ValueError(f"no corpus {unknown} in the data; it holds {', '.join(present)}")
+        raise UsageError(f"no corpus {unknown} in the data; it holds {', '.join(present)}")
     return [clip for clip in clips if clip.dataset in corpora]
 
 
@@ -181,7 +182,7 @@ def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str
     if exp.only_folds is not None:
         missing = sorted(set(exp.only_folds) - set(wanted))
         if missing:
-            raise ValueError(f"no {exp.protocol} fold {missing}: the folds here are {wanted}")
+            raise UsageError(f"no {exp.protocol} fold {missing}: the folds here are {wanted}")
         wanted = [k for k in wanted if k in exp.only_folds]
     for k in wanted:
         _check_covers(paths[k], clips)
@@ -201,7 +202,7 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     parts = np.array(part_names)
     for part in (TRAIN, VAL, TEST):
         if not (parts == part).any():
-            raise ValueError(f"{path} has no {part!r} rows; use more clips (--limit)")
+            raise UsageError(f"{path} has no {part!r} rows; use more clips (--limit)")
     workers = workers_for(exp.train)
     segments = load_segments(
         clips, root, exp.features, exp.cache_dir, workers=workers, progress=True

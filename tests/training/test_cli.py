@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import training.cli as cli
+from training.errors import UsageError
 
 
 def _refuse_to_train(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,3 +117,18 @@ def test_held_out_scoring_is_refused_where_there_is_no_held_out_corpus(
     monkeypatch.setattr(training.ablation, "run_ablation", fit_nothing)
     assert cli.main(["ablate", "--protocol", "speaker", "--score-held-out"]) == 2
     assert "--score-held-out needs --protocol corpus" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_be_done_as_asked_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(args: argparse.Namespace) -> int:
+        raise UsageError("models/splits/random.csv lists 4718 clips: pass another --out")
+
+    monkeypatch.setattr(cli, "run_train", refuse)
+    assert cli.main(["train", "--limit", "200", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "python -m training train: error: models/splits/random.csv lists 4718 clips: "
+        "pass another --out\n"
+    )
