@@ -32,7 +32,7 @@ from typing import Any, Final, Self
 
 import httpx
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ser_client.results import Prediction, ServiceError, StreamPrediction, StreamSummary
 from ser_client.sources import AudioSource
@@ -151,11 +151,15 @@ class AsyncClient:
             start["model"] = model
         if hop_s is not None:
             start["hop_s"] = hop_s
-        async with connect(
-            stream_url(self.url), open_timeout=self.timeout_s, max_size=2**22
-        ) as socket:
+        try:
+            socket = await connect(
+                stream_url(self.url), open_timeout=self.timeout_s, max_size=2**22
+            )
+        except InvalidStatus as e:  # refused before the upgrade (an HTTP answer)
+            raise _handshake_refusal(e) from e
+        async with socket:
             await socket.send(json.dumps(start))
-            _expect(json.loads(await socket.recv()), "ready")
+            await _expect(socket, "ready")
             sender = asyncio.create_task(_send_all(socket, source))
             try:
                 async for event in _events(socket):
@@ -182,12 +186,27 @@ class AsyncClient:
         await self.close()
 
 
-def _expect(message: dict[str, Any], kind: str) -> dict[str, Any]:
+async def _expect(socket: Any, kind: str) -> dict[str, Any]:
+    """The next message, which must be a ``kind`` one; an error message's close code is the
+    status of the :class:`ServiceError` it becomes."""
+    message: dict[str, Any] = json.loads(await socket.recv())
     if message.get("type") == "error":
-        raise ServiceError(0, str(message.get("code")), str(message.get("message")))
+        await socket.wait_closed()
+        code = socket.close_code or 1006
+        raise ServiceError(code, str(message.get("code")), str(message.get("message")))
     if message.get("type") != kind:
         raise ServiceError(0, "protocol_error", f"expected a {kind!r} message, got {message}")
     return message
+
+
+def _handshake_refusal(error: InvalidStatus) -> ServiceError:
+    """The service's answer to a refused upgrade (403 origin, 404 path, ...) as an error."""
+    response = error.response
+    try:
+        body: Any = json.loads(response.body or b"")
+    except ValueError:
+        body = (response.body or b"").decode("utf-8", "replace")
+    return ServiceError.from_body(response.status_code, body)
 
 
 async def _send_all(socket: Any, source: AudioSource) -> None:

@@ -39,7 +39,13 @@ from ser_client.results import (
     StreamPrediction,
     StreamSummary,
 )
-from ser_client.sources import AudioSource, MicrophoneError, MicrophoneSource, file_source
+from ser_client.sources import (
+    AudioSource,
+    MicrophoneError,
+    MicrophoneSource,
+    UnreadableFileError,
+    file_source,
+)
 
 
 @dataclass
@@ -257,11 +263,8 @@ def run_stream(args: argparse.Namespace) -> int:
             if args.mic
             else file_source(args.file, chunk_s=args.chunk_ms / 1000, realtime=not args.fast)
         )
-    except MicrophoneError as e:
+    except (MicrophoneError, UnreadableFileError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (OSError, RuntimeError) as e:  # soundfile: missing or undecodable file
-        print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_stream(source, args, sys.stdout))

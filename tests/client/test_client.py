@@ -59,6 +59,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     phone = av_bytes(synth_speechlike(3.0, 48_000, seed=4), 48_000, "mp4", "aac")
     (folder / "phone.m4a").write_bytes(phone)
     out["phone.m4a"] = folder / "phone.m4a"
+    browser = av_bytes(synth_speechlike(3.0, 48_000, seed=5), 48_000, "webm", "libopus")
+    (folder / "browser.webm").write_bytes(browser)
+    out["browser.webm"] = folder / "browser.webm"
     out["notes.txt"] = folder / "notes.txt"
     out["notes.txt"].write_text("not audio")
     return out
@@ -163,6 +166,35 @@ def test_stream_refusal_is_a_service_error(server: LiveServer, clips: dict[str, 
     with pytest.raises(ServiceError) as caught:
         asyncio.run(run())
     assert caught.value.code == "unknown_model"
+    assert caught.value.status == 1007  # the close code, as docs/api.md says
+
+
+def test_a_refused_handshake_is_a_service_error_with_its_status(
+    server: LiveServer, clips: dict[str, Path]
+) -> None:
+    async def run() -> None:
+        async with AsyncClient(server.url + "/nowhere") as client:
+            async for _ in client.stream(file_source(clips["short.wav"])):
+                pass
+
+    with pytest.raises(ServiceError) as caught:
+        asyncio.run(run())
+    assert (caught.value.status, caught.value.code) == (404, "no_websocket_route")
+
+
+@pytest.mark.parametrize("name", ["phone.m4a", "browser.webm"])
+def test_cli_streams_m4a_and_webm(server: LiveServer, clips: dict[str, Path], name: str) -> None:
+    done = ser(server, "stream", str(clips[name]), "--fast", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["type"] == "summary"
+    assert summary["duration_s"] == pytest.approx(3.0, abs=0.1)
+
+
+def test_cli_stream_status_is_the_close_code(server: LiveServer, clips: dict[str, Path]) -> None:
+    done = ser(server, "stream", str(clips["short.wav"]), "--fast", "--model", "nope")
+    assert done.returncode == 1
+    assert "1007 unknown_model" in done.stderr
 
 
 def test_cli_predict_many_files_as_csv(server: LiveServer, clips: dict[str, Path]) -> None:
@@ -243,7 +275,9 @@ def test_cli_says_what_is_wrong(server: LiveServer, clips: dict[str, Path], tmp_
     nothing = ser(server, "stream")
     assert nothing.returncode == 2 and "give a FILE or --mic" in nothing.stderr
     unreadable = ser(server, "stream", str(clips["notes.txt"]))
-    assert unreadable.returncode == 2 and "cannot read" in unreadable.stderr
+    assert unreadable.returncode == 2 and "cannot decode" in unreadable.stderr
+    missing = ser(server, "stream", str(tmp_path / "gone.wav"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
     nobody = ["--url", "http://127.0.0.1:9", "predict", str(clips["short.wav"])]
     down = subprocess.run(
         [sys.executable, "-m", "ser_client", *nobody], capture_output=True, text=True, timeout=60
@@ -296,7 +330,7 @@ def test_cli_predict_a_folder(server: LiveServer, clips: dict[str, Path], tmp_pa
     done = ser(server, "predict", str(folder), "--json")
     assert done.returncode == 0, done.stderr  # notes.txt is not an audio file: not sent
     names = [Path(item["file"]).name for item in json.loads(done.stdout)]
-    assert names == sorted(["short.wav", "long.flac", "voice.mp3", "phone.m4a"])
+    assert names == sorted(["short.wav", "long.flac", "voice.mp3", "phone.m4a", "browser.webm"])
     empty = ser(server, "predict", str(tmp_path))
     assert empty.returncode == 2 and "no audio files found" in empty.stderr
     missing = ser(server, "predict", str(tmp_path / "gone.wav"))
@@ -388,3 +422,11 @@ def test_cli_predict_per_utterance(server: LiveServer, tmp_path: Path) -> None:
         result = client.predict(path, segments="utterances")
     assert result.raw["segmentation"] == "utterances" and len(result.segments) == 2
     assert result.speech_s is not None and 2.5 < result.speech_s <= 4.2
+
+
+def test_the_microphone_hint_names_an_install_that_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # import sounddevice -> ImportError
+    with pytest.raises(MicrophoneError) as missing:
+        MicrophoneSource()
+    assert "pip install sounddevice" in str(missing.value)
+    assert "PortAudio" not in str(missing.value)  # only the package is missing here
