@@ -14,6 +14,7 @@ import io
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Request, Response
@@ -94,28 +95,41 @@ def _content_length(request: Request) -> int | None:
     return int(value)
 
 
-def too_large(limit_bytes: int) -> UploadTooLargeError:
-    """The 413 for an upload over ``limit_bytes``, with the ways around the limit."""
-    return UploadTooLargeError(
-        f"the upload is larger than the {limit_bytes / 1e6:g} MB limit ({limit_bytes} bytes): "
-        "compress it to FLAC (lossless) or Opus, send a shorter clip, stream it over the "
-        "WebSocket /ws/stream instead, or, on a server you run, raise SER_MAX_UPLOAD_BYTES"
-    )
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may be: its bytes, and (checked once decoded) its length."""
+
+    max_bytes: int
+    max_audio_s: float
+
+    def too_large(self) -> UploadTooLargeError:
+        """The 413 for an upload over ``max_bytes``, with the ways around it, the length
+        limit first (a long recording compressed under the byte limit would be refused
+        next for its length)."""
+        return UploadTooLargeError(
+            f"the upload is larger than the {self.max_bytes / 1e6:g} MB limit "
+            f"({self.max_bytes} bytes); audio may also last at most {self.max_audio_s:g} s: "
+            f"send a clip shorter than {self.max_audio_s:g} s, compressed to FLAC (lossless) "
+            "or Opus if it is still too large, stream longer audio over the WebSocket "
+            "/ws/stream, or, on a server you run, raise SER_MAX_UPLOAD_BYTES"
+        )
 
 
-async def _limited(stream: AsyncIterator[bytes], limit_bytes: int) -> AsyncGenerator[bytes, None]:
+async def _limited(
+    stream: AsyncIterator[bytes], cap_bytes: int, limits: UploadLimits
+) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in stream:
         received += len(chunk)
-        if received > limit_bytes:
-            raise too_large(limit_bytes)
+        if received > cap_bytes:
+            raise limits.too_large()
         yield chunk
 
 
-async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
-    cap = limit_bytes + MULTIPART_OVERHEAD_BYTES
+async def _read_multipart(request: Request, limits: UploadLimits) -> bytes:
+    cap = limits.max_bytes + MULTIPART_OVERHEAD_BYTES
     parser = MultiPartParser(
-        request.headers, _limited(request.stream(), cap), max_files=1, max_fields=16
+        request.headers, _limited(request.stream(), cap, limits), max_files=1, max_fields=16
     )
     try:
         form = await parser.parse()
@@ -140,15 +154,15 @@ async def _read_multipart(request: Request, limit_bytes: int) -> bytes:
                 f"send the audio as a file in the multipart field '{FILE_FIELD}' "
                 f"(fields received: {sent})"
             )
-        data = await upload.read(limit_bytes + 1)
+        data = await upload.read(limits.max_bytes + 1)
     finally:
         await form.close()
-    if len(data) > limit_bytes:
-        raise too_large(limit_bytes)
+    if len(data) > limits.max_bytes:
+        raise limits.too_large()
     return data
 
 
-def body_hold_bytes(request: Request, limit_bytes: int) -> int:
+def body_hold_bytes(request: Request, limits: UploadLimits) -> int:
     """The bytes the request's body may hold in memory, from its headers alone: its
     ``Content-Length``, or the most the limit lets through when it declares none.
 
@@ -166,9 +180,9 @@ def body_hold_bytes(request: Request, limit_bytes: int) -> int:
             "unencoded (FLAC or Opus compress audio far better than gzip)"
         )
     if media_type == MULTIPART:
-        cap = limit_bytes + MULTIPART_OVERHEAD_BYTES
+        cap = limits.max_bytes + MULTIPART_OVERHEAD_BYTES
     elif media_type in AUDIO_TYPES:
-        cap = limit_bytes
+        cap = limits.max_bytes
     elif not media_type and not length:
         raise MissingAudioError(
             f"no audio sent: POST a multipart field '{FILE_FIELD}' or a raw audio/wav body"
@@ -180,7 +194,7 @@ def body_hold_bytes(request: Request, limit_bytes: int) -> int:
             f"{', '.join(sorted(AUDIO_TYPES))}"
         )
     if length is not None and length > cap:
-        raise too_large(limit_bytes)
+        raise limits.too_large()
     return cap if length is None else length
 
 
@@ -197,7 +211,7 @@ def _multipart_fault(library_message: str) -> str:
     return "malformed multipart body"
 
 
-async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
+async def read_audio_body(request: Request, limits: UploadLimits) -> bytes:
     """The uploaded audio bytes, from a multipart ``file`` field or a raw audio body (whose
     headers :func:`body_hold_bytes` accepted).
 
@@ -206,9 +220,9 @@ async def read_audio_body(request: Request, limit_bytes: int) -> bytes:
         MissingAudioError: (400) no ``file`` field.
     """
     if _media_type(request) == MULTIPART:
-        return await _read_multipart(request, limit_bytes)
+        return await _read_multipart(request, limits)
     body = io.BytesIO()
-    async for chunk in _limited(request.stream(), limit_bytes):
+    async for chunk in _limited(request.stream(), limits.max_bytes, limits):
         body.write(chunk)
     return body.getvalue()  # the buffer's own bytes object, not a copy (CPython)
 
@@ -250,11 +264,12 @@ async def predict(
     without speech are reported and not classified."""
     started = time.perf_counter()
     served = registry.get(model)
-    hold_bytes = body_hold_bytes(request, settings.max_upload_bytes)
+    upload = UploadLimits(settings.max_upload_bytes, settings.max_audio_s)
+    hold_bytes = body_hold_bytes(request, upload)
     hop_s = settings.segment_hop_s or served.feature_config.window_s / 2
     limits = ClipLimits.from_settings(settings)
     with budget.reserve(hold_bytes):
-        data = await read_audio_body(request, settings.max_upload_bytes)
+        data = await read_audio_body(request, upload)
         result = await predict_clip(
             data, served, hop_s, limits, pools, started=started, segmentation=segments
         )

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from app.api.predict import _limited
+from app.api.predict import UploadLimits, _limited
 from app.errors import UploadTooLargeError
 from tests.conftest import synth_speechlike, wav_bytes
 
@@ -62,7 +62,7 @@ async def test_reading_stops_at_the_limit() -> None:
             yield b"\0" * 10_000
 
     with pytest.raises(UploadTooLargeError):
-        async for _ in _limited(body(), 50_000):
+        async for _ in _limited(body(), 50_000, UploadLimits(50_000, 600.0)):
             pass
     assert pulled == 6  # the chunk that crossed the limit, and nothing after it
 
@@ -224,6 +224,10 @@ def test_too_large_says_how_to_get_under_the_limit(make_client) -> None:
     )
     for advice in ("FLAC", "Opus", "/ws/stream", "SER_MAX_UPLOAD_BYTES", "0.05 MB"):
         assert advice in error["message"]
+    # The length limit comes before the advice to compress: a 20-minute recording compressed
+    # under the byte limit would be refused next for its length.
+    message = error["message"]
+    assert "at most 600 s" in message and message.index("600 s") < message.index("FLAC")
 
 
 BROKEN = {
