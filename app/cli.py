@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 import uvicorn
@@ -31,11 +32,18 @@ def _env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={value!r} is not an integer") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _program(argv0: str) -> str:
+    """``ser-serve`` when run as that script, ``python -m app`` when run as the module."""
+    name = os.path.basename(argv0)
+    return "python -m app" if name in ("__main__.py", "") else name
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m app",
-        description="Serve speech emotion recognition over HTTP and WebSocket. Other settings: "
-        "SER_MODELS_DIR, SER_PROVIDERS, SER_DEFAULT_MODEL, SER_MAX_BATCH_SIZE, ... (README).",
+        prog=prog or _program(sys.argv[0]),
+        description="Serve speech emotion recognition over HTTP and WebSocket. Every other "
+        "setting is an environment variable (SER_MODELS_DIR, SER_PROVIDERS, SER_DEFAULT_MODEL, "
+        "SER_MAX_BATCH_SIZE, ...): docs/api.md, 'Settings', lists them all.",
     )
     parser.add_argument(
         "--host",

@@ -30,13 +30,14 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.features import FeatureConfig
 from training.channel import AUGMENTATIONS
 from training.config import TrainConfig
-from training.pipeline import Experiment, SplitData, part_scores, prepare_split, split_files
-from training.report import LEGACY_BASE, row_base
+
+if TYPE_CHECKING:  # the pipeline imports torch, the report matplotlib: seconds for --help
+    from training.pipeline import Experiment, SplitData
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def default_variants(protocol: str) -> list[str]:
 
 
 def _key(row: dict) -> tuple[str, int, str, str, int]:
+    from training.report import row_base
+
     # Rows written before the protocols existed were all on the random split.
     return (
         row.get("protocol", "random"),
@@ -105,6 +108,8 @@ def _key(row: dict) -> tuple[str, int, str, str, int]:
 
 
 def _order(row: dict) -> tuple:
+    from training.report import LEGACY_BASE
+
     protocol, fold, base, variant, epochs = _key(row)
     order = list(VARIANTS)
     return (protocol != "random", protocol, base != LEGACY_BASE, fold, epochs, order.index(variant))
@@ -151,7 +156,7 @@ def run_ablation(
         raise ValueError("only the corpus protocol has a held-out corpus to score")
     from training.corpora import corpus_root, load_corpus
     from training.model import ModelConfig
-    from training.pipeline import subset
+    from training.pipeline import part_scores, prepare_split, split_files, subset
     from training.train import fit
 
     clips = subset(load_corpus(exp.data), exp.train.limit, exp.train.seed)

@@ -40,7 +40,6 @@ from typing import Final
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy.signal import fftconvolve
 
 RATE: Final[int] = 16_000
 SPEED_RANGE: Final = (0.9, 1.1)
@@ -94,6 +93,8 @@ def room_impulse_response(rng: np.random.Generator) -> np.ndarray:
 
 
 def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from scipy.signal import fftconvolve  # 1.4 s to import: not for `python -m training --help`
+
     y = fftconvolve(x, room_impulse_response(rng))[: x.size].astype(np.float32)
     return _same_level(y, x)
 

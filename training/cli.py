@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.features import FeatureConfig
-from training.errors import UsageError
+from training.errors import UsageError, missing_extra
 from training.splits import PROTOCOLS
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The TrainConfig flags shared by ``train`` and ``ablate``."""
     from app.features import LEVEL_MODES, TRIM_FLOORS
+    from training.channel import AUGMENTATIONS
     from training.config import ADVERSARIES, LABEL_SETS, RELEASE_FEATURES, TrainConfig
 
     d = TrainConfig()
@@ -148,8 +149,8 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         "--channel-augment",
         type=_names,
         default=",".join(d.channel_augment) or "none",
-        help="noisy copies through a channel chain: comma list of speed,eq,reverb,telephone,"
-        "codec,gain, or all, or none (training/channel.py)",
+        help="noisy copies through a channel chain: a comma list of "
+        f"{','.join(AUGMENTATIONS)}, or all, or none (training/channel.py)",
     )
     p.add_argument(
         "--channel-prob", type=float, default=d.channel_prob, help="each augmentation's chance"
@@ -704,4 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as e:
         print(f"python -m training {args_in[0]}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        print(missing_extra(e), file=sys.stderr)
         return 2

@@ -143,6 +143,18 @@ def test_cli_flags_and_environment(monkeypatch) -> None:
     assert (flags.port, flags.workers) == (9100, 2)
 
 
+@pytest.mark.parametrize(
+    ("argv0", "usage"),
+    [("/venv/bin/ser-serve", "usage: ser-serve"), ("/src/app/__main__.py", "usage: python -m app")],
+)
+def test_the_help_names_the_command_that_ran_and_where_settings_are(
+    monkeypatch: pytest.MonkeyPatch, argv0: str, usage: str
+) -> None:
+    monkeypatch.setattr("sys.argv", [argv0])
+    shown = build_parser().format_help()
+    assert shown.startswith(usage) and "docs/api.md" in shown and "(README)" not in shown
+
+
 def test_api_docs_use_only_the_services_own_assets(client) -> None:
     for path in ("/docs", "/redoc"):
         page = client.get(path)

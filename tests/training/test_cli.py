@@ -4,6 +4,8 @@ and ``train`` says where it writes before it starts."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +134,26 @@ def test_a_run_that_cannot_be_done_as_asked_is_one_line_and_exit_2(
         "python -m training train: error: models/splits/random.csv lists 4718 clips: "
         "pass another --out\n"
     )
+
+
+def test_a_python_without_the_extra_is_told_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def needs_torch(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(cli, "run_train", needs_torch)
+    assert cli.main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "needs torch" in err and "pip install -e '.[train]'" in err
+
+
+def test_the_help_loads_neither_torch_nor_matplotlib() -> None:
+    """`python -m training --help` took 6-9 s importing torch to list the ablation variants."""
+    probe = (
+        "import sys, training.cli as c; c.build_parser().format_help(); "
+        "print(sorted({'torch', 'matplotlib', 'scipy'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
