@@ -6,6 +6,7 @@ Each sub-command lives in its own ``add_*`` / ``run_*`` pair so that the pieces 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -690,6 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args_in = list(sys.argv[1:] if argv is None else argv)
@@ -701,8 +706,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nnothing done: name a command first, e.g. {example}", file=sys.stderr)
         return 2
     args = parser.parse_args(args_in)
+    signal.signal(signal.SIGTERM, _interrupt)  # a container stop or kill: as Ctrl-C
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print(
+            f"python -m training {args_in[0]}: interrupted. Each model's train.log (under "
+            "--runs) says where it stopped; the same command with --resume continues after "
+            "the last finished epoch.",
+            file=sys.stderr,
+        )
+        return 130
     except UsageError as e:
         print(f"python -m training {args_in[0]}: error: {e}", file=sys.stderr)
         return 2

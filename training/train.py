@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -403,9 +404,17 @@ def run_epoch(
     correct = torch.zeros((), device=run.device, dtype=torch.long)
     adversary_sum = torch.zeros((), device=run.device)
     adversary_correct = torch.zeros((), device=run.device, dtype=torch.long)
-    for start in tqdm(
-        range(0, len(rows), config.batch_size), leave=False, unit="batch", disable=None
-    ):
+    # Shown in a log file too (nohup ... > x.log), every 10 s there: an epoch takes minutes,
+    # and its bar alone would sit at 0 until the first one ends.
+    interactive = sys.stderr.isatty()
+    batches = tqdm(
+        range(0, len(rows), config.batch_size),
+        leave=False,
+        unit="batch",
+        desc=f"epoch {run.epoch + 1}",
+        mininterval=0.1 if interactive else 10.0,
+    )
+    for start in batches:
         index = rows[start : start + config.batch_size]
         xb, yb = masks(x_pool[index].float(), run.generator), y_pool[index]
         mix = mixup.draw(len(index), run.rng, run.generator, run.device)
@@ -522,6 +531,12 @@ def fit(
             run.restore(torch.load(last, map_location="cpu", weights_only=True))
             tqdm.write(f"resuming {run_dir} after epoch {run.epoch}")
             _log_line(run_dir, f"resumed after epoch {run.epoch}")
+        else:
+            _log_line(
+                run_dir,
+                f"{config.loss}: {config.epochs} epochs of {steps_per_epoch} batches "
+                f"({train.n_clips} clips) on {run.device} in {run.precision}",
+            )
     x_pool = torch.from_numpy(train.features).to(run.device)
     y_pool = torch.from_numpy(train.labels.astype(np.int64)).to(run.device)
     weights = None
@@ -548,9 +563,14 @@ def fit(
         if run.best.exhausted or _budget_spent(run):
             break
         started = time.perf_counter()
-        train_scores = run_epoch(
-            run, x_pool, y_pool, train.versions, weights, adversary_pool, allowed_pool
-        )
+        try:
+            train_scores = run_epoch(
+                run, x_pool, y_pool, train.versions, weights, adversary_pool, allowed_pool
+            )
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (python -m training turns it into this)
+            if run_dir is not None:
+                _log_line(run_dir, f"interrupted in epoch {epoch}; {_resumable(run, run_dir)}")
+            raise
         if not math.isfinite(train_scores["train_loss"]):
             raise FloatingPointError(f"training loss became {train_scores['train_loss']}")
         logits = predict_logits(run.model, x_val, config.eval_batch_size, run.precision)
@@ -576,6 +596,13 @@ def fit(
     if run.best.exhausted:
         tqdm.write(f"early stop: best {config.monitor} at epoch {run.best.epoch}")
     return _finish(run, run_dir)
+
+
+def _resumable(run: Run, run_dir: Path) -> str:
+    """What --resume would continue from, said to a user whose run was interrupted."""
+    if run.epoch == 0:
+        return "no epoch had finished: --resume starts from the beginning"
+    return f"--resume continues after epoch {run.epoch} ({run_dir / LAST_CHECKPOINT})"
 
 
 def _budget_spent(run: Run) -> bool:
