@@ -8,7 +8,7 @@
 # run (tests/deploy/test_dockerfile.py checks this):
 #   pip install -r requirements/serve.txt     (serve-gpu.txt in the GPU image)
 #   pip install --no-deps .
-# Settings come from SER_* variables at run time (README, "Deployment").
+# Settings come from SER_* variables at run time (docs/deployment.md, docs/api.md).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # onnxruntime-gpu 1.31.1 is built against CUDA 13.x and cuDNN 9.x.

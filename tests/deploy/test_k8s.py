@@ -21,7 +21,9 @@ from app.main import create_app
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
+K8S = REPO / "deploy" / "k8s"
+# The CPU set (`kubectl apply -f deploy/k8s/`) and the GPU one in its own folder.
+MANIFESTS = sorted(K8S.glob("*.yaml")) + sorted((K8S / "gpu").glob("*.yaml"))
 # kubernetes-validate ships the JSON schemas of every release it supports inside the package
 # (1.25 to 1.37 in 1.37.0): no network. The manifests use only APIs that all of them serve
 # (apps/v1, v1, autoscaling/v2, policy/v1, networking.k8s.io/v1), so each release is checked.
@@ -171,7 +173,55 @@ def test_gpu_deployment_requests_one_gpu_and_only_cuda() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert container_env(container)["SER_PROVIDERS"] == "cuda"
-    assert container["image"].endswith("-gpu")
+    assert container["image"] == "ser-service:gpu"  # the tag docs/deployment.md builds
+
+
+def test_the_cpu_set_leaves_the_gpu_deployment_out() -> None:
+    """`kubectl apply -f deploy/k8s/` (not recursive) on a CPU-only cluster: nothing Pending."""
+    top = [d for path in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())]
+    names = {d["metadata"]["name"] for d in top if d and d["kind"] == "Deployment"}
+    assert names == {"ser"}
+    assert the_container("ser")["image"] == "ser-service:cpu"
+
+
+def test_a_gpu_rollout_needs_no_second_gpu() -> None:
+    rolling = deployment("ser-gpu")["spec"]["strategy"]["rollingUpdate"]
+    assert rolling["maxSurge"] == 0 and rolling["maxUnavailable"] == 1
+
+
+def test_gpu_pods_go_only_to_nodes_that_can_run_cuda_13() -> None:
+    """Driver R580+ and compute capability 7.5+, on GPU Feature Discovery's labels."""
+    spec = deployment("ser-gpu")["spec"]["template"]["spec"]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+
+    def schedulable(labels: dict[str, str]) -> bool:
+        def holds(rule: dict[str, Any]) -> bool:
+            value = labels.get(rule["key"])
+            if value is None:
+                return False
+            if rule["operator"] == "Gt":
+                return int(value) > int(rule["values"][0])
+            return rule["operator"] == "In" and value in rule["values"]
+
+        return any(all(holds(r) for r in t["matchExpressions"]) for t in terms["nodeSelectorTerms"])
+
+    def node(driver: int, major: int, minor: int) -> dict[str, str]:
+        return {
+            "nvidia.com/cuda.driver-version.major": str(driver),
+            "nvidia.com/gpu.compute.major": str(major),
+            "nvidia.com/gpu.compute.minor": str(minor),
+        }
+
+    assert schedulable(node(580, 8, 0)) and schedulable(node(590, 7, 5))  # A100 / T4
+    assert schedulable(node(580, 9, 0)) and schedulable(node(580, 12, 0))  # H100 / Blackwell
+    assert not schedulable(node(580, 7, 0))  # V100: compute capability 7.0
+    assert not schedulable(node(575, 8, 9))  # an R575 driver: no CUDA 13
+    assert not schedulable({})  # a CPU node
+    assert spec["runtimeClassName"] == "nvidia"
+    container = the_container("ser-gpu")
+    cache = container_env(container)["CUDA_CACHE_PATH"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[cache] in {v["name"] for v in spec["volumes"] if "emptyDir" in v}
 
 
 def test_service_selects_both_variants() -> None:

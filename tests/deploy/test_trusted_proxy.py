@@ -40,7 +40,7 @@ def test_the_image_trusts_loopback_only() -> None:
     assert values == ["127.0.0.1", "127.0.0.1"]  # both runtime stages
 
 
-@pytest.mark.parametrize("name", ["deployment.yaml", "deployment-gpu.yaml"])
+@pytest.mark.parametrize("name", ["deployment.yaml", "gpu/deployment.yaml"])
 def test_kubernetes_trusts_the_pod_network_only(name: str) -> None:
     manifest = yaml.safe_load((REPO / "deploy" / "k8s" / name).read_text())
     (container,) = manifest["spec"]["template"]["spec"]["containers"]
