@@ -8,7 +8,8 @@ A region of a markdown file::
 
 is rewritten with ``TABLE`` rendered from ``benchmarks/results/<ARG>.json``, followed by a line
 naming the file, when it was measured, on what machine and with which command. A figure quoted
-in prose outside a region is listed in :data:`QUOTES` and checked against its file; any other
+in prose outside a region is listed in :data:`QUOTES` and checked against its file (a
+benchmark's, or a released model's file in ``models/``: temperatures, gain-check); any other
 figure of the kinds the benchmarks measure (requests/s, clips/s, ms of CPU, p99 ... ms, N
 passed...) outside a region is an error, unless :data:`NOT_BENCHMARKS` says where it comes
 from. Tables:
@@ -69,7 +70,10 @@ class FiguresError(ValueError):
 
 
 def load(stem: str, results_dir: Path = RESULTS) -> Results:
-    path = results_dir / f"{stem}.json"
+    """``benchmarks/results/<stem>.json``, or, for a stem under ``models/``, that file of the
+    released models (``models/calibration``, ``models/gain``: what calibrate and gain-check
+    wrote for them)."""
+    path = ROOT / f"{stem}.json" if stem.startswith("models/") else results_dir / f"{stem}.json"
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as e:
@@ -455,6 +459,11 @@ def _one_process_per_core(r: Results) -> tuple[str, ...]:
     )
 
 
+def _temperature(r: Results, model: str) -> float:
+    (row,) = [row for row in r["calibration"] if row["model"] == model]
+    return float(row["temperature"])
+
+
 QUOTES = (
     Quote(
         "README.md",
@@ -475,6 +484,23 @@ QUOTES = (
         "two 1-thread replicas took {} uploads/s at 16 clients and one process {}",
         "latest",
         lambda r: tuple(_one_process_per_core(r)[1::-1]),
+    ),
+    Quote(
+        "docs/api.md",
+        "bundled models carry T = {} (bce), {} (ce), {} (smoothl1) and {} (l1)",
+        "models/calibration",
+        lambda r: tuple(
+            f"{_temperature(r, f'ser-{loss}'):.3f}" for loss in ("bce", "ce", "smoothl1", "l1")
+        ),
+    ),
+    Quote(
+        "docs/training.md",
+        "the released `ser-ce` changes {} % of its labels at -20 dB and {} % at +10 dB",
+        "models/gain",
+        lambda r: tuple(
+            f"{100 * r['models']['ser-ce.onnx']['conditions'][c]['label_changed']:.1f}"
+            for c in ("-20 dB", "+10 dB")
+        ),
     ),
     Quote(
         "models/README.md",
