@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +37,17 @@ def _program(argv0: str) -> str:
     """``ser-serve`` when run as that script, ``python -m app`` when run as the module."""
     name = os.path.basename(argv0)
     return "python -m app" if name in ("__main__.py", "") else name
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail at once on a port in use, not after loading every model (uvicorn binds late)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise SystemExit(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -74,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as e:
         raise SystemExit(f"invalid settings:\n{e}") from None
     configure_logging(settings.log_level, settings.log_json)
+    _check_port_free(args.host, args.port)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -25,6 +25,7 @@ import warnings
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
@@ -118,7 +119,11 @@ class ClientFaultFilter(logging.Filter):
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"  # never the raw path: cardinality
+    if isinstance(path, str):
+        return path
+    if isinstance(scope.get("endpoint"), StaticFiles):  # a mount's file: the mount, not the file
+        return f"{scope.get('root_path', '')}/{{path}}"
+    return "unmatched"  # never the raw path: cardinality
 
 
 def _client(scope: Scope) -> str | None:

@@ -40,6 +40,17 @@ function showBars(container, probabilities) {
   });
 }
 
+// A top label this close to the next (in probability) is shown as a close call, not a verdict.
+const CLOSE_CALL = 0.05;
+
+// The second label and its probability when it is within `margin` of the first, else null.
+function runnerUpWithin(probabilities, margin) {
+  const ranked = asList(probabilities)
+    .map((p, i) => ({ label: LABELS[i], p }))
+    .sort((a, b) => b.p - a.p);
+  return ranked.length > 1 && ranked[0].p - ranked[1].p < margin ? ranked[1] : null;
+}
+
 // ---------- arousal and valence ----------
 
 // Each -1..+1: the eight probabilities on Russell's circumplex (docs/api.md). A meter fills
@@ -186,15 +197,19 @@ async function upload(event) {
     $("upload-label").textContent = body.label;
     const confidence = body.confidence ?? Math.max(...asList(body.probabilities));
     const duration = body.duration_s !== undefined ? `, ${Number(body.duration_s).toFixed(1)} s` : "";
-    $("upload-detail").textContent = `${(confidence * 100).toFixed(1)}% confidence${duration}`;
+    const rival = runnerUpWithin(body.probabilities, CLOSE_CALL);
+    $("upload-label").classList.toggle("uncertain", rival !== null);
+    $("upload-detail").textContent =
+      `${(confidence * 100).toFixed(1)}% confidence${duration}` +
+      (rival ? `; a close call: ${rival.label} ${(rival.p * 100).toFixed(1)}% is just behind` : "");
     showBars($("upload-bars"), body.probabilities);
     showAffect($("upload-affect"), body.arousal ?? null, body.valence ?? null);
     // Emotion, arousal and valence over time, for a recording of more than one window; or the
     // utterances as bands. Windows without speech carry no probabilities: shaded as silence.
     const segments = body.segments || [];
     const byUtterance = body.segmentation === "utterances";
-    timelines.upload.clear();
-    timelines.uploadAffect.clear();
+    timelines.upload.clear(Number(body.duration_s) || 0);
+    timelines.uploadAffect.clear(Number(body.duration_s) || 0);
     if (!byUtterance) {
       for (const s of segments) {
         timelines.upload.add(s.start_s, s.end_s, s.speech === false ? null : s.probabilities);

@@ -34,7 +34,8 @@ class Timeline {
     this.silences = []; // [start_s, end_s]
     this.width = 640;
     this.height = scale.height;
-    this.margin = { left: 36, right: 10, top: 10, bottom: 26 };
+    this.margin = { left: 36, right: 18, top: 10, bottom: 26 }; // right: room for the unit
+    this.durationS = 0; // an upload's length: the axis spans all of it, not the windows alone
     this.legend();
     this.svg = document.createElementNS(SVG_NS, "svg");
     this.svg.setAttribute("viewBox", `0 0 ${this.width} ${this.height}`);
@@ -76,9 +77,10 @@ class Timeline {
     this.container.append(legend);
   }
 
-  clear() {
+  clear(durationS = 0) {
     this.points = [];
     this.silences = [];
+    this.durationS = durationS;
     this.render();
   }
 
@@ -86,7 +88,7 @@ class Timeline {
   add(startS, endS, byKey) {
     if (byKey) {
       const values = this.series.map(({ key }) => Number(byKey[key] ?? 0));
-      this.points.push({ t: (startS + endS) / 2, spanS: endS - startS, values });
+      this.points.push({ t: (startS + endS) / 2, spanS: endS - startS, endS, values });
       if (this.points.length > TIMELINE_MAX_POINTS) this.points.shift();
     } else {
       this.silences.push([startS, endS]);
@@ -132,7 +134,13 @@ class Timeline {
     const { left, right, top, bottom } = this.margin;
     const plotW = this.width - left - right;
     const plotH = this.height - top - bottom;
-    const lastT = Math.max(1, ...this.points.map((p) => p.t), ...this.silences.map((s) => s[1]));
+    // To the end of the last window (not its centre) or of the upload, whichever is later.
+    const lastT = Math.max(
+      1,
+      this.durationS,
+      ...this.points.map((p) => p.endS),
+      ...this.silences.map((s) => s[1]),
+    );
     const firstT = 0;
     const x = (t) => left + ((t - firstT) / (lastT - firstT)) * plotW;
     const { min, max, ticks } = this.scale;
@@ -153,7 +161,8 @@ class Timeline {
     for (let t = Math.ceil(firstT / step) * step; t <= lastT + 1e-9; t += step) {
       parts.push(`<text class="tick" x="${x(t)}" y="${this.height - 8}" text-anchor="middle">${+t.toFixed(1)}</text>`);
     }
-    parts.push(`<text class="axis" x="${left + plotW}" y="${this.height - 8}" text-anchor="end">s</text>`);
+    // The unit right of the axis, beside the last tick rather than over it.
+    parts.push(`<text class="axis" x="${this.width - 2}" y="${this.height - 8}" text-anchor="end">s</text>`);
     const drawn = this.smoothed ? this.smoothedValues() : this.points.map((p) => p.values);
     this.series.forEach(({ key, colour, dash }, i) => {
       const coords = this.points.map((p, n) => `${x(p.t).toFixed(1)},${y(drawn[n][i]).toFixed(1)}`);

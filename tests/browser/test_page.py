@@ -203,6 +203,37 @@ async def test_uploading_a_file_shows_its_probabilities(
         assert hidden is False and timeline[1] == windows
         affect_lines = await page.evaluate(polylines("upload-affect-timeline"))
         assert affect_lines == [["arousal", windows], ["valence", windows]]
+        # The time axis spans the whole upload (not the windows' centres), and its unit sits
+        # right of the last tick instead of over it.
+        axis = await page.evaluate(
+            "(() => { const svg = document.querySelector('#upload-timeline svg');"
+            " const h = Number(svg.getAttribute('height')) || svg.viewBox.baseVal.height;"
+            " const ticks = [...svg.querySelectorAll('text.tick')]"
+            "   .filter(t => Number(t.getAttribute('y')) > h - 20);"
+            " return {ticks: ticks.map(t => [Number(t.textContent), Number(t.getAttribute('x'))]),"
+            "  unit: [svg.querySelector('text.axis').textContent,"
+            "         svg.querySelector('text.axis').getBBox().x]}; })()"
+        )
+        values = [value for value, _ in axis["ticks"]]
+        step = values[1] - values[0]
+        assert values[0] == 0 and values[-1] + step > body["duration_s"]
+        assert axis["unit"][0] == "s" and axis["unit"][1] > max(x for _, x in axis["ticks"])
+        # A near tie is a close call, not a verdict: the label is toned down and the runner-up
+        # named, exactly when the top two are within 5 points.
+        ranked = sorted(body["probabilities"].values(), reverse=True)
+        close = ranked[0] - ranked[1] < 0.05
+        shown = await page.evaluate(
+            "[document.getElementById('upload-label').classList.contains('uncertain'),"
+            " document.getElementById('upload-detail').textContent]"
+        )
+        assert shown[0] is close and ("close call" in shown[1]) is close
+        tie = await page.evaluate(
+            "JSON.stringify(runnerUpWithin([0.208, 0.05, 0.197, 0.194, 0.1, 0.1, 0.1, 0.051],"
+            " CLOSE_CALL))"
+        )
+        assert json.loads(tie) == {"label": "happy", "p": 0.197}
+        clear = await page.evaluate("runnerUpWithin([0.6, 0.1, 0.1, 0.1, 0.05, 0.05, 0, 0], 0.05)")
+        assert clear is None
         assert page.console_errors == []
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,25 @@ def test_api_docs_use_only_the_services_own_assets(client) -> None:
         .headers["content-type"]
         .startswith("text/javascript")
     )
+
+
+def test_static_files_are_counted_under_their_mount(client) -> None:
+    assert client.get("/static/app.js").status_code == 200
+    text = client.get("/metrics").text
+    assert 'route="/static/{path}"' in text
+
+
+def test_a_port_in_use_fails_before_any_model_loads() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert time.monotonic() - started < 10  # the models take longer than this to load
