@@ -629,11 +629,17 @@ def cost_table(records: list[Record]) -> str:
 
 
 def selection_of(record: Record) -> str:
-    """The corpus selection a record trained on (``training.splits.selection_name``); records
-    from before there was a choice (no ``corpora``) trained on the paper's three."""
+    """The corpus selection a record belongs to (``training.splits.selection_name``): the
+    corpora it trained on and the one a corpus fold held out for its test, so that the seven
+    folds over seven corpora are one protocol of one selection, not seven selections of six.
+    Records from before there was a choice (no ``corpora``) are of the paper's three."""
     from training.splits import PAPER_CORPORA, selection_name
 
-    return selection_name(list(record.get("corpora") or PAPER_CORPORA))
+    trained = record.get("corpora")
+    if not trained:
+        return selection_name(list(PAPER_CORPORA))
+    tested = record.get("test", {}).get("by_corpus", {})
+    return selection_name(sorted(set(trained) | set(tested)))
 
 
 def _selections(records: list[Record]) -> list[tuple[str, str, list[Record]]]:

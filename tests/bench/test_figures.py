@@ -26,6 +26,7 @@ TABLES_IN = {
     "docs/api.md": {"streams", "test-files", "gate"},
     "docs/deployment.md": {"test-files"},
     "docs/training.md": {"train-speed"},
+    "models/README.md": {"corpus-folds"},
 }
 
 
@@ -225,3 +226,21 @@ def test_the_gate_table_renders_every_case_and_gate(tmp_path) -> None:
     assert "| speech at -55 dBFS | 10 | 0.90 (0.90) | 0.00 (0.00) |" in text
     assert "| white noise at -20 dBFS | 4 | 0.00 | 1.00 |" in text
     assert "so the served detector costs 20% of the model" in text
+
+
+def test_the_corpus_folds_pair_each_held_out_corpus_with_the_paper_recipe(tmp_path: Path) -> None:
+    def fold(corpus: str, uar: float, corpora: dict[str, int] | None, epochs: int) -> dict:
+        held = {"n": 10, "uar": uar, "arousal_uar": 0.8, "valence_uar": 0.5}
+        record = {"protocol": "corpus", "loss": "ce", "epochs_run": epochs}
+        return record | {"test": {"by_corpus": {corpus: held}}, "corpora": corpora}
+
+    runs = [
+        fold("savee", 0.2, None, 24),  # the paper's three (records without corpora)
+        fold("savee", 0.3, {"nemo": 5, "tess": 5}, 12),
+        fold("nemo", 0.25, {"savee": 5, "tess": 5}, 12),
+    ]
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs}))
+    table = figures.corpus_folds(["metrics"], tmp_path)
+    assert "| savee | 10 | 0.300 | 0.800 | 0.500 | 12 | 0.200 / 0.800 / 0.500, 24 |" in table
+    assert "| nemo | 10 | 0.250 | 0.800 | 0.500 | 12 | - |" in table
+    assert "| mean of 2 | | 0.275 |" in table
