@@ -74,8 +74,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /srv/ser
 USER 10001:10001
 EXPOSE 8000
+# Readiness, not liveness: a replica whose CUDA did not start (SER_PROVIDERS=cuda) or whose
+# GPU failed since is unready, and shows as unhealthy instead of healthy.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SER_PORT', '8000') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SER_PORT', '8000') + '/readyz', timeout=2)"]
 CMD ["python", "-m", "app"]
 
 # ---------------------------------------------------------------- CPU: runtime (default)

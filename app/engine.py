@@ -14,19 +14,36 @@ the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
 each caller's future with its own rows. A failing run fails only the jobs in that batch, and
 a job whose output rows are not all finite gets an :class:`InferenceError` instead of NaN: the
 server validates its input, so a non-finite output is a broken model, never a number to send.
+A model whose batches keep failing (:attr:`MicroBatcher.broken`, after ``max_failures`` in a
+row, or a batch that got no answer within ``timeout_s``) makes the service unready, so that an
+orchestrator stops routing to a replica whose GPU is gone; an error's message never quotes
+ONNX Runtime (its words go to the log).
+
+On CUDA: :class:`CudaOptions` sets the device, cuDNN's algorithm search (heuristic: the batch
+axis is dynamic, and the default exhaustive search would benchmark every convolution again for
+each new batch size) and an optional memory limit. ONNX Runtime prints why CUDA did not start
+to the process's stderr, outside the JSON log: session creation on CUDA captures that output
+and logs it, and a refusal quotes it with :func:`cuda_diagnosis`'s reading of the libraries.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
+import importlib.metadata
 import logging
+import os
 import queue
+import re
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import onnxruntime as ort
@@ -41,6 +58,71 @@ ORT_PROVIDERS: Final[dict[str, str]] = {
     "cpu": "CPUExecutionProvider",
 }
 SHORT_NAMES: Final[dict[str, str]] = {v: k for k, v in ORT_PROVIDERS.items()}
+
+
+CUDA_PROVIDER: Final[str] = ORT_PROVIDERS["cuda"]
+_ANSI: Final[re.Pattern[str]] = re.compile(r"\x1b\[[0-9;]*m")
+
+# The libraries CUDA 13 and cuDNN 9 sessions need, in the order they fail, with what to do.
+_DRIVER_HINT = (
+    "the NVIDIA driver is not visible here: give the container the GPU (docker run --gpus all "
+    "with the NVIDIA Container Toolkit; podman --device nvidia.com/gpu=all through CDI)"
+)
+_RUNTIME_HINT = (
+    "the CUDA 13 libraries are missing (the GPU image has them; elsewhere "
+    "pip install 'onnxruntime-gpu[cuda,cudnn]')"
+)
+CUDA_LIBRARIES: Final[tuple[tuple[str, str], ...]] = (
+    ("libcuda.so.1", _DRIVER_HINT),
+    ("libcudart.so.13", _RUNTIME_HINT),
+    ("libcublas.so.13", _RUNTIME_HINT),
+    ("libcudnn.so.9", "cuDNN 9 is missing (the GPU image has it; elsewhere nvidia-cudnn-cu13)"),
+)
+
+
+@dataclass(frozen=True)
+class CudaOptions:
+    """The CUDA execution provider's options (``SER_CUDA_DEVICE_ID``,
+    ``SER_CUDA_MEM_LIMIT_BYTES``; 0: no limit beyond the device's)."""
+
+    device_id: int = 0
+    mem_limit_bytes: int = 0
+
+    def provider_options(self) -> dict[str, str]:
+        options = {
+            "device_id": str(self.device_id),
+            "cudnn_conv_algo_search": "HEURISTIC",
+            # Grow the arena by what a run needs, not by doubling: a replica's memory stays
+            # near its working set.
+            "arena_extend_strategy": "kSameAsRequested",
+        }
+        if self.mem_limit_bytes:
+            options["gpu_mem_limit"] = str(self.mem_limit_bytes)
+        return options
+
+
+def cuda_diagnosis(load: Callable[[str], Any] = ctypes.CDLL) -> str:
+    """Why CUDA may not start here, from which of its libraries load."""
+    for name, hint in CUDA_LIBRARIES:
+        try:
+            load(name)
+        except OSError:
+            return f"{name} cannot be loaded: {hint}"
+    return (
+        "the CUDA libraries load: check that the driver is R580 or newer (CUDA 13) and the GPU's "
+        "compute capability is 7.5 or more (nvidia-smi)"
+    )
+
+
+def both_runtime_wheels() -> bool:
+    """Whether the CPU and the GPU onnxruntime wheels are both installed: they share one
+    package folder, and whichever was installed last hides the other's providers."""
+    try:
+        importlib.metadata.version("onnxruntime")
+        importlib.metadata.version("onnxruntime-gpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 class ProviderError(RuntimeError):
@@ -61,6 +143,31 @@ def requested_providers(preference: tuple[str, ...], available: list[str]) -> li
     return [ORT_PROVIDERS[n] for n in names if ORT_PROVIDERS[n] in available]
 
 
+def _warn_if_cuda_missing(preference: tuple[str, ...], available: list[str]) -> None:
+    """Say so when CUDA is asked for (or left to ``auto``) and this build has none."""
+    if CUDA_PROVIDER in available:
+        return
+    clash = both_runtime_wheels()
+    if "cuda" not in preference and not clash:
+        return  # auto on a CPU install: nothing to report
+    why = (
+        "the onnxruntime and onnxruntime-gpu wheels are both installed and the CPU one hides "
+        "CUDA: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install "
+        "-r requirements/serve-gpu.txt"
+        if clash
+        else "this onnxruntime build has no CUDA provider: install requirements/serve-gpu.txt"
+    )
+    log.warning(
+        "CUDA unavailable",
+        extra={
+            "event": "cuda_unavailable",
+            "requested": list(preference),
+            "available": available,
+            "reason": why,
+        },
+    )
+
+
 def session_options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
@@ -79,6 +186,7 @@ def open_session(
     preference: tuple[str, ...],
     intra_op_threads: int,
     inter_op_threads: int,
+    cuda: CudaOptions | None = None,
 ) -> tuple[ort.InferenceSession, str]:
     """Load ``path`` and return the session with the short name of its active provider.
 
@@ -89,19 +197,28 @@ def open_session(
         onnxruntime errors (RuntimeError subclasses): the file is missing or not ONNX.
     """
     available = ort.get_available_providers()
+    _warn_if_cuda_missing(preference, available)
     providers = requested_providers(preference, available)
     if not providers:
         raise ProviderError(
             f"SER_PROVIDERS={','.join(preference)} names no provider this onnxruntime build has "
             f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA, or add cpu"
         )
-    session = _create(path, providers, session_options(intra_op_threads, inter_op_threads))
+    options = session_options(intra_op_threads, inter_op_threads)
+    with _stderr_captured(enabled=CUDA_PROVIDER in providers) as said:
+        session = _create(path, providers, options, cuda or CudaOptions())
+    if said():
+        log.warning(
+            "onnxruntime said",
+            extra={"event": "onnxruntime_stderr", "model_path": str(path), "text": said()},
+        )
     active = session.get_providers()[0]
+    cuda_failed = providers[0] == CUDA_PROVIDER and active != CUDA_PROVIDER
+    cause = _cuda_cause(said()) if cuda_failed else ""
     if preference != ("auto",) and active not in providers:
         raise ProviderError(
             f"asked for {', '.join(providers)} but the session runs on {active}: CUDA did not "
-            "start (check the CUDA/cuDNN libraries and the GPU), or set SER_PROVIDERS=cuda,cpu "
-            "to allow CPU"
+            f"start ({cause}); or set SER_PROVIDERS=cuda,cpu to allow CPU"
         )
     if active != providers[0]:
         log.warning(
@@ -111,17 +228,53 @@ def open_session(
                 "model_path": str(path),
                 "requested": providers,
                 "active": active,
+                "reason": cause,
             },
         )
     return session, SHORT_NAMES.get(active, active)
 
 
-def _create(path: Path, providers: list[str], options: ort.SessionOptions) -> ort.InferenceSession:
+def _cuda_cause(onnxruntime_said: str) -> str:
+    """ONNX Runtime's last words on CUDA (the real cause, when it printed one), and what the
+    libraries say."""
+    plain = _ANSI.sub("", onnxruntime_said)  # its log lines come coloured
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
+    quoted = f"onnxruntime: {lines[-1][-300:]}; " if lines else ""
+    return quoted + cuda_diagnosis()
+
+
+@contextlib.contextmanager
+def _stderr_captured(enabled: bool) -> Iterator[Callable[[], str]]:
+    """What the process writes to file descriptor 2 meanwhile (ONNX Runtime's C++ logging
+    goes there, not through Python): ``said()`` returns it after the block."""
+    captured: list[str] = []
+    if not enabled:
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: "".join(captured)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read(64 * 1024).decode("utf-8", "replace"))
+
+
+def _create(
+    path: Path, providers: list[str], options: ort.SessionOptions, cuda: CudaOptions
+) -> ort.InferenceSession:
     """An InferenceSession; when a GPU provider raises at creation and CPU was also asked for,
     retry on CPU alone (the active provider check then reports it)."""
     cpu = ORT_PROVIDERS["cpu"]
+    with_options: list[str | tuple[str, dict[str, str]]] = [
+        (name, cuda.provider_options()) if name == CUDA_PROVIDER else name for name in providers
+    ]
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        return ort.InferenceSession(str(path), sess_options=options, providers=with_options)
     except Exception as e:  # onnxruntime raises bare Exception subclasses
         if providers[0] == cpu or cpu not in providers:
             raise
@@ -161,6 +314,9 @@ class MicroBatcher:
         name: the model key, used as the metrics label and in the thread name.
         max_batch_size: the most rows per run; larger submissions are split by the caller.
         max_wait_s: how long the first job of a batch may wait for others to join it.
+        max_failures: failed batches in a row after which the model is :attr:`broken`.
+        timeout_s: the longest a caller waits for a queued batch (a hung GPU); a batch that
+            times out counts as failed.
     """
 
     def __init__(
@@ -169,13 +325,21 @@ class MicroBatcher:
         name: str,
         max_batch_size: int,
         max_wait_s: float,
+        max_failures: int = 5,
+        timeout_s: float = 30.0,
     ) -> None:
-        if max_batch_size < 1 or max_wait_s < 0:
-            raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0")
+        if max_batch_size < 1 or max_wait_s < 0 or max_failures < 1 or timeout_s <= 0:
+            raise ValueError(
+                "max_batch_size and max_failures must be >= 1, max_wait_s >= 0, timeout_s > 0"
+            )
         self._run = run
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.max_failures = max_failures
+        self.timeout_s = timeout_s
+        self._failures = 0  # failed batches in a row
+        self.broken: str | None = None  # why the model stopped working, once it has
         self._queue: queue.Queue[_Job | object] = queue.Queue()
         self._carry: _Job | None = None  # a job that did not fit the previous batch
         self._closing = threading.Lock()
@@ -212,10 +376,28 @@ class MicroBatcher:
         run at once, one ONNX Runtime thread each, instead of taking turns on one.
         """
         if self.max_wait_s > 0:
-            return self.enqueue(features).result()
+            future = self.enqueue(features)
+            try:
+                return future.result(timeout=self.timeout_s)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                self._failed(f"no answer within {self.timeout_s:g} s")
+                raise InferenceError(
+                    f"the {self.name} model gave no answer within {self.timeout_s:g} s"
+                ) from None
         job = self._job(features)
         self._run_batch([job])
         return job.future.result()
+
+    def _failed(self, why: str) -> None:
+        """Count a failed batch; after ``max_failures`` in a row the model is broken."""
+        self._failures += 1
+        if self._failures >= self.max_failures and self.broken is None:
+            self.broken = f"the {self.name} model failed {self._failures} batches in a row ({why})"
+            log.error(
+                "model broken",
+                extra={"event": "model_broken", "model": self.name, "reason": self.broken},
+            )
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Finish the queued jobs, then stop the worker thread.
@@ -288,12 +470,21 @@ class MicroBatcher:
                 "inference failed",
                 extra={"event": "inference_error", "model": self.name, "rows": len(stacked)},
             )
-            error = InferenceError(f"inference failed on a batch of {len(stacked)} rows: {e}")
+            self._failed(type(e).__name__)
+            # The engine's own words (paths, host names) go to the log above, not to clients.
+            error = InferenceError(
+                f"inference failed on a batch of {len(stacked)} rows; the server logged why"
+            )
             for job in batch:
                 _deliver(job, None, error)
             return
         metrics.INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(self.name).observe(len(stacked))
+        finite = bool(np.isfinite(outputs).all())
+        if finite:
+            self._failures = 0
+        else:
+            self._failed("non-finite outputs")
         offset = 0
         for job in batch:
             n = job.features.shape[0]

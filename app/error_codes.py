@@ -76,6 +76,7 @@ ERROR_CODES: Final[dict[str, Outcome]] = {
     "too_many_sessions": Outcome(None, TRY_AGAIN_LATER),
     # The server's own faults: never the client's input.
     "inference_failed": Outcome(500, INTERNAL_ERROR),
+    "engine_failed": Outcome(503, None),  # /healthz: an engine failed for good, restart
     "internal_error": Outcome(500, INTERNAL_ERROR),
 }
 

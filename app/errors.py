@@ -92,6 +92,12 @@ class NotReadyError(ServiceError):
     code = "not_ready"
 
 
+class EngineFailedError(ServiceError):
+    """A model's inference engine keeps failing (app.engine.MicroBatcher.broken)."""
+
+    code = "engine_failed"
+
+
 class ServerBusyError(ServiceError):
     """Refused for now, before its body was read (:mod:`app.api.upload_budget`)."""
 

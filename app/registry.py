@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.contract import INPUT_NAME, LOSSES, OUTPUT_NAME, ModelMetadata
-from app.engine import MicroBatcher, run_session
+from app.engine import CudaOptions, MicroBatcher, run_session
 from app.engine import open_session as open_ort_session
 from app.features import FeatureConfig
 from app.labels import LABELS, N_LABELS
@@ -90,6 +90,7 @@ class ServedModel:
     provider: str
     batcher: MicroBatcher = field(repr=False)
     load_ms: float = 0.0
+    provider_options: dict[str, str] = field(default_factory=dict)
 
     @property
     def feature_config(self) -> FeatureConfig:
@@ -159,6 +160,7 @@ def load_model(path: Path, settings: Settings) -> ServedModel:
             settings.provider_preference,
             settings.intra_op_threads,
             settings.inter_op_threads,
+            CudaOptions(settings.cuda_device_id, settings.cuda_mem_limit_bytes),
         )
         metadata = ModelMetadata.from_onnx_props(session.get_modelmeta().custom_metadata_map)
         metadata.check_compatible(FeatureConfig(), LABELS)
@@ -173,9 +175,13 @@ def load_model(path: Path, settings: Settings) -> ServedModel:
         metadata.loss,
         settings.max_batch_size,
         settings.batch_wait_s(provider),
+        max_failures=settings.max_inference_failures,
+        timeout_s=settings.inference_timeout_s,
     )
     load_ms = (time.perf_counter() - started) * 1000.0
-    return ServedModel(metadata.loss, path, metadata, provider, batcher, load_ms)
+    active = session.get_providers()[0]
+    options = {str(k): str(v) for k, v in session.get_provider_options().get(active, {}).items()}
+    return ServedModel(metadata.loss, path, metadata, provider, batcher, load_ms, options)
 
 
 def validation_score(metrics: Mapping[str, Any]) -> float | None:
@@ -252,13 +258,25 @@ class ModelRegistry:
         self.models = models
         self.skipped = skipped  # file name -> why it was skipped
         self.default_name = default_name
-        self.not_ready_reason = reason
+        self._load_reason = reason
         if reason is None and (default_name is None or default_name not in models):
-            self.not_ready_reason = "no usable model is loaded"
+            self._load_reason = "no usable model is loaded"
 
     @classmethod
     def empty(cls, reason: str) -> ModelRegistry:
         return cls({}, {}, None, reason)
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why the service cannot serve: what loading found, or a model whose batches keep
+        failing (a GPU fault: the replica should be taken out of rotation and restarted)."""
+        return self._load_reason if self._load_reason is not None else self.broken_engine
+
+    @property
+    def broken_engine(self) -> str | None:
+        """Why a loaded model's engine stopped working, if one has (app.engine)."""
+        broken = [m.batcher.broken for m in self.models.values() if m.batcher.broken]
+        return broken[0] if broken else None
 
     @property
     def ready(self) -> bool:
@@ -270,8 +288,9 @@ class ModelRegistry:
         Raises:
             ModelsNotReady: loading, shutting down, or no usable default model.
         """
-        if self.not_ready_reason is not None:
-            raise ModelsNotReady(self.not_ready_reason, dict(self.skipped))
+        reason = self.not_ready_reason
+        if reason is not None:
+            raise ModelsNotReady(reason, dict(self.skipped))
 
     @property
     def names(self) -> tuple[str, ...]:

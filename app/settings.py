@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     # None: DEFAULT_BATCH_WAIT_MS for the provider the model runs on.
     max_batch_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
+    # A model whose batches fail this many times in a row, or whose queued batch gets no answer
+    # within inference_timeout_s, makes the service unready (/readyz 503): a GPU fault.
+    max_inference_failures: int = Field(default=5, ge=1)
+    inference_timeout_s: float = Field(default=30.0, gt=0.0)
+    # The CUDA execution provider: which device, and a memory limit (0: the device's).
+    cuda_device_id: int = Field(default=0, ge=0)
+    cuda_mem_limit_bytes: int = Field(default=0, ge=0)
 
     # /predict limits.
     max_upload_bytes: int = Field(default=20_000_000, ge=1024)

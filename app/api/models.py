@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import onnxruntime as ort
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
@@ -22,6 +23,10 @@ class ModelInfo(BaseModel):
     version: str
     default: bool
     provider: str = Field(description="the execution provider the session really runs on")
+    provider_options: dict[str, str] = Field(
+        description="that provider's options as ONNX Runtime reports them (on CUDA: device_id, "
+        "cudnn_conv_algo_search, gpu_mem_limit, ...)"
+    )
     labels: list[str]
     metrics: dict[str, Any] = Field(description="the metrics stored in the model's metadata")
     validation_score: float | None = Field(description="the score the default is chosen by")
@@ -44,6 +49,10 @@ class ModelInfo(BaseModel):
 class ModelList(BaseModel):
     default: str | None
     ready: bool
+    onnxruntime: str = Field(
+        description="the ONNX Runtime version and the providers its build has",
+        examples=["1.31.1 (CUDAExecutionProvider, CPUExecutionProvider)"],
+    )
     models: list[ModelInfo]
     skipped: dict[str, str] = Field(description="model files not served, and why")
 
@@ -58,6 +67,7 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         version=meta.version,
         default=default,
         provider=model.provider,
+        provider_options=model.provider_options,
         labels=list(meta.labels),
         metrics=meta.metrics,
         validation_score=validation_score(meta.metrics),
@@ -82,6 +92,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
     return ModelList(
         default=registry.default_name,
         ready=registry.ready,
+        onnxruntime=f"{ort.__version__} ({', '.join(ort.get_available_providers())})",
         models=[describe(registry.models[k], k == registry.default_name) for k in registry.names],
         skipped=registry.skipped,
     )

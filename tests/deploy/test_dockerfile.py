@@ -128,7 +128,9 @@ def test_runtime_stage(name: str) -> None:
     (user,) = s.args("USER")
     assert user.split(":")[0] not in ("0", "root")
     (healthcheck,) = s.args("HEALTHCHECK")
-    assert "/healthz" in healthcheck and "urllib.request" in healthcheck
+    # The GPU image probes readiness: a replica whose CUDA failed must not show as healthy.
+    probe = "/readyz" if name == "runtime-gpu" else "/healthz"
+    assert probe in healthcheck and "urllib.request" in healthcheck
     assert s.args("CMD") == ['["python", "-m", "app"]']
     env = " ".join(s.args("ENV"))
     for setting in ("SER_WORKERS=", "SER_INTRA_OP_THREADS=", "SER_MODELS_DIR=/srv/ser/models"):

@@ -189,7 +189,8 @@ def test_a_provider_that_raises_falls_back_to_cpu_when_allowed(monkeypatch, mode
     real = engine.ort.InferenceSession
 
     def picky(path, sess_options=None, providers=()):
-        if "CUDAExecutionProvider" in providers:
+        names = [p if isinstance(p, str) else p[0] for p in providers]  # (name, options) too
+        if "CUDAExecutionProvider" in names:
             raise RuntimeError("CUDA failure 100: no CUDA-capable device is detected")
         return real(path, sess_options=sess_options, providers=providers)
 
