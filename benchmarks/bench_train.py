@@ -49,16 +49,27 @@ def random_pool(n_clips: int, n_frames: int) -> LabelledFeatures:
     return LabelledFeatures(x, (np.arange(n_clips) % 8).astype(np.int64))
 
 
-def clips_per_second(layout: str, mode: str, pool: LabelledFeatures, batch_size: int) -> float:
+def clips_per_second(
+    layout: str, mode: str, pool: LabelledFeatures, batch_size: int, device: str = "cpu"
+) -> float:
     """One epoch over ``pool`` in a fresh run of this configuration; returns clips per second."""
-    config = TrainConfig(batch_size=batch_size, device="cpu", **MODES[mode])  # type: ignore[arg-type]
+    config = TrainConfig(batch_size=batch_size, device=device, **MODES[mode])  # type: ignore[arg-type]
     model_config = ModelConfig(architecture=layout, n_frames=pool.features.shape[-1])  # type: ignore[arg-type]
     run = start_run(model_config, config, FeatureConfig(), steps_per_epoch=len(pool.labels))
-    x, y = torch.from_numpy(pool.features), torch.from_numpy(pool.labels)
+    x = torch.from_numpy(pool.features).to(run.device)
+    y = torch.from_numpy(pool.labels).to(run.device)
     run_epoch(run, x[:batch_size], y[:batch_size], versions=1)  # warm-up: allocations, kernels
+    _synchronise(run.device)
     started = time.perf_counter()
     run_epoch(run, x, y, versions=1)
+    _synchronise(run.device)
     return len(pool.labels) / (time.perf_counter() - started)
+
+
+def _synchronise(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that the clock measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def markdown(results: dict) -> str:
@@ -88,13 +99,18 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=FeatureConfig().window_frames)
     parser.add_argument("--out", type=Path, default=RESULTS / "train")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="where the steps run"
+    )
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     pool = random_pool(args.batches * args.batch_size, args.frames)
     samples: dict[tuple[str, str], list[float]] = {(la, m): [] for la in LAYOUTS for m in MODES}
     for round_ in range(args.rounds):
         for layout, mode in samples:
-            samples[layout, mode].append(clips_per_second(layout, mode, pool, args.batch_size))
+            speed = clips_per_second(layout, mode, pool, args.batch_size, args.device)
+            samples[layout, mode].append(speed)
             print(f"round {round_ + 1}: {layout:10s} {mode:22s} {samples[layout, mode][-1]:7.1f}")
     layouts = {}
     for layout in LAYOUTS:
@@ -107,7 +123,8 @@ def main() -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "native_bf16": ", ".join(flags) or "no",
-        "auto_precision": resolve_precision("auto", resolve_device("cpu")),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "auto_precision": resolve_precision("auto", device),
         "batch_size": args.batch_size,
         "batches": args.batches,
         "rounds": args.rounds,

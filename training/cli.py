@@ -130,7 +130,6 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=d.seed, help="weights, order and augmentation")
     p.add_argument("--workers", type=int, default=d.workers, help="0: all CPU cores")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     p.add_argument(
         "--limit", type=int, default=None, help="use only N clips (smoke runs; default: all)"
     )
@@ -237,7 +236,6 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         precision=args.precision,
-        compile=args.compile,
         workers=args.workers,
         limit=args.limit,
         freq_masks=args.freq_masks,

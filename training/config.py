@@ -37,6 +37,16 @@ class TrainConfigError(ValueError):
     """Training settings that cannot work together."""
 
 
+# Keys older checkpoints and records carry that TrainConfig no longer has: "compile" (a flag
+# that was stored but never acted on).
+REMOVED_KEYS: frozenset[str] = frozenset({"compile"})
+# How a run is carried out, not what it computes: a resumed run may change them (another
+# device, more workers, a new time budget) and still continue the same training.
+OPERATIONAL_KEYS: frozenset[str] = frozenset(
+    {"device", "workers", "time_budget_s", "eval_batch_size"}
+)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     loss: Loss = "ce"
@@ -54,7 +64,6 @@ class TrainConfig:
     # bf16 autocast on CUDA and on CPUs with native bf16 (training/device.py); fp32 elsewhere.
     precision: Precision = "auto"
     channels_last: bool = True  # the CNN's memory layout: 1.6x faster steps on the CPU
-    compile: bool = False  # torch.compile the model (CUDA; slower than eager on the 2-core CPU)
     workers: int = 0  # processes for decoding and features; 0 = all CPU cores
     noisy_copies: int = 2  # Gaussian-noise copies per training clip (the paper triples)
     # Up to 45 dB since 2026-12-05 (15-30 before): white noise 37-47 dB below the speech, as a
@@ -153,6 +162,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in REMOVED_KEYS}
         unknown = set(data) - known
         if unknown:
             raise TrainConfigError(f"unknown TrainConfig keys: {sorted(unknown)}")

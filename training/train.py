@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from app.features import FeatureConfig
 from training.adversary import Adversary, group_indices, reversal_scale
-from training.config import TrainConfig
+from training.config import OPERATIONAL_KEYS, REMOVED_KEYS, TrainConfig
 from training.device import autocast, resolve_device, resolve_precision, use_all_cores
 from training.labelsets import corpus_label_sets, restrict
 from training.losses import make_loss
@@ -261,6 +261,7 @@ class Run:
     best: BestEpoch
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0  # over all sessions of a resumed run
+    session_seconds: float = 0.0  # in this process: what --time-budget bounds
     adversary: Adversary | None = None  # TrainConfig.adversary's head (training only)
     total_steps: int = 1  # optimiser steps of the whole run: the reversal's ramp
 
@@ -280,6 +281,8 @@ class Run:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # Dropout and the masks draw on the GPU's generators when training runs there.
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python_rng": self.rng.getstate(),
             "best": self.best.to_dict(),
             "history": self.history,
@@ -292,7 +295,7 @@ class Run:
 
     def restore(self, data: dict[str, Any]) -> None:
         for key, mine in (("train_config", self.config), ("model_config", self.model_config)):
-            if data[key] != mine.to_dict():
+            if _what_it_computes(data[key]) != _what_it_computes(mine.to_dict()):
                 raise ValueError(
                     f"the checkpoint to resume was trained with another {key}; resume with the "
                     "same settings, or start afresh without --resume (or with another --runs)"
@@ -304,11 +307,19 @@ class Run:
         self.scheduler.load_state_dict(data["scheduler"])
         self.generator.set_state(data["generator"])
         torch.set_rng_state(data["torch_rng"])
+        if data.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(data["cuda_rng"])
         version, internal, gauss = data["python_rng"]
         self.rng.setstate((version, tuple(internal), gauss))
         self.best.load(data["best"])
         self.history = list(data["history"])
         self.train_seconds = float(data["train_seconds"])
+
+
+def _what_it_computes(config: dict[str, Any]) -> dict[str, Any]:
+    """A config without the keys that only say how a run is carried out (another device, a new
+    time budget): a resume may change those."""
+    return {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS and k not in REMOVED_KEYS}
 
 
 def start_run(
@@ -578,6 +589,7 @@ def fit(
         run.best.update(epoch, val_scores, run.model)
         seconds = time.perf_counter() - started
         run.train_seconds += seconds
+        run.session_seconds += seconds
         row = {"epoch": float(epoch), "lr": float(run.scheduler.get_last_lr()[0])}
         row |= train_scores
         row |= {f"val_{k}": v for k, v in val_scores.items()}
@@ -606,8 +618,10 @@ def _resumable(run: Run, run_dir: Path) -> str:
 
 
 def _budget_spent(run: Run) -> bool:
+    """Whether this process has trained for its ``time_budget_s``: a budget bounds one
+    invocation (a host that limits commands), so ``--resume`` continues with a fresh one."""
     budget = run.config.time_budget_s
-    if budget is None or run.train_seconds <= budget:
+    if budget is None or run.session_seconds <= budget:
         return False
     tqdm.write(f"time budget of {budget:.0f} s spent after epoch {run.epoch}")
     return True

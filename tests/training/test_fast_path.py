@@ -29,11 +29,24 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path: Path) -> None:
     assert resolve_precision("auto", CPU, zen4) == "bf16"
     assert resolve_precision("auto", CPU, older) == "fp32"
     assert resolve_precision("auto", CPU, tmp_path / "missing") == "fp32"
-    assert resolve_precision("auto", torch.device("cuda"), older) == "bf16"
     assert resolve_precision("fp32", CPU, zen4) == "fp32"  # an explicit choice wins
     assert resolve_precision("bf16", CPU, older) == "bf16"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize(
+    ("capability", "precision"),
+    [((7, 0), "fp32"), ((7, 5), "fp32"), ((8, 0), "bf16"), ((8, 9), "bf16"), ((9, 0), "bf16")],
+    ids=["V100", "T4", "A100", "L4", "H100"],
+)
+def test_auto_precision_on_cuda_follows_the_compute_capability(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], precision: str
+) -> None:
+    """bf16 only where the GPU has bf16 tensor cores (8.0+); emulated below, so fp32."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert resolve_precision("auto", torch.device("cuda")) == precision
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"  # still selectable
 
 
 def test_bf16_autocast_changes_matmuls_not_the_loss() -> None:

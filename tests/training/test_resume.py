@@ -95,6 +95,36 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
         fit(MODEL, one_epoch.replace(lr=1e-4), FEATURES, train, val, tmp_path, resume=True)
 
 
+def test_resume_takes_other_operational_settings(tmp_path: Path) -> None:
+    """How a run is carried out (workers, device, a time budget) may change on a resume."""
+    train, val = pool(16, 2, 0), pool(8, 1, 1)
+    fit(MODEL, CONFIG.replace(epochs=2, time_budget_s=1e-9), FEATURES, train, val, tmp_path)
+    seen: list[int] = []
+
+    def record(run: Run) -> None:
+        seen.append(run.epoch)
+
+    resumed = CONFIG.replace(epochs=2, workers=2, eval_batch_size=64, time_budget_s=None)
+    fit(MODEL, resumed, FEATURES, train, val, tmp_path, True, record)
+    assert seen == [2]  # continued after the budgeted epoch, with the new settings
+
+
+def test_a_time_budget_bounds_each_invocation_so_resume_goes_on(tmp_path: Path) -> None:
+    """A budget spent in one process is not spent again by --resume with the same budget."""
+    train, val = pool(16, 2, 0), pool(8, 1, 1)
+    budgeted = CONFIG.replace(epochs=3, time_budget_s=1e-9)  # one epoch per invocation
+    epochs: list[int] = []
+    for _ in range(3):
+        result = fit(MODEL, budgeted, FEATURES, train, val, tmp_path, resume=True)
+        epochs.append(len(result.history))
+    assert epochs == [1, 2, 3]
+
+
+def test_the_removed_compile_key_of_older_checkpoints_is_ignored() -> None:
+    old = {**CONFIG.to_dict(), "compile": False}
+    assert TrainConfig.from_dict(old) == CONFIG
+
+
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path: Path) -> None:
     train, val = pool(16, 2, 0), pool(8, 1, 1)
     seen: list[int] = []
