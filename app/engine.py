@@ -389,6 +389,16 @@ class MicroBatcher:
         self._run_batch([job])
         return job.future.result()
 
+    def warm_up(self, example: np.ndarray) -> list[int]:
+        """Run every batch size from 1 to ``max_batch_size`` once, through the batcher's own
+        path (its thread, when batches are queued), so that a provider that prepares per input
+        shape (cuDNN's algorithm choice, CUDA memory) does it before the first request instead
+        of during it. ``example``: one row. Returns the sizes run."""
+        sizes = list(range(1, self.max_batch_size + 1))
+        for n in sizes:
+            self.run_rows(np.repeat(example[None], n, axis=0))
+        return sizes
+
     def _failed(self, why: str) -> None:
         """Count a failed batch; after ``max_failures`` in a row the model is broken."""
         self._failures += 1

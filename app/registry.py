@@ -178,6 +178,9 @@ def load_model(path: Path, settings: Settings) -> ServedModel:
         max_failures=settings.max_inference_failures,
         timeout_s=settings.inference_timeout_s,
     )
+    if provider != "cpu":  # CUDA prepares per batch shape: not during the first requests
+        config = metadata.feature_config
+        batcher.warm_up(np.zeros((config.n_mels, config.window_frames), np.float32))
     load_ms = (time.perf_counter() - started) * 1000.0
     active = session.get_providers()[0]
     options = {str(k): str(v) for k, v in session.get_provider_options().get(active, {}).items()}

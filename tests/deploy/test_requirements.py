@@ -49,3 +49,13 @@ def test_cpu_and_gpu_images_run_the_same_onnxruntime_release() -> None:
     cpu = next(iter(pins(CPU_PINS)["onnxruntime"].specifier)).version
     gpu = next(iter(pins(GPU_PINS)["onnxruntime-gpu"].specifier)).version
     assert cpu == gpu
+
+
+def test_no_extra_installs_both_onnxruntime_wheels() -> None:
+    """The package depends on onnxruntime: an extra adding onnxruntime-gpu would put both
+    wheels in one environment, where the CPU one hides CUDA."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for name, requirements in project.get("optional-dependencies", {}).items():
+        assert not any(r.startswith("onnxruntime-gpu") for r in requirements), name

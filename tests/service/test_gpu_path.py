@@ -174,3 +174,17 @@ def test_a_broken_engine_takes_the_replica_out_of_rotation(make_client: ClientFa
     live = client.get("/healthz")
     assert live.status_code == 503 and live.json()["error"]["code"] == "engine_failed"
     assert "ser_models_ready 0.0" in client.get("/metrics").text
+
+
+def test_warm_up_runs_every_batch_size_on_the_batchers_thread() -> None:
+    seen: list[tuple[int, str]] = []
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        seen.append((len(rows), threading.current_thread().name))
+        return np.zeros((len(rows), 8), np.float32)
+
+    batcher = MicroBatcher(run, "ce", 4, 0.001)  # a batch wait, as on CUDA: queued batches
+    assert batcher.warm_up(np.zeros((2, 2), np.float32)) == [1, 2, 3, 4]
+    assert [n for n, _ in seen] == [1, 2, 3, 4]
+    assert {name for _, name in seen} == {"batcher-ce"}
+    batcher.close()
