@@ -58,7 +58,14 @@ from benchmarks.pytest_record import DEFAULT_OUT as TESTS_RECORD
 from benchmarks.record import RESULTS
 
 ROOT = RESULTS.parent.parent
-DOCS = ("README.md", "docs/api.md", "docs/deployment.md", "docs/training.md", "models/README.md")
+DOCS = (
+    "README.md",
+    "docs/api.md",
+    "docs/deployment.md",
+    "docs/performance.md",
+    "docs/training.md",
+    "models/README.md",
+)
 COMMAND = "python -m benchmarks.figures"
 REGION = re.compile(
     r"^(?P<open><!-- figures (?P<spec>[^>]+?) -->)\n(?P<body>.*?)^(?P<close><!-- /figures -->)$",
