@@ -22,7 +22,7 @@ messages.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final, Literal, get_args
 
 import numpy as np
@@ -97,8 +97,8 @@ class WindowSpan:
 
 
 @dataclass(frozen=True)
-class Window:
-    """One model window of the stream.
+class Window(WindowSpan):
+    """One model window of the stream: its span, with its audio and features.
 
     ``samples`` is float32 mono at the model rate, shape ``(window_samples,)``: real audio
     followed by ``padded_samples`` zeros (only the final window of a stream shorter than one
@@ -107,27 +107,13 @@ class Window:
     :func:`app.windows.featurise` (the samples zero-padded to the model's window).
     """
 
-    index: int
     samples: np.ndarray
     features: np.ndarray
-    start_s: float
-    end_s: float
-    padded_samples: int
-    speech: bool
-    active_fraction: float
-    level_dbfs: float
 
     @property
     def span(self) -> WindowSpan:
-        return WindowSpan(
-            self.index,
-            self.start_s,
-            self.end_s,
-            self.padded_samples,
-            self.speech,
-            self.active_fraction,
-            self.level_dbfs,
-        )
+        """The window without its samples and features."""
+        return WindowSpan(**{f.name: getattr(self, f.name) for f in fields(WindowSpan)})
 
 
 def level_dbfs(samples: np.ndarray) -> float:
