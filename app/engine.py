@@ -490,8 +490,8 @@ class MicroBatcher:
             return
         metrics.INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.labels(self.name).observe(len(stacked))
-        finite = bool(np.isfinite(outputs).all())
-        if finite:
+        finite = np.isfinite(outputs).all(axis=1)  # per row, once for the batch and its jobs
+        if finite.all():
             self._failures = 0
         else:
             self._failed("non-finite outputs")
@@ -499,8 +499,9 @@ class MicroBatcher:
         for job in batch:
             n = job.features.shape[0]
             rows = outputs[offset : offset + n]
+            job_finite = finite[offset : offset + n].all()
             offset += n
-            if np.isfinite(rows).all():
+            if job_finite:
                 _deliver(job, rows, None)
                 continue
             log.error(
