@@ -28,15 +28,16 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
-from app.errors import ErrorDetail, ErrorResponse
+from app.errors import clipped, code_response
 
 PAGE_POLICY: Final[str] = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-DEFAULT_PORTS: Final[dict[str, int]] = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+DEFAULT_PORTS: Final[dict[str, int]] = {"http": 80, "https": 443}
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -88,11 +89,6 @@ def host_allowed(host_header: str, allowed: frozenset[str]) -> bool:
     return host in allowed
 
 
-def _error_body(code: str, message: str) -> bytes:
-    body = ErrorResponse(error=ErrorDetail(code=code, message=message))
-    return body.model_dump_json().encode()
-
-
 class SecurityMiddleware:
     """The ``Host`` check on every request and the security headers on every response."""
 
@@ -106,7 +102,7 @@ class SecurityMiddleware:
             return
         host = Headers(scope=scope).get("host", "")
         if not host_allowed(host, self.allowed_hosts):
-            await self._refuse_host(scope, send, host)
+            await self._refuse_host(scope, receive, send, host)
             return
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
@@ -123,13 +119,13 @@ class SecurityMiddleware:
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _refuse_host(self, scope: Scope, send: Send, host: str) -> None:
-        body = _error_body(
+    async def _refuse_host(self, scope: Scope, receive: Receive, send: Send, host: str) -> None:
+        refusal = code_response(
             "invalid_host",
-            f"this server does not answer to the host {host[:100]!r}: use one of its names "
-            "(SER_ALLOWED_HOSTS)",
+            f"this server does not answer to the host {clipped(host, 100)!r}: use one of its "
+            "names (SER_ALLOWED_HOSTS)",
         )
-        prefix = "websocket.http" if scope["type"] == "websocket" else "http"
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": f"{prefix}.response.start", "status": 400, "headers": headers})
-        await send({"type": f"{prefix}.response.body", "body": body})
+        if scope["type"] == "websocket":  # before the upgrade: an HTTP answer
+            await WebSocket(scope, receive, send).send_denial_response(refusal)
+        else:
+            await refusal(scope, receive, send)
