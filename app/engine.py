@@ -6,12 +6,18 @@ CPU silently when CUDA cannot start, so the active provider is read back with
 ``session.get_providers()`` rather than assumed.
 
 :class:`MicroBatcher` owns a session and one worker thread. Callers are worker threads (an
-upload's lane thread, a stream's push thread) calling :meth:`MicroBatcher.run_rows`. With no
-batch wait (the CPU default) their rows run in the calling thread, with the checks below. With
-a wait, the rows are queued and the caller blocks on a future: the batcher's thread takes
-the first waiting job, keeps collecting jobs for at most ``max_wait_s`` or until
-``max_batch_size`` rows are queued, runs ONE ``session.run`` on the stacked rows and resolves
-each caller's future with its own rows. A failing run fails only the jobs in that batch, and
+upload's lane thread, a stream's push thread) calling :meth:`MicroBatcher.run_rows`, in one
+of three modes (``max_wait_s``):
+
+- ``None`` ("off", the CPU default): the rows run in the calling thread, with the checks below;
+- ``0`` ("greedy", the CUDA default): the rows are queued and the caller blocks on a future; the
+  batcher's thread takes the first waiting job at once, with every job already queued behind it
+  (up to ``max_batch_size`` rows), so a lone request runs without waiting and the requests that
+  arrive during a run share the next one;
+- ``> 0`` ("window"): as greedy, but the first job waits up to ``max_wait_s`` for others.
+
+A queued batch is ONE ``session.run`` on the stacked rows; each caller's future gets its own
+rows. A failing run fails only the jobs in that batch, and
 a job whose output rows are not all finite gets an :class:`InferenceError` instead of NaN: the
 server validates its input, so a non-finite output is a broken model, never a number to send.
 A model whose batches keep failing (:attr:`MicroBatcher.broken`, after ``max_failures`` in a
@@ -313,7 +319,9 @@ class MicroBatcher:
         run: the batched computation, (n, ...) float32 -> (n, ...) (usually :func:`run_session`).
         name: the model key, used as the metrics label and in the thread name.
         max_batch_size: the most rows per run; larger submissions are split by the caller.
-        max_wait_s: how long the first job of a batch may wait for others to join it.
+        max_wait_s: how long the first job of a batch may wait for others to join it; 0: none
+            (greedy: it runs with what is queued already); None: no queue, each caller's rows
+            run in its own thread.
         max_failures: failed batches in a row after which the model is :attr:`broken`.
         timeout_s: the longest a caller waits for a queued batch (a hung GPU); a batch that
             times out counts as failed.
@@ -324,14 +332,14 @@ class MicroBatcher:
         run: Callable[[np.ndarray], np.ndarray],
         name: str,
         max_batch_size: int,
-        max_wait_s: float,
+        max_wait_s: float | None,
         max_failures: int = 5,
         timeout_s: float = 30.0,
     ) -> None:
-        if max_batch_size < 1 or max_wait_s < 0 or max_failures < 1 or timeout_s <= 0:
-            raise ValueError(
-                "max_batch_size and max_failures must be >= 1, max_wait_s >= 0, timeout_s > 0"
-            )
+        if (max_wait_s is not None and max_wait_s < 0) or max_batch_size < 1 or timeout_s <= 0:
+            raise ValueError("max_batch_size must be >= 1, max_wait_s None or >= 0, timeout_s > 0")
+        if max_failures < 1:
+            raise ValueError("max_failures must be >= 1")
         self._run = run
         self.name = name
         self.max_batch_size = max_batch_size
@@ -346,6 +354,13 @@ class MicroBatcher:
         self._closed = False
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
+
+    @property
+    def mode(self) -> str:
+        """``off``, ``greedy`` or ``window`` (the module's docstring)."""
+        if self.max_wait_s is None:
+            return "off"
+        return "greedy" if self.max_wait_s == 0 else "window"
 
     def enqueue(self, features: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
         """Queue ``features`` (n <= max_batch_size rows) for a batch; the future gets its n
@@ -371,11 +386,11 @@ class MicroBatcher:
         """Run ``features`` (n <= max_batch_size rows) in a batch; returns its n output rows.
         Blocks the calling thread (a worker's, not the event loop's) until they are done.
 
-        With no batch wait (the CPU default) the rows run in the calling thread: a queue hop to
+        With batching off (the CPU default) the rows run in the calling thread: a queue hop to
         the batcher's thread would only add its latency, and callers on different threads then
         run at once, one ONNX Runtime thread each, instead of taking turns on one.
         """
-        if self.max_wait_s > 0:
+        if self.max_wait_s is not None:
             future = self.enqueue(features)
             try:
                 return future.result(timeout=self.timeout_s)
@@ -436,7 +451,7 @@ class MicroBatcher:
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
         """Jobs for one batch, starting with ``first``; also whether a stop was requested."""
         batch, rows = [first], first.features.shape[0]
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + (self.max_wait_s or 0.0)
         while rows < self.max_batch_size:
             job = self._next_job(max(0.0, deadline - time.monotonic()))
             if job is None:
@@ -466,7 +481,7 @@ class MicroBatcher:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        # One job (the usual case with no wait on the CPU) runs on its own array, uncopied.
+        # One job (the usual case with batching off) runs on its own array, uncopied.
         stacked = (
             batch[0].features
             if len(batch) == 1

@@ -22,11 +22,13 @@ PROVIDER_NAMES: Final[tuple[str, ...]] = ("cuda", "cpu")
 LogLevel = Literal["debug", "info", "warning", "error"]
 LONG_LANE_SAMPLES: Final[int] = 30 * 48_000 * 2  # 30 s of 48 kHz stereo
 MULTIPART_OVERHEAD_BYTES: Final[int] = 64 * 1024  # boundaries and part headers around a file
-# How long the micro-batcher's first job waits for others, per execution provider. On the CPU
-# a batch of 16 runs no faster per row than 16 runs of one (benchmarks/results/latest.md), so
-# waiting only adds latency; jobs that queue while a run is going still share the next one.
-# On a GPU a batch costs about as much as one row, and waiting pays.
-DEFAULT_BATCH_WAIT_MS: Final[dict[str, float]] = {"cpu": 0.0, "cuda": 5.0}
+BatchingMode = Literal["off", "greedy", "window"]
+# The micro-batcher's mode per execution provider (app/engine.py). On the CPU a batch of 16 runs
+# no faster per row than 16 runs of one (docs/performance.md): callers run their own rows at
+# once, on their own threads. On a GPU a batch costs about what one row does: runs go one at a
+# time, a lone request at once, and what queued during a run joins the next one.
+DEFAULT_BATCHING: Final[dict[str, BatchingMode]] = {"cpu": "off", "cuda": "greedy"}
+DEFAULT_WINDOW_MS: Final[float] = 5.0
 
 
 def _one_per_cpu() -> int:
@@ -50,10 +52,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default_factory=_default_intra_op_threads, ge=1, le=256)
     inter_op_threads: int = Field(default=1, ge=1, le=64)
 
-    # Micro-batching.
+    # Micro-batching. batching None: DEFAULT_BATCHING for the provider the model runs on, or
+    # "window" where only max_batch_wait_ms is set (how it was chosen before the modes).
     max_batch_size: int = Field(default=16, ge=1, le=1024)
-    # None: DEFAULT_BATCH_WAIT_MS for the provider the model runs on.
-    max_batch_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)
+    batching: BatchingMode | None = None
+    max_batch_wait_ms: float | None = Field(default=None, ge=0.0, le=1000.0)  # window mode
     # A model whose batches fail this many times in a row, or whose queued batch gets no answer
     # within inference_timeout_s, makes the service unready (/readyz 503): a GPU fault.
     max_inference_failures: int = Field(default=5, ge=1)
@@ -185,8 +188,21 @@ class Settings(BaseSettings):
         """The providers asked for, best first; ``("auto",)`` when left to the server."""
         return tuple(self.providers.split(","))
 
-    def batch_wait_s(self, provider: str) -> float:
-        """The micro-batcher's wait for a model on ``provider`` (``cpu``, ``cuda``, ...)."""
+    def batching_mode(self, provider: str) -> BatchingMode:
+        """The micro-batcher's mode for a model on ``provider`` (``cpu``, ``cuda``, ...)."""
+        if self.batching is not None:
+            return self.batching
         if self.max_batch_wait_ms is not None:
-            return self.max_batch_wait_ms / 1000.0
-        return DEFAULT_BATCH_WAIT_MS.get(provider, DEFAULT_BATCH_WAIT_MS["cuda"]) / 1000.0
+            return "window" if self.max_batch_wait_ms > 0 else "off"
+        return DEFAULT_BATCHING.get(provider, DEFAULT_BATCHING["cuda"])
+
+    def batch_wait_s(self, provider: str) -> float | None:
+        """``MicroBatcher``'s ``max_wait_s`` for a model on ``provider``: None (off), 0
+        (greedy) or the window in seconds."""
+        mode = self.batching_mode(provider)
+        if mode == "off":
+            return None
+        if mode == "greedy":
+            return 0.0
+        window_ms = DEFAULT_WINDOW_MS if self.max_batch_wait_ms is None else self.max_batch_wait_ms
+        return window_ms / 1000.0

@@ -571,8 +571,8 @@ def markdown(results: dict) -> str:
         ),
         "",
         *_latency_table(
-            "## POST /predict (3.5 s WAV, multipart), default batch wait "
-            f"({results['batch_wait_ms']} ms on this provider)",
+            "## POST /predict (3.5 s WAV, multipart), default batching "
+            f"({results['batching']} on this provider)",
             results["predict"],
         ),
     ]
@@ -655,7 +655,7 @@ def main() -> int:
         **header("bench_service"),
         "model": args.model,
         "threads": threads,
-        "batch_wait_ms": settings.batch_wait_s("cpu") * 1000,
+        "batching": settings.batching_mode("cpu"),
         "pipeline": pipeline_ceiling(model_path, body, threads, args.pipeline_s, usable_cpus()),
     }
     port = free_port()

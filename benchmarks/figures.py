@@ -419,6 +419,15 @@ def files_table(args: list[str], results_dir: Path) -> str:
     )
 
 
+def batching_table(stems: list[str], results_dir: Path) -> str:
+    """``python -m benchmarks.bench_batching``: the micro-batcher's modes side by side."""
+    from benchmarks.bench_batching import table
+
+    (stem,) = stems
+    results = load(stem, results_dir)
+    return "\n".join([table(results), "", sources(stems, [results])])
+
+
 def gate_table(stems: list[str], results_dir: Path) -> str:
     """``python -m benchmarks.bench_gate``: windows called speech per case and gate, costs."""
     from benchmarks.bench_gate import table
@@ -486,6 +495,7 @@ def corpus_folds(stems: list[str], results_dir: Path) -> str:
 
 
 TABLES: dict[str, Callable[[list[str], Path], str]] = {
+    "batching": batching_table,
     "corpus-folds": corpus_folds,
     "gate": gate_table,
     "service": service,

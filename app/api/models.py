@@ -15,6 +15,17 @@ from app.registry import ServedModel, training_corpora, validation_score
 router = APIRouter(tags=["models"])
 
 
+class BatchingInfo(BaseModel):
+    mode: str = Field(
+        description="off: each request's rows run on its own thread; greedy: one run at a time, "
+        "a lone request at once, what queued meanwhile in the next run; window: the first "
+        "request waits up to max_wait_ms for others",
+        examples=["off"],
+    )
+    max_batch_size: int = Field(description="the most rows in one run", examples=[16])
+    max_wait_ms: float | None = Field(description="window mode's wait; 0 greedy, null off")
+
+
 class ModelInfo(BaseModel):
     key: str = Field(description="?model= takes this or the full name", examples=["ce"])
     name: str = Field(description="the full name, also accepted by ?model=", examples=["ser-ce"])
@@ -27,6 +38,7 @@ class ModelInfo(BaseModel):
         description="that provider's options as ONNX Runtime reports them (on CUDA: device_id, "
         "cudnn_conv_algo_search, gpu_mem_limit, ...)"
     )
+    batching: BatchingInfo = Field(description="how the model's runs take concurrent requests")
     labels: list[str]
     metrics: dict[str, Any] = Field(description="the metrics stored in the model's metadata")
     validation_score: float | None = Field(description="the score the default is chosen by")
@@ -68,6 +80,13 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         default=default,
         provider=model.provider,
         provider_options=model.provider_options,
+        batching=BatchingInfo(
+            mode=model.batcher.mode,
+            max_batch_size=model.batcher.max_batch_size,
+            max_wait_ms=None
+            if model.batcher.max_wait_s is None
+            else model.batcher.max_wait_s * 1e3,
+        ),
         labels=list(meta.labels),
         metrics=meta.metrics,
         validation_score=validation_score(meta.metrics),
@@ -77,6 +96,15 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         split_sha256=meta.split_sha256,
         file=model.path.name,
         feature_config=_front_end(meta),
+    )
+
+
+def _batching(model: ServedModel) -> BatchingInfo:
+    wait_s = model.batcher.max_wait_s
+    return BatchingInfo(
+        mode=model.batcher.mode,
+        max_batch_size=model.batcher.max_batch_size,
+        max_wait_ms=None if wait_s is None else wait_s * 1000.0,
     )
 
 

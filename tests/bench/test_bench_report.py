@@ -36,7 +36,7 @@ RESULTS: dict[str, Any] = {
     "command": "python -m benchmarks.bench_service",
     "model": "ce",
     "threads": 1,
-    "batch_wait_ms": 0.0,
+    "batching": "off",
     "pipeline": {
         "latency": {"p50_ms": 4.0, "p99_ms": 4.4, "ort_threads": 1},
         "workers_1": 250.0,

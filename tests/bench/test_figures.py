@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import figures
+from benchmarks import bench_batching, figures
 from benchmarks.figures import DOCS, QUOTES, ROOT, FiguresError
 from tests.bench.test_bench_report import RESULTS as SERVICE_RESULTS
 
@@ -227,6 +227,39 @@ def test_the_gate_table_renders_every_case_and_gate(tmp_path) -> None:
     assert "| speech at -55 dBFS | 10 | 0.90 (0.90) | 0.00 (0.00) |" in text
     assert "| white noise at -20 dBFS | 4 | 0.00 | 1.00 |" in text
     assert "so the served detector costs 20% of the model" in text
+
+
+def test_the_batching_table_has_medians_and_ratios_paired_by_round(tmp_path) -> None:
+    def run(p50_1: float, rps_16: float, rows: float) -> dict:
+        return {
+            "one": {"p50_ms": p50_1},
+            "sixteen": {"p50_ms": 50.0, "requests_per_s": rps_16},
+            "rows_per_run": rows,
+        }
+
+    def round_of(off: float, greedy: float, window: float) -> dict:
+        # 1-client p50 scales with the round's speed; throughput at 16 inversely
+        return {
+            "off": run(off, 1000.0 / off, 1.0),
+            "greedy": run(greedy, 1100.0 / off, 1.5),
+            "window": run(window, 800.0 / off, 2.0),
+        }
+
+    # The machine slows down in round 2: the ratios are paired within a round.
+    rounds = [round_of(10.0, 10.0, 15.0), round_of(20.0, 20.0, 30.0), round_of(12.5, 12.5, 18.75)]
+    results = {
+        "when": "2026-12-07 01:40 UTC",
+        "machine": "x86_64, 2 cores, 3.11.7",
+        "command": "python -m benchmarks.bench_batching",
+        "window_ms": 5.0,
+        "summary": bench_batching.summarise(rounds),
+    }
+    (tmp_path / "batching.json").write_text(json.dumps(results))
+    text = figures.batching_table(["batching"], tmp_path)
+    assert "| off | 12.5 ms | 50.0 ms / 80.0 requests/s | 1.0 | 1.00 / 1.00 |" in text
+    assert "| greedy | 12.5 ms | 50.0 ms / 88.0 requests/s | 1.5 | 1.00 / 1.10 |" in text
+    assert "| window (5 ms) | 18.75 ms | 50.0 ms / 64.0 requests/s | 2.0 | 1.50 / 0.80 |" in text
+    assert "python -m benchmarks.bench_batching" in text
 
 
 def test_the_corpus_folds_pair_each_held_out_corpus_with_the_paper_recipe(tmp_path: Path) -> None:

@@ -169,24 +169,82 @@ async def test_worker_threads_and_coroutines_share_batches() -> None:
     assert sorted(fake.batches) in ([5], [2, 3])
 
 
-def test_a_closed_batcher_refuses_instead_of_leaving_a_thread_waiting() -> None:
-    batcher = MicroBatcher(Recorder(), "t", max_batch_size=4, max_wait_s=0.0)
+@pytest.mark.parametrize("wait_s", [None, 0.0, 0.05])
+def test_a_closed_batcher_refuses_instead_of_leaving_a_thread_waiting(wait_s) -> None:
+    batcher = MicroBatcher(Recorder(), "t", max_batch_size=4, max_wait_s=wait_s)
     assert batcher.run_rows(rows(1.0)).shape == (1, 8)
     batcher.close()
     with pytest.raises(InferenceError, match="shut down"):
         batcher.run_rows(rows(1.0))
 
 
-def test_the_batch_wait_defaults_to_the_provider_and_an_explicit_value_wins() -> None:
-    assert Settings().batch_wait_s("cpu") == 0.0  # batching adds only latency on the CPU
-    assert Settings().batch_wait_s("cuda") == 0.005
+def test_batching_defaults_to_the_provider_and_explicit_settings_win() -> None:
+    # Off on the CPU (batches cost per row what single runs do), greedy on CUDA.
+    assert Settings().batch_wait_s("cpu") is None and Settings().batching_mode("cpu") == "off"
+    assert Settings().batch_wait_s("cuda") == 0.0 and Settings().batching_mode("cuda") == "greedy"
+    assert Settings(batching="window").batch_wait_s("cpu") == 0.005  # the default window
+    assert Settings(batching="window", max_batch_wait_ms=2).batch_wait_s("cuda") == 0.002
+    assert Settings(batching="greedy", max_batch_wait_ms=7).batch_wait_s("cpu") == 0.0
+    assert Settings(batching="off").batch_wait_s("cuda") is None
+    # A wait alone (the setting before the modes) still means a window, and 0 no batching.
     assert Settings(max_batch_wait_ms=2).batch_wait_s("cpu") == 0.002
-    assert Settings(max_batch_wait_ms=0).batch_wait_s("cuda") == 0.0
+    assert Settings(max_batch_wait_ms=0).batch_wait_s("cuda") is None
 
 
-def test_a_cpu_model_gets_the_cpu_wait(make_client) -> None:
-    model = make_client().app.state.registry.get("ce")
-    assert model.provider == "cpu" and model.batcher.max_wait_s == 0.0
+def test_an_unknown_batching_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SER_BATCHING", "eager")
+    with pytest.raises(ValueError, match=r"off.*greedy.*window"):
+        Settings()
+
+
+def test_a_cpu_model_runs_unbatched_and_says_so(make_client) -> None:
+    client = make_client()
+    model = client.app.state.registry.get("ce")
+    assert model.provider == "cpu" and model.batcher.mode == "off"
+    listed = {m["key"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["ce"]["batching"] == {"mode": "off", "max_batch_size": 16, "max_wait_ms": None}
+
+
+def test_greedy_runs_a_lone_job_at_once_and_batches_what_queued_meanwhile() -> None:
+    started, release = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        seen.append(len(x))
+        started.set()
+        release.wait(10)
+        return x.sum(axis=(1, 2))[:, None].repeat(8, axis=1)
+
+    batcher = MicroBatcher(run, "t", max_batch_size=8, max_wait_s=0.0)
+    assert batcher.mode == "greedy"
+    try:
+        first = batcher.enqueue(rows(1.0))
+        assert started.wait(5)  # nothing else is queued and it did not wait for company
+        rest = [batcher.enqueue(rows(float(i), 2)) for i in range(3)]  # queued during the run
+        release.set()
+        assert first.result(5)[0, 0] == pytest.approx(6.0)
+        assert [f.result(5).shape for f in rest] == [(2, 8)] * 3
+    finally:
+        release.set()
+        batcher.close()
+    assert seen == [1, 6]  # the three that queued during the first run went in one batch
+
+
+def test_a_window_holds_a_lone_job_back_for_company() -> None:
+    seen: list[float] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        seen.append(time.monotonic())
+        return np.zeros((len(x), 8), np.float32)
+
+    batcher = MicroBatcher(run, "t", max_batch_size=8, max_wait_s=0.3)
+    assert batcher.mode == "window"
+    try:
+        queued = time.monotonic()
+        batcher.run_rows(rows(1.0))
+    finally:
+        batcher.close()
+    assert seen[0] - queued >= 0.3  # the window's length, all of it: nobody else came
 
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 2), (8, 4), (64, 4)])
@@ -199,9 +257,9 @@ def test_onnx_runtime_takes_half_the_usable_cpus_by_default(
     assert Settings(intra_op_threads=3).intra_op_threads == 3
 
 
-def test_with_no_wait_rows_run_in_the_calling_thread_with_the_same_checks() -> None:
+def test_with_batching_off_rows_run_in_the_calling_thread_with_the_same_checks() -> None:
     fake = Recorder(fail_on=13.0)
-    batcher = MicroBatcher(fake, "t", max_batch_size=4, max_wait_s=0.0)
+    batcher = MicroBatcher(fake, "t", max_batch_size=4, max_wait_s=None)
     try:
         out = batcher.run_rows(rows(2.0, 3))
         assert out.shape == (3, 8) and out[0, 0] == pytest.approx(12.0)
@@ -210,7 +268,7 @@ def test_with_no_wait_rows_run_in_the_calling_thread_with_the_same_checks() -> N
             batcher.run_rows(rows(13.0))
         with pytest.raises(ValueError, match="submit 1 to 4 rows"):
             batcher.run_rows(rows(1.0, 5))
-        nan = MicroBatcher(lambda x: np.full((len(x), 8), np.nan), "n", 4, 0.0)
+        nan = MicroBatcher(lambda x: np.full((len(x), 8), np.nan), "n", 4, None)
         with pytest.raises(InferenceError, match="non-finite"):
             nan.run_rows(rows(1.0))
         nan.close()

@@ -135,8 +135,9 @@ def outcomes_of(batcher: MicroBatcher, n: int) -> str:
     return seen
 
 
-def test_failures_in_a_row_break_the_model() -> None:
-    batcher = MicroBatcher(scripted("xxx"), "ce", 16, 0.0, max_failures=3)
+@pytest.mark.parametrize("wait_s", [None, 0.0])  # off (the CPU default), greedy (CUDA's)
+def test_failures_in_a_row_break_the_model(wait_s: float | None) -> None:
+    batcher = MicroBatcher(scripted("xxx"), "ce", 16, wait_s, max_failures=3)
     assert outcomes_of(batcher, 2) == "xx" and batcher.broken is None
     assert outcomes_of(batcher, 1) == "x"
     assert batcher.broken is not None and "3 batches in a row" in batcher.broken
@@ -183,7 +184,7 @@ def test_warm_up_runs_every_batch_size_on_the_batchers_thread() -> None:
         seen.append((len(rows), threading.current_thread().name))
         return np.zeros((len(rows), 8), np.float32)
 
-    batcher = MicroBatcher(run, "ce", 4, 0.001)  # a batch wait, as on CUDA: queued batches
+    batcher = MicroBatcher(run, "ce", 4, 0.0)  # greedy, as on CUDA: queued batches
     assert batcher.warm_up(np.zeros((2, 2), np.float32)) == [1, 2, 3, 4]
     assert [n for n, _ in seen] == [1, 2, 3, 4]
     assert {name for _, name in seen} == {"batcher-ce"}
