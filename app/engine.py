@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import ctypes
 import importlib.metadata
 import logging
 import os
@@ -49,13 +48,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import onnxruntime as ort
 
 from app import metrics
 from app.contract import INPUT_NAME, OUTPUT_NAME
+from app.cuda import cuda_diagnosis
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,6 @@ SHORT_NAMES: Final[dict[str, str]] = {v: k for k, v in ORT_PROVIDERS.items()}
 
 CUDA_PROVIDER: Final[str] = ORT_PROVIDERS["cuda"]
 _ANSI: Final[re.Pattern[str]] = re.compile(r"\x1b\[[0-9;]*m")
-
-# The libraries CUDA 13 and cuDNN 9 sessions need, in the order they fail, with what to do.
-_DRIVER_HINT = (
-    "the NVIDIA driver is not visible here: give the container the GPU (docker run --gpus all "
-    "with the NVIDIA Container Toolkit; podman --device nvidia.com/gpu=all through CDI)"
-)
-_RUNTIME_HINT = (
-    "the CUDA 13 libraries are missing (the GPU image has them; elsewhere "
-    "pip install 'onnxruntime-gpu[cuda,cudnn]')"
-)
-CUDA_LIBRARIES: Final[tuple[tuple[str, str], ...]] = (
-    ("libcuda.so.1", _DRIVER_HINT),
-    ("libcudart.so.13", _RUNTIME_HINT),
-    ("libcublas.so.13", _RUNTIME_HINT),
-    ("libcudnn.so.9", "cuDNN 9 is missing (the GPU image has it; elsewhere nvidia-cudnn-cu13)"),
-)
 
 
 @dataclass(frozen=True)
@@ -105,19 +89,6 @@ class CudaOptions:
         if self.mem_limit_bytes:
             options["gpu_mem_limit"] = str(self.mem_limit_bytes)
         return options
-
-
-def cuda_diagnosis(load: Callable[[str], Any] = ctypes.CDLL) -> str:
-    """Why CUDA may not start here, from which of its libraries load."""
-    for name, hint in CUDA_LIBRARIES:
-        try:
-            load(name)
-        except OSError:
-            return f"{name} cannot be loaded: {hint}"
-    return (
-        "the CUDA libraries load: check that the driver is R580 or newer (CUDA 13) and the GPU's "
-        "compute capability is 7.5 or more (nvidia-smi)"
-    )
 
 
 def both_runtime_wheels() -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.contract import INPUT_NAME, LOSSES, OUTPUT_NAME, ModelMetadata
+from app.cuda import cuda_device
 from app.engine import CudaOptions, MicroBatcher, run_session
 from app.engine import open_session as open_ort_session
 from app.features import FeatureConfig
@@ -91,6 +92,7 @@ class ServedModel:
     batcher: MicroBatcher = field(repr=False)
     load_ms: float = 0.0
     provider_options: dict[str, str] = field(default_factory=dict)
+    device: dict[str, str] = field(default_factory=dict)  # on CUDA: app.cuda.cuda_device
 
     @property
     def feature_config(self) -> FeatureConfig:
@@ -184,7 +186,8 @@ def load_model(path: Path, settings: Settings) -> ServedModel:
     load_ms = (time.perf_counter() - started) * 1000.0
     active = session.get_providers()[0]
     options = {str(k): str(v) for k, v in session.get_provider_options().get(active, {}).items()}
-    return ServedModel(metadata.loss, path, metadata, provider, batcher, load_ms, options)
+    device = cuda_device(settings.cuda_device_id) if provider == "cuda" else {}
+    return ServedModel(metadata.loss, path, metadata, provider, batcher, load_ms, options, device)
 
 
 def validation_score(metrics: Mapping[str, Any]) -> float | None:
@@ -359,6 +362,7 @@ class ModelRegistry:
                     "file": path.name,
                     "version": model.metadata.version,
                     "provider": model.provider,
+                    **({"device": model.device} if model.device else {}),
                     "load_ms": round(model.load_ms, 1),
                 },
             )

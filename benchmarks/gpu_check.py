@@ -2,7 +2,8 @@
 
 What it checks, in order, and prints as it goes:
 
-1. the CUDA execution provider is in this onnxruntime build (not hidden by the CPU wheel);
+1. the CUDA execution provider is in this onnxruntime build (not hidden by the CPU wheel), and
+   what the CUDA libraries say: the GPU, its compute capability, the CUDA and cuDNN versions;
 2. each released model runs on CUDA (the session's active provider, not a silent CPU
    fall-back), and its probabilities on real corpus clips (or synthetic speech, without the
    corpus) equal the CPU's within ``--tolerance``;
@@ -29,7 +30,8 @@ import numpy as np
 import onnxruntime as ort
 
 from app.contract import ModelMetadata
-from app.engine import CUDA_PROVIDER, ProviderError, cuda_diagnosis, open_session, run_session
+from app.cuda import cuda_device, cuda_diagnosis
+from app.engine import CUDA_PROVIDER, ProviderError, open_session, run_session
 from app.settings import REPO_MODELS_DIR, Settings
 from app.windows import featurise, training_segment
 
@@ -125,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_NO_GPU
     settings = Settings(models_dir=args.models)
+    if "cuda" in checked:
+        device = cuda_device(settings.cuda_device_id)
+        print("CUDA: " + (", ".join(f"{k} {v}" for k, v in device.items()) or "nothing readable"))
     waves = clips(args.clips, 16_000)
     failed = False
     for path in sorted(args.models.glob("*.onnx")):

@@ -38,6 +38,11 @@ class ModelInfo(BaseModel):
         description="that provider's options as ONNX Runtime reports them (on CUDA: device_id, "
         "cudnn_conv_algo_search, gpu_mem_limit, ...)"
     )
+    device: dict[str, str] = Field(
+        description="on CUDA: the GPU, its compute capability, the driver's CUDA version, the "
+        "CUDA runtime's and cuDNN's (what could be read); empty on the CPU",
+        examples=[{"gpu": "NVIDIA L4", "compute_capability": "8.9", "cudnn": "9.13.0"}],
+    )
     batching: BatchingInfo = Field(description="how the model's runs take concurrent requests")
     labels: list[str]
     metrics: dict[str, Any] = Field(description="the metrics stored in the model's metadata")
@@ -80,13 +85,8 @@ def describe(model: ServedModel, default: bool) -> ModelInfo:
         default=default,
         provider=model.provider,
         provider_options=model.provider_options,
-        batching=BatchingInfo(
-            mode=model.batcher.mode,
-            max_batch_size=model.batcher.max_batch_size,
-            max_wait_ms=None
-            if model.batcher.max_wait_s is None
-            else model.batcher.max_wait_s * 1e3,
-        ),
+        device=model.device,
+        batching=_batching(model),
         labels=list(meta.labels),
         metrics=meta.metrics,
         validation_score=validation_score(meta.metrics),

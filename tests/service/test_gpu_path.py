@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import engine
+from app import cuda, engine, registry
 from app.engine import CudaOptions, InferenceError, MicroBatcher, ProviderError
 from tests.service.conftest import ClientFactory
 
@@ -85,10 +85,88 @@ def test_the_libraries_are_read_in_the_order_they_fail() -> None:
 
         return load
 
-    assert engine.cuda_diagnosis(missing("libcuda.so.1")).startswith("libcuda.so.1 cannot")
-    assert "--gpus all" in engine.cuda_diagnosis(missing("libcuda.so.1"))
-    assert "cuDNN 9" in engine.cuda_diagnosis(missing("libcudnn.so.9"))
-    assert "R580" in engine.cuda_diagnosis(lambda lib: None)
+    assert cuda.cuda_diagnosis(missing("libcuda.so.1")).startswith("libcuda.so.1 cannot")
+    assert "--gpus all" in cuda.cuda_diagnosis(missing("libcuda.so.1"))
+    assert "cuDNN 9" in cuda.cuda_diagnosis(missing("libcudnn.so.9"))
+    assert "R580" in cuda.cuda_diagnosis(lambda lib: None)
+
+
+class FakeCudaLibraries:
+    """libcuda, libcudart and libcudnn as ctypes sees them, for an L4 on device 1; ``missing``
+    libraries raise as a failed dlopen does."""
+
+    def __init__(self, *missing: str) -> None:
+        self.missing = missing
+        self.cudnnGetVersion = lambda: 91300  # a function: ctypes sets its restype
+
+    def __call__(self, name: str) -> Any:
+        if name in self.missing:
+            raise OSError(f"{name}: cannot open shared object file")
+        return self
+
+    @staticmethod
+    def _set(ref: Any, value: int) -> int:
+        ref._obj.value = value  # what the C function writes through its pointer
+        return 0
+
+    def cuDriverGetVersion(self, version: Any) -> int:
+        return self._set(version, 13000)
+
+    def cuInit(self, flags: int) -> int:
+        return 0
+
+    def cuDeviceGet(self, device: Any, ordinal: int) -> int:
+        return self._set(device, ordinal) if ordinal == 1 else 101  # CUDA_ERROR_INVALID_DEVICE
+
+    def cuDeviceGetName(self, buffer: Any, size: int, device: Any) -> int:
+        buffer.value = b"NVIDIA L4"
+        return 0
+
+    def cuDeviceGetAttribute(self, value: Any, attribute: int, device: Any) -> int:
+        return self._set(value, {75: 8, 76: 9}[attribute])
+
+    def cudaRuntimeGetVersion(self, version: Any) -> int:
+        return self._set(version, 13010)
+
+
+def test_the_gpu_and_its_cuda_stack_are_read_from_the_libraries() -> None:
+    assert cuda.cuda_device(1, FakeCudaLibraries()) == {
+        "driver_cuda": "13.0",
+        "gpu": "NVIDIA L4",
+        "compute_capability": "8.9",
+        "cuda_runtime": "13.1",
+        "cudnn": "9.13.0",
+    }
+    # what cannot be read is left out: no such device, no cuDNN, no driver at all
+    assert cuda.cuda_device(0, FakeCudaLibraries()).keys() == {
+        "driver_cuda",
+        "cuda_runtime",
+        "cudnn",
+    }
+    assert "cudnn" not in cuda.cuda_device(1, FakeCudaLibraries("libcudnn.so.9"))
+    assert cuda.cuda_device(1, FakeCudaLibraries("libcuda.so.1", "libcudart.so.13")) == {
+        "cudnn": "9.13.0"
+    }
+
+
+def test_a_model_on_cuda_is_warmed_batched_greedily_and_names_its_gpu(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real CPU session that reports CUDA: what the registry does for a model on a GPU.
+    def on_cuda(*args: Any, **kwargs: Any) -> tuple[Any, str]:
+        session, _ = engine.open_session(*args, **kwargs)
+        return session, "cuda"
+
+    monkeypatch.setattr(registry, "open_ort_session", on_cuda)
+    monkeypatch.setattr(registry, "cuda_device", lambda device_id: {"gpu": f"GPU {device_id}"})
+    warmed: list[list[int]] = []
+    warm_up = MicroBatcher.warm_up
+    monkeypatch.setattr(MicroBatcher, "warm_up", lambda b, x: warmed.append(warm_up(b, x)))
+    client = make_client(cuda_device_id=3, max_batch_size=4)
+    listed = {m["key"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["ce"]["provider"] == "cuda" and listed["ce"]["device"] == {"gpu": "GPU 3"}
+    assert listed["ce"]["batching"] == {"mode": "greedy", "max_batch_size": 4, "max_wait_ms": 0}
+    assert warmed and all(sizes == [1, 2, 3, 4] for sizes in warmed)
 
 
 @pytest.mark.parametrize(
