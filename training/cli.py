@@ -89,6 +89,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     _add_fold_arguments(p)
     _add_cache_argument(p)
+    _add_feature_cache_argument(p)
     p.add_argument("--no-export", action="store_true", help="score only, write no ONNX")
     p.add_argument(
         "--time-budget",
@@ -324,6 +325,7 @@ def run_train(args: argparse.Namespace) -> int:
         train=train,
         features=FeatureConfig(level=args.level, trim_floor=args.trim_floor),
         cache_dir=args.cache_dir,
+        feature_cache=args.feature_cache,
         corpora=args.corpora,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
@@ -359,6 +361,7 @@ def add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("models"), help="split files, ablation.json")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="checkpoints and histories")
     _add_cache_argument(p)
+    _add_feature_cache_argument(p)
     p.add_argument("--resume", action="store_true", help="continue variants from last.pt")
     p.add_argument(
         "--variant",
@@ -389,6 +392,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         train=_train_config(args),
         features=FeatureConfig(level=args.level, trim_floor=args.trim_floor),
         cache_dir=args.cache_dir,
+        feature_cache=args.feature_cache,
         corpora=args.corpora,
         folds=args.folds,
         only_folds=tuple(args.fold) if args.fold else None,
@@ -419,6 +423,24 @@ def run_report(args: argparse.Namespace) -> int:
 
     print(f"wrote {rewrite_report(args.out)}")
     return 0
+
+
+def _add_feature_cache_argument(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--feature-cache",
+        type=Path,
+        default=Path(".cache/features"),
+        help="each split's features (noisy copies included), reused by another loss or a rerun "
+        "of the same split, front-end and augmentation (3.4 GB for the seven-corpus split)",
+    )
+    group.add_argument(
+        "--no-feature-cache",
+        dest="feature_cache",
+        action="store_const",
+        const=None,
+        help="compute the features and keep nothing",
+    )
 
 
 def _add_cache_argument(p: argparse.ArgumentParser) -> None:

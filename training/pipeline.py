@@ -65,6 +65,7 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     features: FeatureConfig = RELEASE_FEATURES
     cache_dir: Path = Path(".cache/segments")  # decoded segments, keyed by content hash
+    feature_cache: Path | None = None  # split features (training/featurecache.py); None: off
     corpora: tuple[str, ...] | None = None  # the corpora to train and test on (None: all)
     folds: int | None = None  # speaker protocol: how many folds to run (None: all)
     only_folds: tuple[int, ...] | None = None  # of those, only these fold numbers
@@ -191,18 +192,61 @@ def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str
 
 
 def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path) -> SplitData:
-    """Segments, noisy copies and normalised features of one split file."""
-    from training.augment import training_set
-    from training.segments import load_segments
+    """Segments, noisy copies and normalised features of one split file (from the feature cache
+    when an entry for this split, front-end, augmentation and code is there)."""
+    from training import featurecache
     from training.splits import TEST, TRAIN, VAL, read_split, split_sha256
 
     rows = read_split(path)
     clips = [clip for clip, _ in rows]
-    part_names = [part for _, part in rows]
-    parts = np.array(part_names)
+    parts = np.array([part for _, part in rows])
     for part in (TRAIN, VAL, TEST):
         if not (parts == part).any():
             raise UsageError(f"{path} has no {part!r} rows; use more clips (--limit)")
+    sha = split_sha256(path)
+    entry = None
+    if exp.feature_cache is not None:
+        entry = exp.feature_cache / featurecache.entry_key(sha, exp.features, exp.train)
+    arrays = featurecache.load(entry) if entry is not None else None
+    if arrays is not None:
+        print(f"{name}: features from {entry}")
+    else:
+        arrays = _split_features(exp, root, name, clips, parts)
+        if entry is not None and (why := featurecache.save(entry, arrays)):
+            print(f"{name}: features not cached ({why})")
+    # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
+    # normalised features are O(1), where float16 keeps ~3 significant digits.
+    datasets = np.array([c.dataset for c in clips])
+    speakers = np.array([f"{c.dataset}/{c.speaker}" for c in clips])
+    source = arrays["train_source"][: len(arrays["train_labels"]) // (1 + exp.train.noisy_copies)]
+    labels = np.array([LABEL_INDEX[c.emotion] for c in clips], dtype=np.int64)
+    return SplitData(
+        name=name,
+        fold=fold,
+        split_file=path,
+        split_sha256=sha,
+        feature_config=exp.features.with_stats(arrays["mean"], arrays["std"]),
+        train=LabelledFeatures(
+            arrays["train_x"],
+            arrays["train_labels"],
+            versions=1 + exp.train.noisy_copies,
+            groups=datasets[source],
+            speakers=speakers[source],
+        ),
+        val=LabelledFeatures(arrays["val_x"], labels[parts == VAL]),
+        test=LabelledFeatures(arrays["test_x"], labels[parts == TEST]),
+        corpora={part: datasets[parts == part] for part in (VAL, TEST)},
+    )
+
+
+def _split_features(
+    exp: Experiment, root: Path, name: str, clips: list[Any], parts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The arrays of a feature cache entry (training/featurecache.py), computed."""
+    from training.augment import training_set
+    from training.segments import load_segments
+    from training.splits import TEST, VAL
+
     workers = workers_for(exp.train)
     segments = load_segments(
         clips, root, exp.features, exp.cache_dir, workers=workers, progress=True
@@ -212,7 +256,7 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     train = training_set(
         segments,
         labels,
-        part_names,
+        list(parts),
         rng,
         copies=exp.train.noisy_copies,
         snr_db=exp.train.snr_db,
@@ -220,39 +264,27 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
     )
     raw = exp.features.without_stats()
     train_x = compute_features(train.waves, raw, workers, desc=f"{name} train features")
-    config = exp.features.with_stats(*band_stats(train_x))
+    mean, std = band_stats(train_x)
+    config = exp.features.with_stats(mean, std)
     normalise_(train_x, config)
-    # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
-    # normalised features are O(1), where float16 keeps ~3 significant digits.
-    datasets = np.array([c.dataset for c in clips])
-    speakers = np.array([f"{c.dataset}/{c.speaker}" for c in clips])
-    n_train = len(train.labels) // (1 + exp.train.noisy_copies)
-    pool = LabelledFeatures(
-        train_x.astype(np.float16),
-        train.labels,
-        versions=1 + exp.train.noisy_copies,
-        groups=datasets[train.source[:n_train]],
-        speakers=speakers[train.source[:n_train]],
-    )
+    pool = train_x.astype(np.float16)
     del train_x
 
-    def held_out(part: str) -> LabelledFeatures:
+    def held_out(part: str) -> np.ndarray:
         # Straight from log_mel with the training statistics, exactly as the server computes.
-        mask = parts == part
-        x = compute_features(segments[mask], config, workers, desc=f"{name} {part} features")
-        return LabelledFeatures(x, labels[mask])
+        return compute_features(
+            segments[parts == part], config, workers, desc=f"{name} {part} features"
+        )
 
-    return SplitData(
-        name=name,
-        fold=fold,
-        split_file=path,
-        split_sha256=split_sha256(path),
-        feature_config=config,
-        train=pool,
-        val=held_out(VAL),
-        test=held_out(TEST),
-        corpora={part: datasets[parts == part] for part in (VAL, TEST)},
-    )
+    return {
+        "train_x": pool,
+        "train_labels": train.labels,
+        "train_source": train.source,
+        "val_x": held_out(VAL),
+        "test_x": held_out(TEST),
+        "mean": mean,
+        "std": std,
+    }
 
 
 def part_scores(
