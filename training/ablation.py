@@ -76,6 +76,10 @@ ROBUSTNESS_VARIANTS: dict[str, Variant] = {
     # Draw the small corpora more often (TrainConfig.corpus_balance); shares baseline's pool.
     "balance-sqrt": Variant({"corpus_balance": 0.5}),
     "balance-equal": Variant({"corpus_balance": 1.0}),
+    # Each corpus's classes drawn evenly (TrainConfig.class_balance), and the plain loss over
+    # all eight classes instead of each corpus's label set (training/labelsets.py).
+    "class-balance": Variant({"class_balance": 1.0}),
+    "all-labels": Variant({"label_sets": "all"}),
     # A gradient-reversal head against the training speakers / corpora (training/adversary.py);
     # shares baseline's pool.
     "adversary-speaker": Variant({"adversary": "speaker"}),

@@ -163,6 +163,13 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="draw clips with weight n_corpus**-B: 0 every clip once per epoch, 1 equal corpora",
     )
     p.add_argument(
+        "--class-balance",
+        type=float,
+        default=d.class_balance,
+        help="within each corpus, draw clips with weight n_class**-B: 0 as recorded, 1 even "
+        "classes (each corpus keeps its share)",
+    )
+    p.add_argument(
         "--label-sets",
         choices=list(LABEL_SETS),
         default=d.label_sets,
@@ -247,6 +254,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         channel_augment=args.channel_augment,
         channel_prob=args.channel_prob,
         corpus_balance=args.corpus_balance,
+        class_balance=args.class_balance,
         label_sets=args.label_sets,
         adversary=args.adversary,
         adversary_weight=args.adversary_weight,

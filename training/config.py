@@ -81,6 +81,11 @@ class TrainConfig:
     # release); 1 gives each corpus an equal share of the epoch, drawn with replacement, so the
     # small corpora (SAVEE: 4 speakers) are not outweighed by TESS.
     corpus_balance: float = 0.0
+    # Within each corpus, draw a clip with weight n_cell ** -class_balance, n_cell its corpus x
+    # emotion cell's training clips, each corpus keeping its share: per-corpus class weights as
+    # drawing weights (the expected loss of the weighted loss, for each of the four losses).
+    # 0 (the release) leaves each corpus's class mix as recorded; 1 evens it.
+    class_balance: float = 0.0
     # The classes each training clip's loss ranges over (training/labelsets.py): "corpus", the
     # classes its corpus has (since 2026-12-06: a corpus without neutral teaches nothing about
     # neutral), or "all" eight, as every model before.
@@ -130,6 +135,8 @@ class TrainConfig:
             raise TrainConfigError("channel_prob must be in [0, 1]")
         if not 0 <= self.corpus_balance <= 1:
             raise TrainConfigError("corpus_balance must be in [0, 1]")
+        if not 0 <= self.class_balance <= 1:
+            raise TrainConfigError("class_balance must be in [0, 1]")
         if self.label_sets not in LABEL_SETS:
             raise TrainConfigError(f"label_sets {self.label_sets!r} is not one of {LABEL_SETS}")
         if self.adversary not in ADVERSARIES:

@@ -294,8 +294,14 @@ class Run:
         }
 
     def restore(self, data: dict[str, Any]) -> None:
+        # Through from_dict: a key added since the checkpoint was written takes its default,
+        # which computes what the run computed before the key existed.
+        saved: dict[str, TrainConfig | ModelConfig] = {
+            "train_config": TrainConfig.from_dict(data["train_config"]),
+            "model_config": ModelConfig.from_dict(data["model_config"]),
+        }
         for key, mine in (("train_config", self.config), ("model_config", self.model_config)):
-            if _what_it_computes(data[key]) != _what_it_computes(mine.to_dict()):
+            if _what_it_computes(saved[key].to_dict()) != _what_it_computes(mine.to_dict()):
                 raise ValueError(
                     f"the checkpoint to resume was trained with another {key}; resume with the "
                     "same settings, or start afresh without --resume (or with another --runs)"
@@ -369,10 +375,26 @@ def start_run(
     )
 
 
-def draw_weights(groups: np.ndarray, balance: float) -> np.ndarray:
-    """Each clip's chance of being drawn: ``n_group ** -balance``, normalised to sum to 1."""
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    weights = counts[inverse].astype(np.float64) ** -balance
+def draw_weights(
+    groups: np.ndarray,
+    balance: float,
+    labels: np.ndarray | None = None,
+    class_balance: float = 0.0,
+) -> np.ndarray:
+    """Each clip's chance of being drawn, normalised to sum to 1: ``n_group ** -balance``; with
+    ``class_balance``, within each group ``n_cell ** -class_balance`` (``n_cell`` the clips of
+    its group x label cell), rescaled so that every group keeps its share."""
+    _, group, n_group = np.unique(groups, return_inverse=True, return_counts=True)
+    weights = n_group[group].astype(np.float64) ** -balance
+    if class_balance > 0:
+        if labels is None or len(labels) != len(groups):
+            raise ValueError("class_balance needs one label per clip")
+        _, cell, n_cell = np.unique(
+            np.stack([group, labels]), axis=1, return_inverse=True, return_counts=True
+        )
+        within = n_cell[cell.ravel()].astype(np.float64) ** -class_balance
+        share = np.bincount(group, weights=within)  # each group's total, to rescale to n_group
+        weights *= within * n_group[group] / share[group]
     return weights / weights.sum()
 
 
@@ -551,11 +573,16 @@ def fit(
     x_pool = torch.from_numpy(train.features).to(run.device)
     y_pool = torch.from_numpy(train.labels.astype(np.int64)).to(run.device)
     weights = None
-    if config.corpus_balance > 0:
+    if config.corpus_balance > 0 or config.class_balance > 0:
         if train.groups is None:
             raise ValueError("corpus_balance needs the training clips' corpora (groups)")
-        weights = torch.from_numpy(draw_weights(train.groups, config.corpus_balance))
-        weights = weights.to(run.device)
+        drawn = draw_weights(
+            train.groups,
+            config.corpus_balance,
+            train.labels[: train.n_clips],
+            config.class_balance,
+        )
+        weights = torch.from_numpy(drawn).to(run.device)
     adversary_pool = None
     if adversary_ids is not None:
         adversary_pool = torch.from_numpy(adversary_ids).to(run.device)

@@ -51,9 +51,13 @@ def test_recipe_flags_reach_the_config_and_front_end(monkeypatch: pytest.MonkeyP
     seen: list[argparse.Namespace] = []
     monkeypatch.setattr(cli, "run_train", lambda args: seen.append(args) or 0)
     argv = ["train", "--snr-db", "15", "30", "--trim-floor", "absolute", "--level", "none"]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--class-balance", "1", "--label-sets", "all"]) == 0
     (args,) = seen
     assert cli._train_config(args).snr_db == (15.0, 30.0)
+    assert (cli._train_config(args).class_balance, cli._train_config(args).label_sets) == (
+        1.0,
+        "all",
+    )
     assert (args.trim_floor, args.level) == ("absolute", "none")
     defaults = cli.build_parser().parse_args(["train"])
     assert (defaults.trim_floor, defaults.level) == ("relative", "window")

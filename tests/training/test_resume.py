@@ -95,6 +95,23 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
         fit(MODEL, one_epoch.replace(lr=1e-4), FEATURES, train, val, tmp_path, resume=True)
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default(
+    tmp_path: Path,
+) -> None:
+    train, val = pool(16, 2, 0), pool(8, 1, 1)
+    more = CONFIG.replace(epochs=2)
+    fit(MODEL, more.replace(time_budget_s=1e-9), FEATURES, train, val, tmp_path)  # 1 epoch
+    checkpoint = torch.load(tmp_path / LAST_CHECKPOINT, weights_only=False)
+    del checkpoint["train_config"]["class_balance"]  # as written before it was added
+    torch.save(checkpoint, tmp_path / LAST_CHECKPOINT)
+    seen: list[int] = []
+    fit(MODEL, more, FEATURES, train, val, tmp_path, True, lambda run: seen.append(run.epoch))
+    assert seen == [2]  # continued from epoch 1
+    other = more.replace(class_balance=1.0)  # the new setting at another value
+    with pytest.raises(ValueError, match="another train_config"):
+        fit(MODEL, other, FEATURES, train, val, tmp_path, True)
+
+
 def test_resume_takes_other_operational_settings(tmp_path: Path) -> None:
     """How a run is carried out (workers, device, a time budget) may change on a resume."""
     train, val = pool(16, 2, 0), pool(8, 1, 1)

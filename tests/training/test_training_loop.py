@@ -159,6 +159,24 @@ def test_corpus_balance_weights_give_each_corpus_its_share() -> None:
     assert draw_weights(groups, 0.0) == pytest.approx(np.full(1000, 1e-3))
 
 
+def test_class_balance_evens_each_corpus_classes_and_keeps_its_share() -> None:
+    # Corpus a: 300 of class 0, 100 of class 1; corpus b: 100 of class 0.
+    groups = np.array(["a"] * 400 + ["b"] * 100)
+    labels = np.array([0] * 300 + [1] * 100 + [0] * 100)
+    even = draw_weights(groups, 0.0, labels, 1.0)
+    assert even.sum() == pytest.approx(1.0)
+    assert even[groups == "a"].sum() == pytest.approx(0.8)  # the corpus's share as recorded
+    assert even[:300].sum() == pytest.approx(even[300:400].sum())  # its two classes evened
+    both = draw_weights(groups, 1.0, labels, 1.0)  # with equal corpora on top
+    assert both[groups == "a"].sum() == pytest.approx(0.5)
+    assert both[:300].sum() == pytest.approx(0.25)
+    assert draw_weights(groups, 0.0, labels, 0.0) == pytest.approx(np.full(500, 1 / 500))
+    with pytest.raises(ValueError, match="one label per clip"):
+        draw_weights(groups, 0.0, None, 1.0)
+    with pytest.raises(TrainConfigError, match="class_balance"):
+        TrainConfig(class_balance=-0.1)
+
+
 def test_balanced_epoch_draws_the_small_corpus_as_often_as_the_large() -> None:
     groups = np.array(["big"] * 900 + ["small"] * 100)
     run = SimpleNamespace(device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
