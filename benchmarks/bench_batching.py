@@ -10,8 +10,9 @@ client (:mod:`benchmarks.upload_load`) at 1 client and at 16:
 
 The modes alternate over ``--rounds`` rounds, each round in a rotated order, one fresh server
 per mode and round; the table has each mode's median over the rounds and its ratios to ``off``
-from the same rounds. Rows per run (the ``ser_inference_batch_size`` histogram over the 16-client
-load) shows how much each mode really batched.
+from the same rounds (median, and lowest to highest in brackets). Rows per run (the
+``ser_inference_batch_size`` histogram over the 16-client load) shows how much each mode really
+batched.
 
 Usage (from the repository root, on an otherwise idle machine; about 3 minutes)::
 
@@ -74,6 +75,13 @@ def measure(
     }
 
 
+def _ratios(rounds: list[dict[str, dict[str, Any]]], mode: str, load: str, key: str) -> list:
+    """[median, lowest, highest] over the rounds of ``mode``'s figure / ``off``'s, each round
+    against its own ``off``."""
+    ratios = [r[mode][load][key] / r["off"][load][key] for r in rounds]
+    return [round(x, 2) for x in (statistics.median(ratios), min(ratios), max(ratios))]
+
+
 def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
     """Per mode: medians over the rounds, and medians of the per-round ratios to ``off``."""
     summary: dict[str, dict[str, float]] = {}
@@ -87,21 +95,15 @@ def summarise(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, fl
             "p50_ms_16": median(lambda m: m["sixteen"]["p50_ms"]),
             "requests_per_s_16": median(lambda m: m["sixteen"]["requests_per_s"]),
             "rows_per_run_16": median(lambda m: m["rows_per_run"] or 0.0),
-            "p50_1_vs_off": round(
-                statistics.median(
-                    r[mode]["one"]["p50_ms"] / r["off"]["one"]["p50_ms"] for r in rounds
-                ),
-                2,
-            ),
-            "throughput_16_vs_off": round(
-                statistics.median(
-                    r[mode]["sixteen"]["requests_per_s"] / r["off"]["sixteen"]["requests_per_s"]
-                    for r in rounds
-                ),
-                2,
-            ),
+            "p50_1_vs_off": _ratios(rounds, mode, "one", "p50_ms"),
+            "throughput_16_vs_off": _ratios(rounds, mode, "sixteen", "requests_per_s"),
         }
     return summary
+
+
+def _spread(ratio: list[float]) -> str:
+    median, low, high = ratio
+    return f"{median:.2f}" if low == high else f"{median:.2f} ({low:.2f}-{high:.2f})"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -115,8 +117,8 @@ def table(results: dict[str, Any]) -> str:
         name = f"window ({results['window_ms']:g} ms)" if mode == "window" else mode
         lines.append(
             f"| {name} | {s['p50_ms_1']} ms | {s['p50_ms_16']} ms / {s['requests_per_s_16']} "
-            f"requests/s | {s['rows_per_run_16']} | {s['p50_1_vs_off']:.2f} / "
-            f"{s['throughput_16_vs_off']:.2f} |"
+            f"requests/s | {s['rows_per_run_16']} | {_spread(s['p50_1_vs_off'])} / "
+            f"{_spread(s['throughput_16_vs_off'])} |"
         )
     return "\n".join(lines)
 

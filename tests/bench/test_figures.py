@@ -23,7 +23,7 @@ from tests.bench.test_bench_report import RESULTS as SERVICE_RESULTS
 # Which tables each doc quotes: a region deleted and its table typed by hand fails here.
 TABLES_IN = {
     "README.md": {"service", "test-suite", "corpus-folds"},
-    "docs/performance.md": {"service"},
+    "docs/performance.md": {"service", "batching"},
     "docs/api.md": {"streams", "test-files", "gate"},
     "docs/deployment.md": {"test-files"},
     "docs/training.md": {"train-speed"},
@@ -259,6 +259,11 @@ def test_the_batching_table_has_medians_and_ratios_paired_by_round(tmp_path) -> 
     assert "| off | 12.5 ms | 50.0 ms / 80.0 requests/s | 1.0 | 1.00 / 1.00 |" in text
     assert "| greedy | 12.5 ms | 50.0 ms / 88.0 requests/s | 1.5 | 1.00 / 1.10 |" in text
     assert "| window (5 ms) | 18.75 ms | 50.0 ms / 64.0 requests/s | 2.0 | 1.50 / 0.80 |" in text
+    # a round that differs shows the spread: greedy's 1-client p50 against off's in round 3
+    rounds[2]["greedy"]["one"]["p50_ms"] = 25.0
+    results["summary"] = bench_batching.summarise(rounds)
+    (tmp_path / "batching.json").write_text(json.dumps(results))
+    assert "| 1.00 (1.00-2.00) / 1.10 |" in figures.batching_table(["batching"], tmp_path)
     assert "python -m benchmarks.bench_batching" in text
 
 
