@@ -25,6 +25,7 @@ def test_sigterm_ends_a_run_with_a_message_and_a_log(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "training", "train", "--loss", "ce", "--epochs", "200",
         "--data", str(corpus), "--out", str(out), "--runs", str(out / "runs"), "--workers", "0",
+        "--cache-dir", str(tmp_path / "segments"), "--feature-cache", str(tmp_path / "features"),
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
