@@ -83,7 +83,7 @@ class TrainConfig:
     corpus_balance: float = 0.0
     # Within each corpus, draw a clip with weight n_cell ** -class_balance, n_cell its corpus x
     # emotion cell's training clips, each corpus keeping its share: per-corpus class weights as
-    # drawing weights (the expected loss of the weighted loss, for each of the four losses).
+    # drawing weights (in expectation the class-weighted loss, for each of the four losses).
     # 0 (the release) leaves each corpus's class mix as recorded; 1 evens it.
     class_balance: float = 0.0
     # The classes each training clip's loss ranges over (training/labelsets.py): "corpus", the

@@ -575,7 +575,9 @@ def fit(
     weights = None
     if config.corpus_balance > 0 or config.class_balance > 0:
         if train.groups is None:
-            raise ValueError("corpus_balance needs the training clips' corpora (groups)")
+            raise ValueError(
+                "corpus_balance and class_balance need the training clips' corpora (groups)"
+            )
         drawn = draw_weights(
             train.groups,
             config.corpus_balance,
