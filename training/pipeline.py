@@ -214,8 +214,6 @@ def prepare_split(exp: Experiment, root: Path, name: str, fold: int, path: Path)
         arrays = _split_features(exp, root, name, clips, parts)
         if entry is not None and (why := featurecache.save(entry, arrays)):
             print(f"{name}: features not cached ({why})")
-    # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
-    # normalised features are O(1), where float16 keeps ~3 significant digits.
     datasets = np.array([c.dataset for c in clips])
     speakers = np.array([f"{c.dataset}/{c.speaker}" for c in clips])
     source = arrays["train_source"][: len(arrays["train_labels"]) // (1 + exp.train.noisy_copies)]
@@ -267,6 +265,8 @@ def _split_features(
     mean, std = band_stats(train_x)
     config = exp.features.with_stats(mean, std)
     normalise_(train_x, config)
+    # The pool is kept in half precision (half the memory; 1 GB for the tripled corpus): the
+    # normalised features are O(1), where float16 keeps ~3 significant digits.
     pool = train_x.astype(np.float16)
     del train_x
 
