@@ -18,10 +18,11 @@ Three families of variants, each a set of changes from the base recipe (the comm
 - :data:`LEVEL_VARIANTS`, the level stage and the gain augmentation taken out of the release
   recipe one at a time and together, on the same folds.
 
-The results go to ``<out>/ablation.json``, one row per (protocol, fold, base recipe, variant,
-epochs), which the report turns into tables. The base recipe is recorded with each row because
-the release recipe changed on 2026-12-04 (level stage, level + clip augmentation): a variant is
-only ever compared with the baseline of its own base.
+The results go to ``<out>/ablation.json``, one row per (corpus selection, protocol, fold, base
+recipe, variant, epochs), which the report turns into tables, one set per selection (fold 0 of
+the paper's three corpora and fold 0 of all seven hold out different corpora). The base recipe
+is recorded with each row because the release recipe changed on 2026-12-04 (level stage,
+level + clip augmentation): a variant is only ever compared with the baseline of its own base.
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ def default_variants(protocol: str) -> list[str]:
     return list(RECIPE_VARIANTS if protocol == "random" else ROBUSTNESS_VARIANTS)
 
 
-def _key(row: dict) -> tuple[str, int, str, str, int]:
-    from training.report import row_base
+def _key(row: dict) -> tuple[str, str, int, str, str, int]:
+    from training.report import row_base, row_selection
 
     # Rows written before the protocols existed were all on the random split.
     return (
+        row_selection(row),
         row.get("protocol", "random"),
         row.get("fold", 0),
         row_base(row),
@@ -113,15 +115,25 @@ def _key(row: dict) -> tuple[str, int, str, str, int]:
 
 def _order(row: dict) -> tuple:
     from training.report import LEGACY_BASE
+    from training.splits import PAPER_CORPORA, selection_name
 
-    protocol, fold, base, variant, epochs = _key(row)
+    selection, protocol, fold, base, variant, epochs = _key(row)
     order = list(VARIANTS)
-    return (protocol != "random", protocol, base != LEGACY_BASE, fold, epochs, order.index(variant))
+    return (
+        selection != selection_name(PAPER_CORPORA),
+        selection,
+        protocol != "random",
+        protocol,
+        base != LEGACY_BASE,
+        fold,
+        epochs,
+        order.index(variant),
+    )
 
 
 def merge_ablation(path: Path, result: dict) -> list[dict]:
-    """Add ``result`` to ``path``, replacing the row of the same protocol, fold, base recipe,
-    variant and number of epochs."""
+    """Add ``result`` to ``path``, replacing the row of the same corpus selection, protocol,
+    fold, base recipe, variant and number of epochs."""
     rows = json.loads(path.read_text())["ablation"] if path.exists() else []
     rows = [r for r in rows if _key(r) != _key(result)] + [result]
     rows.sort(key=_order)
@@ -160,10 +172,13 @@ def run_ablation(
         raise ValueError("only the corpus protocol has a held-out corpus to score")
     from training.corpora import corpus_root, load_corpus
     from training.model import ModelConfig
-    from training.pipeline import part_scores, prepare_split, split_files, subset
+    from training.pipeline import part_scores, prepare_split, select_corpora, split_files, subset
+    from training.splits import selection_name
     from training.train import fit
 
-    clips = subset(load_corpus(exp.data), exp.train.limit, exp.train.seed)
+    clips = select_corpora(load_corpus(exp.data), exp.corpora)
+    selection = selection_name([clip.dataset for clip in clips])
+    clips = subset(clips, exp.train.limit, exp.train.seed)
     root = corpus_root(exp.data)
     out_file = exp.out / "ablation.json"
     base = base_name(exp.features, exp.train)
@@ -210,6 +225,7 @@ def run_ablation(
             )
             results.append(
                 {
+                    "selection": selection,
                     "protocol": exp.protocol,
                     "fold": fold,
                     "base": base,

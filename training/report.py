@@ -32,6 +32,7 @@ import numpy as np
 from app.labels import LABELS
 from training.calibrate import N_BINS, N_RESAMPLES
 from training.evaluate import affect_uars
+from training.splits import PAPER_CORPORA, selection_folder, selection_name
 
 AFFECT_NOTE = (
     "The 8-way decision mapped to binary arousal (high: angry, happy, fearful, surprised, "
@@ -281,11 +282,31 @@ def row_base(row: Record) -> str:
     return row.get("base", LEGACY_BASE)
 
 
-def _ablation_rows(path: Path, protocol: str) -> list[Record]:
+def row_selection(row: Record) -> str:
+    """The corpus selection an ablation row trained on; rows written before it was recorded
+    were all on the paper's three corpora."""
+    return row.get("selection", selection_name(PAPER_CORPORA))
+
+
+def _ablation_rows(path: Path, protocol: str, selection: str | None = None) -> list[Record]:
+    """``path``'s rows of ``protocol`` (and of ``selection``; None: the paper's three)."""
     if not path.exists():
         return []
     rows = json.loads(path.read_text())["ablation"]
-    return [r for r in rows if r.get("protocol", "random") == protocol]
+    selection = selection or selection_name(PAPER_CORPORA)
+    return [
+        r for r in rows if r.get("protocol", "random") == protocol and row_selection(r) == selection
+    ]
+
+
+def ablation_selections(path: Path, protocol: str) -> list[str]:
+    """The corpus selections with ``protocol`` rows in ``path``: the paper's three first."""
+    if not path.exists():
+        return []
+    paper = selection_name(PAPER_CORPORA)
+    rows = json.loads(path.read_text())["ablation"]
+    found = {row_selection(r) for r in rows if r.get("protocol", "random") == protocol}
+    return sorted(found, key=lambda name: (name != paper, name))
 
 
 def ablation_table(path: Path) -> str:
@@ -334,11 +355,12 @@ def _paired_over_folds(
     return {key: pairs for key, pairs in runs.items() if len(pairs) >= 2}
 
 
-def robustness_table(path: Path, protocol: str) -> str:
-    """The ``protocol`` (speaker / corpus) rows of ``ablation.json``: per fold and variant,
-    validation accuracy, macro-F1 and each corpus's UAR, with the change from the same fold's
-    ``baseline`` in brackets; "" when there are none."""
-    rows = _ablation_rows(path, protocol)
+def robustness_table(path: Path, protocol: str, selection: str | None = None) -> str:
+    """The ``protocol`` (speaker / corpus) rows of ``ablation.json`` on ``selection`` (None: the
+    paper's three corpora): per fold and variant, validation accuracy, macro-F1 and each
+    corpus's UAR, with the change from the same fold's ``baseline`` in brackets; "" when there
+    are none."""
+    rows = _ablation_rows(path, protocol, selection)
     if not rows:
         return ""
     corpora = sorted({c for r in rows for c in r["val_by_corpus"]})
@@ -371,13 +393,13 @@ def robustness_table(path: Path, protocol: str) -> str:
     return "\n".join(lines)
 
 
-def robustness_summary(path: Path, protocol: str) -> str:
+def robustness_summary(path: Path, protocol: str, selection: str | None = None) -> str:
     """Each variant of the ``protocol`` rows over the folds it ran on, with the fold's baseline:
     mean +- sd of validation accuracy, macro-F1 and each corpus's UAR, and in brackets the mean
     +- sd of the paired change from the baseline on the same folds. Variants run on fewer than
     2 folds are left to :func:`robustness_table`; "" when none has 2.
     """
-    rows = [r for r in _ablation_rows(path, protocol) if "val_by_corpus" in r]
+    rows = [r for r in _ablation_rows(path, protocol, selection) if "val_by_corpus" in r]
     runs = _paired_over_folds(rows)
     if not runs:
         return ""
@@ -421,13 +443,13 @@ def robustness_summary(path: Path, protocol: str) -> str:
 HELD_OUT_SCORES = (("uar", "UAR"), ("arousal_uar", "arousal UAR"), ("valence_uar", "valence UAR"))
 
 
-def held_out_ablation_table(path: Path) -> str:
+def held_out_ablation_table(path: Path, selection: str | None = None) -> str:
     """The ``corpus`` rows of ``ablation.json`` scored on their held-out corpus
     (``ablate --score-held-out``): per fold and variant, that corpus's 8-way UAR and the arousal
     and valence UAR of the decision, with the change from the same fold's ``baseline`` in
     brackets; then, for each variant run on 2 or more folds, the mean over them and the mean +-
     sd of the paired change. "" when no row was scored so."""
-    rows = [r for r in _ablation_rows(path, "corpus") if "held_out" in r]
+    rows = [r for r in _ablation_rows(path, "corpus", selection) if "held_out" in r]
     if not rows:
         return ""
     baselines = _baselines(rows)
@@ -633,8 +655,6 @@ def selection_of(record: Record) -> str:
     corpora it trained on and the one a corpus fold held out for its test, so that the seven
     folds over seven corpora are one protocol of one selection, not seven selections of six.
     Records from before there was a choice (no ``corpora``) are of the paper's three."""
-    from training.splits import PAPER_CORPORA, selection_name
-
     trained = record.get("corpora")
     if not trained:
         return selection_name(list(PAPER_CORPORA))
@@ -646,18 +666,13 @@ def _selections(records: list[Record]) -> list[tuple[str, str, list[Record]]]:
     """(heading suffix, figure prefix, records) per corpus selection: the paper's three first
     (as the report was before there were others, like a manifest's own ``custom`` corpus),
     then the others by name."""
-    from training.splits import PAPER_CORPORA, selection_folder, selection_name
-
     paper = selection_name(PAPER_CORPORA)
     names = sorted({selection_of(r) for r in records}, key=lambda n: (n != paper, n))
     out = []
     for name in names:
         mine = [r for r in records if selection_of(r) == name]
-        if not selection_folder(name.split("+")):
-            out.append(("", "", mine))
-        else:
-            n = len(name.split("+"))
-            out.append((f", {n} corpora ({name.replace('+', ', ')})", f"{n}corpora-", mine))
+        suffix = _selection_suffix(name)
+        out.append((suffix, f"{len(name.split('+'))}corpora-" if suffix else "", mine))
     return out
 
 
@@ -690,26 +705,36 @@ def rewrite_report(models_dir: Path) -> Path:
         json.loads(calibration_path.read_text())["calibration"] if calibration_path.exists() else []
     )
     ablation = models_dir / "ablation.json"
-    robustness = {
-        p: "\n\n".join(
-            t
-            for t in (
-                robustness_table(ablation, p),
-                _summary_note(robustness_summary(ablation, p)),
-                _held_out_ablation_note(held_out_ablation_table(ablation) if p == "corpus" else ""),
+    robustness = {}
+    for p in ("speaker", "corpus"):
+        for selection in ablation_selections(ablation, p):
+            tables = (
+                robustness_table(ablation, p, selection),
+                _summary_note(robustness_summary(ablation, p, selection)),
+                _held_out_ablation_note(
+                    held_out_ablation_table(ablation, selection) if p == "corpus" else ""
+                ),
             )
-            if t
-        )
-        for p in ("speaker", "corpus")
-    }
+            robustness[f"`{p}` folds{_selection_suffix(selection)}"] = "\n\n".join(
+                t for t in tables if t
+            )
     return write_report(
         records,
         models_dir / "report",
         ablation_table(ablation),
         calibration,
-        {p: table for p, table in robustness.items() if table},
+        {heading: table for heading, table in robustness.items() if table},
         gain_table(models_dir / "gain.json"),
     )
+
+
+def _selection_suffix(selection: str) -> str:
+    """A heading's mention of a corpus selection: none for the paper's three (or some of them),
+    as before there were others; ", N corpora (a, b, ...)" for any other."""
+    corpora = selection.split("+")
+    if not selection_folder(corpora):
+        return ""
+    return f", {len(corpora)} corpora ({', '.join(corpora)})"
 
 
 def _ece_cell(measured: Record) -> str:
@@ -845,7 +870,8 @@ def write_report(
 
     ``ablation``: the markdown table of the recipe ablation (:func:`ablation_table`), if any;
     ``calibration``: the records of ``calibration.json`` (:mod:`training.calibrate`), if any;
-    ``robustness``: protocol -> the table of its robustness ablation (:func:`robustness_table`).
+    ``robustness``: heading (the protocol's folds, and the corpus selection where it is not the
+    paper's) -> the tables of its robustness ablation (:func:`robustness_table`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -863,13 +889,9 @@ def write_report(
             "mixup + label smoothing, `no-<x>` is `all` without `<x>`, `none` has no "
             "regulariser.\n\n" + ablation + "\n"
         )
-    for protocol, table in (robustness or {}).items():
+    for heading, table in (robustness or {}).items():
         sections.append(
-            f"## Robustness ablation, `{protocol}` folds\n\n"
-            + ROBUSTNESS_NOTE
-            + "\n\n"
-            + table
-            + "\n"
+            f"## Robustness ablation, {heading}\n\n" + ROBUSTNESS_NOTE + "\n\n" + table + "\n"
         )
     if calibration:
         for record in calibration:
@@ -913,7 +935,10 @@ ROBUSTNESS_NOTE = (
     "with probability 0.5 to each noisy copy; `channel-all` chains all six; `instance-norm` "
     "normalises each window's mel bands over time inside the model; `balance-sqrt` and "
     "`balance-equal` draw each clip with weight n_corpus^-0.5 or n_corpus^-1 (`--corpus-balance`), "
-    "so the smaller corpora fill more of each epoch; `adversary-speaker` and `adversary-corpus` "
+    "so the smaller corpora fill more of each epoch; `class-balance` draws each corpus's "
+    "classes evenly within that corpus's share (`--class-balance 1`); `all-labels` trains the "
+    "plain loss over all eight classes instead of each corpus's label set; `adversary-speaker` "
+    "and `adversary-corpus` "
     "train a gradient-reversal head that learns to name the training speaker or corpus "
     "(`--adversary`, `training/adversary.py`); `no-level-stage`, `no-gain-augment` and "
     "`neither` take the level stage, the `level` + `clip` augmentations, or both out of the "

@@ -218,3 +218,27 @@ def test_held_out_corpus_scores_are_paired_with_the_same_folds_baseline(tmp_path
         "| level none, augment none | neither | 12 | 0,1 | 0.320 (+0.070 +- 0.042) "
         "| 0.700 (+0.050 +- 0.141) | 0.400 (+0.000 +- 0.000) |"
     )
+
+
+def test_each_corpus_selection_keeps_its_own_folds_and_tables(tmp_path: Path) -> None:
+    """Fold 0 of the paper's three corpora holds out RAVDESS, fold 0 of seven holds out ASED:
+    rows of the two are kept apart, and each selection's tables pair only its own rows."""
+    from training.report import ablation_selections
+
+    path = tmp_path / "ablation.json"
+    seven = "ased+emotiontts+nemo+ravdess+savee+tess+turev"
+    merge_ablation(path, _held_out(0, "baseline", 0.30, 0.70))  # no selection: the paper's
+    merge_ablation(path, _held_out(0, "neither", 0.34, 0.65))
+    merge_ablation(path, {**_held_out(0, "baseline", 0.50, 0.80), "selection": seven})
+    rows = merge_ablation(path, {**_held_out(0, "neither", 0.40, 0.90), "selection": seven})
+    assert len(rows) == 4  # the same protocol, fold, variant and length, twice
+    assert [r.get("selection") for r in rows] == [None, None, seven, seven]
+    assert ablation_selections(path, "corpus") == ["ravdess+savee+tess", seven]
+    assert ablation_selections(path, "speaker") == []
+
+    paper = held_out_ablation_table(path).splitlines()
+    assert "| neither | 90.00 | 0.340 (+0.040) | 0.650 (-0.050) |" in paper[3]
+    mine = held_out_ablation_table(path, seven).splitlines()
+    assert len(mine) == 4
+    assert "| neither | 90.00 | 0.400 (-0.100) | 0.900 (+0.100) |" in mine[3]
+    assert robustness_table(path, "corpus", seven).count("| neither |") == 1

@@ -168,8 +168,9 @@ def test_the_corpus_ablation_scores_each_fold_on_the_corpus_it_held_out(tmp_path
 
     from training.ablation import VARIANTS, run_ablation
 
-    two = _write_corpus(tmp_path / "two", ("alpha", "beta"))
-    exp = replace(_experiment(two, tmp_path, "ce"), protocol="corpus")
+    # Three corpora, two chosen: the third is in no fold, no score and not in the selection.
+    three = _write_corpus(tmp_path / "three", ("alpha", "beta", "gamma"))
+    exp = replace(_experiment(three, tmp_path, "ce"), protocol="corpus", corpora=("alpha", "beta"))
     exp = replace(exp, train=exp.train.replace(epochs=1))
     rows = run_ablation(exp, {"neither": VARIANTS["neither"]}, score_held_out=True)
     n_corpus = CLIPS_PER_LABEL * len(LABELS)
@@ -177,6 +178,7 @@ def test_the_corpus_ablation_scores_each_fold_on_the_corpus_it_held_out(tmp_path
         (0, ["alpha"]),
         (1, ["beta"]),
     ]
+    assert [r["selection"] for r in rows] == ["alpha+beta"] * 2
     for row in rows:
         held_out = row["held_out"]
         ((name, part),) = held_out["by_corpus"].items()
