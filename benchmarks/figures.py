@@ -22,8 +22,8 @@ from. Tables:
 - ``gate STEM``: ``python -m benchmarks.bench_gate``, windows called speech by each gate;
 - ``corpus-folds models/metrics``: the released recipe's leave-one-corpus-out folds over every
   corpus, beside the paper's three corpora's;
-- ``corpus-ablation models/ablation``: recipe variants on those folds, each paired with the same
-  fold's baseline and scored on the corpus the fold held out.
+- ``corpus-ablation models/ablation SELECTION``: recipe variants on the corpus folds of a corpus
+  selection, each paired with the same fold's baseline and scored on the corpus it held out.
 
 Usage::
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +80,15 @@ class FiguresError(ValueError):
     """A region or quote that cannot be rendered: an unknown table or a missing results file."""
 
 
+def _path(stem: str, results_dir: Path) -> Path:
+    return ROOT / f"{stem}.json" if stem.startswith("models/") else results_dir / f"{stem}.json"
+
+
 def load(stem: str, results_dir: Path = RESULTS) -> Results:
     """``benchmarks/results/<stem>.json``, or, for a stem under ``models/``, that file of the
     released models (``models/calibration``, ``models/gain``: what calibrate and gain-check
     wrote for them)."""
-    path = ROOT / f"{stem}.json" if stem.startswith("models/") else results_dir / f"{stem}.json"
+    path = _path(stem, results_dir)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as e:
@@ -497,77 +500,23 @@ def corpus_folds(stems: list[str], results_dir: Path) -> str:
     return "\n".join([*lines, "", source])
 
 
-Pairs = list[tuple[Results, Results]]  # (a variant's row, the same fold's baseline row)
+def corpus_ablation(args: list[str], results_dir: Path) -> str:
+    """One corpus selection's corpus-fold ablation (``ablate --protocol corpus
+    --score-held-out``), as the training report gives it: each variant's held-out scores per
+    fold beside the same fold's baseline, then the means and paired changes over the folds."""
+    from training.report import held_out_ablation_table  # imports matplotlib: only when asked
 
-
-def _ablated(row: Results) -> tuple[str, Results]:
-    """An ablation row's held-out corpus and its scores."""
-    ((corpus, scores),) = row["held_out"]["by_corpus"].items()
-    return corpus, scores
-
-
-def _held(key: str) -> Callable[[Results], float]:
-    """A held-out score of an ablation row."""
-    return lambda row: _ablated(row)[1][key]
-
-
-def _paired_cell(pairs: Pairs, value: Callable[[Results], float], digits: int = 3) -> str:
-    """The mean over the pairs' rows; for a variant, the mean +- sd of its paired change too."""
-    text = f"{statistics.fmean(value(r) for r, _ in pairs):.{digits}f}"
-    if pairs[0][0] is pairs[0][1]:  # the baseline itself
-        return text
-    changes = [value(r) - value(b) for r, b in pairs]
-    spread = f" +- {statistics.stdev(changes):.{digits}f}" if len(changes) > 1 else ""
-    return f"{text} ({statistics.fmean(changes):+.{digits}f}{spread})"
-
-
-def corpus_ablation(stems: list[str], results_dir: Path) -> str:
-    """The corpus-fold ablation beyond the paper's three corpora (``ablate --protocol corpus
-    --score-held-out``): per variant and length, the held-out corpus's UAR, arousal and valence
-    UAR and the validation accuracy, averaged over the folds it ran on, with the mean +- sd of
-    the paired change from the same fold's ``baseline``; then each fold's UAR."""
-    (stem,) = stems
-
-    def grown(row: Results) -> bool:
-        return bool(set(row.get("selection", "").split("+")) - {*PAPER_SELECTION, ""})
-
-    rows = [
-        r
-        for r in load(stem, results_dir)["ablation"]
-        if r.get("protocol") == "corpus" and "held_out" in r and grown(r)
-    ]
-    baselines = {(r["epochs"], r["fold"]): r for r in rows if r["variant"] == "baseline"}
-    paired: dict[tuple[int, str], Pairs] = {}
-    for r in rows:
-        base = baselines.get((r["epochs"], r["fold"]))
-        if base is not None:
-            paired.setdefault((r["epochs"], r["variant"]), []).append((r, base))
-    scores = (("uar", "UAR"), ("arousal_uar", "arousal UAR"), ("valence_uar", "valence UAR"))
-    lines = [
-        "| variant | epochs | folds | "
-        + " | ".join(f"held-out {title}" for _, title in scores)
-        + " | val accuracy % | held-out UAR by fold |",
-        "|---|---|---|" + "---|" * len(scores) + "---|---|",
-    ]
-    order = list(dict.fromkeys(["baseline", *(r["variant"] for r in rows)]))
-    uar = _held("uar")
-    for (epochs, variant), pairs in sorted(
-        paired.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]))
-    ):
-        cells = [_paired_cell(pairs, _held(key)) for key, _ in scores]
-        cells.append(_paired_cell(pairs, lambda row: 100 * row["val"]["accuracy"], 2))
-        by_fold = ", ".join(
-            f"{_ablated(r)[0]} {uar(r):.3f}" + ("" if r is b else f" ({uar(r) - uar(b):+.3f})")
-            for r, b in pairs
-        )
-        lines.append(f"| {variant} | {epochs} | {len(pairs)} | {' | '.join(cells)} | {by_fold} |")
+    stem, selection = args
+    load(stem, results_dir)  # a missing file: say which, and what writes it
+    table = held_out_ablation_table(_path(stem, results_dir), selection)
+    if not table:
+        raise FiguresError(f"{stem}.json has no corpus-fold row scored on {selection}")
     source = (
         f"From `{stem}.json`: `python -m training ablate --protocol corpus --epochs E --fold K "
         "--variant baseline --variant V ... --score-held-out`, one CE model per variant and "
-        "fold; in brackets the mean +- sd of the change from the same fold's `baseline`; on the "
-        "2-core development CPU."
+        "fold, on the 2-core development CPU."
     )
-    return "\n".join([*lines, "", source])
+    return f"{table}\n\n{source}"
 
 
 TABLES: dict[str, Callable[[list[str], Path], str]] = {

@@ -285,7 +285,7 @@ def test_the_corpus_folds_pair_each_held_out_corpus_with_the_paper_recipe(tmp_pa
     assert "| mean of 2 | | 0.275 |" in table
 
 
-def test_the_corpus_ablation_pairs_each_variant_with_its_folds_baseline(tmp_path: Path) -> None:
+def test_the_corpus_ablation_quotes_one_selections_rows(tmp_path: Path) -> None:
     def row(fold: int, corpus: str, variant: str, uar: float, selection: str) -> dict:
         held = {"n": 10, "uar": uar, "arousal_uar": 0.6, "valence_uar": 0.4}
         return {
@@ -294,7 +294,7 @@ def test_the_corpus_ablation_pairs_each_variant_with_its_folds_baseline(tmp_path
             "fold": fold,
             "variant": variant,
             "epochs": 6,
-            "val": {"accuracy": 0.5 + uar},
+            "val": {"accuracy": 0.5},
             "held_out": {"n": 10, "by_corpus": {corpus: held}},
         }
 
@@ -304,18 +304,14 @@ def test_the_corpus_ablation_pairs_each_variant_with_its_folds_baseline(tmp_path
         row(0, "nemo", "all-labels", 0.30, grown),
         row(1, "ravdess", "baseline", 0.40, grown),
         row(1, "ravdess", "all-labels", 0.40, grown),
-        row(2, "savee", "all-labels", 0.90, grown),  # no baseline on this fold: left out
-        row(0, "ravdess", "all-labels", 0.90, "ravdess+savee+tess"),  # the paper's: left out
+        row(0, "ravdess", "all-labels", 0.90, "ravdess+savee+tess"),  # another selection's
     ]
     (tmp_path / "ablation.json").write_text(json.dumps({"ablation": rows}))
-    table = figures.corpus_ablation(["ablation"], tmp_path)
-    baseline = "| baseline | 6 | 2 | 0.300 | 0.600 | 0.400 | 80.00 | nemo 0.200, ravdess 0.400 |"
-    assert baseline in table
-    # all-labels: changes +0.10 and 0.00 (mean +0.05, sd 0.071)
-    assert (
-        "| all-labels | 6 | 2 | 0.350 (+0.050 +- 0.071) | 0.600 (+0.000 +- 0.000) | "
-        "0.400 (+0.000 +- 0.000) | 85.00 (+5.00 +- 7.07) | nemo 0.300 (+0.100), ravdess 0.400 "
-        "(+0.000) |"
-    ) in table
-    assert table.count("| all-labels |") == 1
+    table = figures.corpus_ablation(["ablation", grown], tmp_path)
+    assert "| 0 | nemo | all-labels | 50.00 | 0.300 (+0.100) |" in table
+    assert "0.900" not in table
+    # all-labels over both folds: changes +0.10 and 0.00 (mean +0.05, sd 0.071)
+    assert "| all-labels | 6 | 0,1 | 0.350 (+0.050 +- 0.071) |" in table
     assert "python -m training ablate --protocol corpus" in table
+    with pytest.raises(figures.FiguresError, match="no corpus-fold row scored on tess"):
+        figures.corpus_ablation(["ablation", "tess"], tmp_path)
