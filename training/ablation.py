@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from app.features import FeatureConfig
 from training.channel import AUGMENTATIONS
 from training.config import TrainConfig
+from training.splits import PAPER_CORPORA, selection_name
 
 if TYPE_CHECKING:  # the pipeline imports torch, the report matplotlib: seconds for --help
     from training.pipeline import Experiment, SplitData
@@ -115,7 +116,6 @@ def _key(row: dict) -> tuple[str, str, int, str, str, int]:
 
 def _order(row: dict) -> tuple:
     from training.report import LEGACY_BASE
-    from training.splits import PAPER_CORPORA, selection_name
 
     selection, protocol, fold, base, variant, epochs = _key(row)
     order = list(VARIANTS)
@@ -173,7 +173,6 @@ def run_ablation(
     from training.corpora import corpus_root, load_corpus
     from training.model import ModelConfig
     from training.pipeline import part_scores, prepare_split, select_corpora, split_files, subset
-    from training.splits import selection_name
     from training.train import fit
 
     clips = select_corpora(load_corpus(exp.data), exp.corpora)
