@@ -124,6 +124,14 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         "--lr", type=float, default=None, help="peak learning rate (default: 2e-3; L1: 5e-4)"
     )
     p.add_argument(
+        "--ce-warmup",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="train the first EPOCHS epochs with cross-entropy, then the loss (default: "
+        "training/config.py CE_WARMUP_EPOCHS)",
+    )
+    p.add_argument(
         "--patience",
         type=int,
         default=d.patience,
@@ -240,6 +248,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        ce_warmup_epochs=args.ce_warmup,
         patience=args.patience,
         seed=args.seed,
         device=args.device,

@@ -25,6 +25,12 @@ Precision = Literal["auto", "fp32", "bf16"]
 # run collapsed to one class within 4 epochs (validation accuracy 28 % -> 14 %), at 5e-4 it
 # trains (see the model card).
 PEAK_LR: dict[str, float] = {"ce": 2e-3, "bce": 2e-3, "smoothl1": 2e-3, "l1": 5e-4}
+# Epochs of cross-entropy that open a run before its own loss takes over, per loss when
+# TrainConfig.ce_warmup_epochs is None. L1 on the softmax gives a class whose clips start with
+# a near-zero probability almost no gradient, so a class that loses the early competition
+# stays lost (seven corpora, 2026-12-06: L1 never predicted four of the eight classes); a
+# few epochs of cross-entropy first give every class a foothold.
+CE_WARMUP_EPOCHS: dict[str, int] = {"ce": 0, "bce": 0, "smoothl1": 0, "l1": 0}
 Monitor = Literal["macro_f1", "accuracy"]
 Device = Literal["auto", "cpu", "cuda"]
 AdversaryKind = Literal["none", "speaker", "corpus"]
@@ -56,6 +62,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # the cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
+    # The first this many epochs train with cross-entropy, the rest with ``loss``; those
+    # epochs are not candidates for the best checkpoint (the model kept is one trained under
+    # its loss). None: CE_WARMUP_EPOCHS[loss].
+    ce_warmup_epochs: int | None = None
     grad_clip: float = 1.0  # max global gradient norm
     patience: int = 12  # epochs without a better validation score before stopping
     monitor: Monitor = "macro_f1"  # validation score for early stopping and the best checkpoint
@@ -119,6 +129,8 @@ class TrainConfig:
             raise TrainConfigError("epochs, batch_size and patience must be at least 1")
         if (self.lr is not None and not self.lr > 0) or not 0 <= self.min_lr_ratio <= 1:
             raise TrainConfigError("need lr > 0 (or None) and 0 <= min_lr_ratio <= 1")
+        if self.ce_warmup_epochs is not None and not 0 <= self.ce_warmup_epochs < self.epochs:
+            raise TrainConfigError("ce_warmup_epochs must be in [0, epochs)")
         if self.monitor not in ("macro_f1", "accuracy"):
             raise TrainConfigError("monitor must be 'macro_f1' or 'accuracy'")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -157,6 +169,18 @@ class TrainConfig:
         """The learning rate after the warm-up: ``lr``, or the loss's default."""
         return PEAK_LR[self.loss] if self.lr is None else self.lr
 
+    @property
+    def ce_epochs(self) -> int:
+        """The opening epochs trained with cross-entropy: ``ce_warmup_epochs``, or the loss's
+        default."""
+        if self.ce_warmup_epochs is None:
+            return CE_WARMUP_EPOCHS[self.loss]
+        return self.ce_warmup_epochs
+
+    def loss_at(self, epoch: int) -> Loss:
+        """The loss epoch ``epoch`` (1-based) trains with."""
+        return "ce" if epoch <= self.ce_epochs else self.loss
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -174,6 +198,8 @@ class TrainConfig:
         if unknown:
             raise TrainConfigError(f"unknown TrainConfig keys: {sorted(unknown)}")
         values = dict(data)
+        # Records written before the CE warm-up existed trained under their loss throughout.
+        values.setdefault("ce_warmup_epochs", 0)
         if "snr_db" in values:
             low, high = values["snr_db"]
             values["snr_db"] = (float(low), float(high))

@@ -13,10 +13,12 @@ Shape of a run (:func:`fit`):
 - each batch: SpecAugment masks, mixup on a fraction of the batches (training/regularise.py),
   the forward pass under bf16 autocast where the hardware has it (training/device.py), the
   loss in fp32 (label smoothing for CE), gradient clipping at ``grad_clip``;
+- the loss: ``config.loss``, after ``config.ce_epochs`` opening epochs of cross-entropy (a
+  warm-up for L1, whose softmax gradient vanishes for a class that starts out losing);
 - validation after every epoch; :class:`BestEpoch` keeps the best epoch by ``monitor``
-  (validation macro-F1 by default: the classes are unbalanced, calm exists in RAVDESS only)
-  and stops after ``patience`` epochs without improvement, or after the epoch that spends
-  ``time_budget_s``;
+  (validation macro-F1 by default: the classes are unbalanced, calm exists in RAVDESS only;
+  warm-up epochs are not candidates) and stops after ``patience`` epochs without improvement,
+  or after the epoch that spends ``time_budget_s``;
 - after every epoch, in the run folder: ``last.pt`` (everything :func:`fit` needs to resume,
   written atomically), ``best.pt`` when the epoch is the best so far (the model with its
   ModelConfig, TrainConfig and FeatureConfig), ``history.json`` / ``history.csv`` and one line
@@ -425,7 +427,7 @@ def run_epoch(
     accuracy at naming the group. ``allowed_pool`` ``(n_clips, n_labels)``: each clip's label
     set, which its loss is restricted to (a mixed pair: the union of both sets)."""
     config, model = run.config, run.model
-    loss_fn = make_loss(config.loss, config.label_smoothing)
+    loss_fn = make_loss(config.loss_at(run.epoch + 1), config.label_smoothing)
     masks = SpecAugment(
         config.freq_masks, config.freq_mask_width, config.time_masks, config.time_mask_width
     )
@@ -526,7 +528,7 @@ def _end_epoch(run: Run, row: dict[str, float], val: dict[str, float], run_dir: 
     _write_history(run_dir, run.history)
     _log_line(
         run_dir,
-        f"{run.config.loss} epoch {epoch}/{run.config.epochs} lr {row['lr']:.2e} "
+        f"{run.config.loss_at(epoch)} epoch {epoch}/{run.config.epochs} lr {row['lr']:.2e} "
         f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
         f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
         f"macro-F1 {row['val_macro_f1']:.4f} | best epoch {run.best.epoch} | "
@@ -568,7 +570,8 @@ def fit(
             _log_line(
                 run_dir,
                 f"{config.loss}: {config.epochs} epochs of {steps_per_epoch} batches "
-                f"({train.n_clips} clips) on {run.device} in {run.precision}",
+                f"({train.n_clips} clips) on {run.device} in {run.precision}"
+                + (f", the first {config.ce_epochs} with ce" if config.ce_epochs else ""),
             )
     x_pool = torch.from_numpy(train.features).to(run.device)
     y_pool = torch.from_numpy(train.labels.astype(np.int64)).to(run.device)
@@ -615,7 +618,8 @@ def fit(
             raise FloatingPointError(f"training loss became {train_scores['train_loss']}")
         logits = predict_logits(run.model, x_val, config.eval_batch_size, run.precision)
         val_scores = score(logits, y_val, config.loss)
-        run.best.update(epoch, val_scores, run.model)
+        if epoch > config.ce_epochs:  # a warm-up epoch is not yet a model of its loss
+            run.best.update(epoch, val_scores, run.model)
         seconds = time.perf_counter() - started
         run.train_seconds += seconds
         run.session_seconds += seconds
@@ -658,7 +662,10 @@ def _budget_spent(run: Run) -> bool:
 
 def _finish(run: Run, run_dir: Path | None) -> FitResult:
     if run.best.scores is None:
-        raise RuntimeError("no epoch was trained (a resumed run that had already finished?)")
+        raise RuntimeError(
+            "no epoch after the CE warm-up was trained (a resumed run that had already "
+            "finished, or a time budget spent inside the warm-up?)"
+        )
     model = run.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     model.load_state_dict(run.best.state)
     model.eval()

@@ -148,6 +148,44 @@ def test_the_peak_learning_rate_defaults_per_loss() -> None:
         TrainConfig(lr=0.0)
 
 
+def test_the_ce_warm_up_defaults_per_loss_and_old_records_had_none() -> None:
+    from training.config import CE_WARMUP_EPOCHS
+
+    config = TrainConfig(loss="l1", epochs=10, ce_warmup_epochs=3)
+    assert [config.loss_at(e) for e in (1, 3, 4, 10)] == ["ce", "ce", "l1", "l1"]
+    assert TrainConfig(loss="bce").ce_epochs == CE_WARMUP_EPOCHS["bce"]
+    assert TrainConfig(loss="l1").ce_epochs == CE_WARMUP_EPOCHS["l1"]
+    with pytest.raises(TrainConfigError, match="ce_warmup_epochs"):
+        TrainConfig(epochs=4, ce_warmup_epochs=4)  # no epoch left for the loss itself
+    # A record from before the warm-up existed trained under its loss from the first epoch.
+    old = {k: v for k, v in config.to_dict().items() if k != "ce_warmup_epochs"}
+    assert TrainConfig.from_dict(old).ce_epochs == 0
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_ce_warm_up_trains_with_ce_then_the_loss_and_keeps_a_model_of_the_loss() -> None:
+    config = PLAIN.replace(
+        loss="l1", epochs=4, ce_warmup_epochs=2, batch_size=16, lr=3e-3, warmup_epochs=1, seed=3
+    )
+    result = fit(
+        ModelConfig(n_frames=64), config, FeatureConfig(), _separable(64, 0), _separable(32, 1)
+    )
+    losses = [row["train_loss"] for row in result.history]
+    # Cross-entropy starts near ln 8 = 2.08; L1 between softmax and one-hot over 8 classes is
+    # at most 2 / 8 = 0.25 per clip.
+    assert losses[0] > 1.0
+    assert all(loss <= 0.25 for loss in losses[2:])
+    assert result.best_epoch > 2  # an epoch trained under L1, whatever the warm-up scored
+
+
+def test_cli_ce_warm_up_reaches_the_config() -> None:
+    from training.cli import _train_config, build_parser
+
+    args = build_parser().parse_args(["train", "--loss", "l1", "--ce-warmup", "3"])
+    assert _train_config(args).ce_warmup_epochs == 3
+    assert _train_config(build_parser().parse_args(["train"])).ce_warmup_epochs is None
+
+
 def test_corpus_balance_weights_give_each_corpus_its_share() -> None:
     groups = np.array(["tess"] * 600 + ["ravdess"] * 300 + ["savee"] * 100)
     equal = draw_weights(groups, 1.0)
