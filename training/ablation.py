@@ -170,15 +170,12 @@ def run_ablation(
     Variants that share a training pool share its preparation."""
     if score_held_out and exp.protocol != "corpus":
         raise ValueError("only the corpus protocol has a held-out corpus to score")
-    from training.corpora import corpus_root, load_corpus
     from training.model import ModelConfig
-    from training.pipeline import part_scores, prepare_split, select_corpora, split_files, subset
+    from training.pipeline import experiment_clips, part_scores, prepare_split, split_files
     from training.train import fit
 
-    clips = select_corpora(load_corpus(exp.data), exp.corpora)
+    clips, root = experiment_clips(exp)
     selection = selection_name([clip.dataset for clip in clips])
-    clips = subset(clips, exp.train.limit, exp.train.seed)
-    root = corpus_root(exp.data)
     out_file = exp.out / "ablation.json"
     base = base_name(exp.features, exp.train)
     results: list[dict] = []

@@ -163,6 +163,14 @@ def select_corpora(clips: list[Any], corpora: Sequence[str] | None) -> list[Any]
     return [clip for clip in clips if clip.dataset in corpora]
 
 
+def experiment_clips(exp: Experiment) -> tuple[list[Any], Path]:
+    """The clips ``exp`` uses (its corpora, then its ``limit``) and the corpus root."""
+    from training.corpora import corpus_root, load_corpus
+
+    clips = select_corpora(load_corpus(exp.data), exp.corpora)
+    return subset(clips, exp.train.limit, exp.train.seed), corpus_root(exp.data)
+
+
 def split_files(exp: Experiment, clips: list[Any], root: Path) -> list[tuple[str, int, Path]]:
     """(name, fold, path) of each split file; drawn and written only when missing.
 
@@ -427,11 +435,7 @@ def merge_metrics(path: Path, new: list[Record]) -> list[Record]:
 
 def run_experiment(exp: Experiment) -> list[Record]:
     """Train, score and (random protocol) export every requested loss x architecture."""
-    from training.corpora import corpus_root, load_corpus
-
-    clips = select_corpora(load_corpus(exp.data), exp.corpora)
-    clips = subset(clips, exp.train.limit, exp.train.seed)
-    root = corpus_root(exp.data)
+    clips, root = experiment_clips(exp)
     exp.out.mkdir(parents=True, exist_ok=True)
     records: list[Record] = []
     for name, fold, path in split_files(exp, clips, root):
