@@ -22,6 +22,8 @@ from. Tables:
 - ``gate STEM``: ``python -m benchmarks.bench_gate``, windows called speech by each gate;
 - ``corpus-folds models/metrics``: the released recipe's leave-one-corpus-out folds over every
   corpus, beside the paper's three corpora's;
+- ``speaker-folds models/metrics``: the released recipe's speaker folds over every corpus, each
+  corpus's held-out speakers beside the paper's three corpora's folds of the same speakers;
 - ``corpus-ablation models/ablation SELECTION``: recipe variants on the corpus folds of a corpus
   selection, each paired with the same fold's baseline and scored on the corpus it held out.
 
@@ -500,6 +502,62 @@ def corpus_folds(stems: list[str], results_dir: Path) -> str:
     return "\n".join([*lines, "", source])
 
 
+def _mean_sd(values: list[float], sign: str = "") -> str:
+    """``mean ± sd`` (sample sd) to 3 places; ``sign="+"`` signs the mean."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:{sign}.3f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:{sign}.3f} ± {sd:.3f}"
+
+
+def speaker_folds(stems: list[str], results_dir: Path) -> str:
+    """Unseen speakers: CE on the speaker folds of every corpus, each corpus's held-out
+    speakers (TESS: words) as mean ± sd over the folds, beside the paper's three corpora's folds,
+    which hold out the same speakers (each corpus is split into folds on its own), paired by
+    fold."""
+    (stem,) = stems
+    runs = load(stem, results_dir)["runs"]
+    folds = [r for r in runs if r["protocol"] == "speaker" and r["loss"] == "ce"]
+    grown = {r["fold"]: r for r in folds if set(r.get("corpora") or ()) - set(PAPER_SELECTION)}
+    paper = {r["fold"]: r["test"]["by_corpus"] for r in folds if not r.get("corpora")}
+    paper_epochs = sorted({r["epochs_run"] for r in folds if not r.get("corpora")})
+    if not grown:
+        raise FiguresError(f"{stem}.json has no speaker fold trained beyond the paper's corpora")
+    lines = [
+        "| held-out speakers of | folds | clips | UAR | arousal UAR | valence UAR | epochs "
+        "| the paper's three corpora: UAR | change in UAR, paired by fold |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    corpora = sorted({c for r in grown.values() for c in r["test"]["by_corpus"]})
+    for corpus in corpora:
+        parts = {k: r["test"]["by_corpus"].get(corpus) for k, r in sorted(grown.items())}
+        parts = {k: part for k, part in parts.items() if part is not None}
+        epochs = sorted({grown[k]["epochs_run"] for k in parts})
+        paired = [k for k in parts if corpus in paper.get(k, {})]
+        base, change = "-", "-"
+        if paired:
+            before = [paper[k][corpus]["uar"] for k in paired]
+            diffs = [parts[k]["uar"] - b for k, b in zip(paired, before, strict=True)]
+            base = _mean_sd(before)
+            up = sum(d > 0 for d in diffs)
+            change = f"{_mean_sd(diffs, '+')} (up on {up} of {len(diffs)})"
+        lines.append(
+            f"| {corpus} | {len(parts)} | {sum(p['n'] for p in parts.values())} "
+            f"| {_mean_sd([p['uar'] for p in parts.values()])} "
+            f"| {_mean_sd([p['arousal_uar'] for p in parts.values()])} "
+            f"| {_mean_sd([p['valence_uar'] for p in parts.values()])} "
+            f"| {'/'.join(map(str, epochs))} | {base} | {change} |"
+        )
+    source = (
+        f"From `{stem}.json`: one CE model per fold, `python -m training train --loss ce "
+        "--protocol speaker --epochs 12 --fold K` on all seven corpora; the paper's three "
+        f"corpora's folds ran {'/'.join(map(str, paper_epochs)) or '-'} epochs; on the 2-core "
+        "development CPU."
+    )
+    return "\n".join([*lines, "", source])
+
+
 def corpus_ablation(args: list[str], results_dir: Path) -> str:
     """One corpus selection's corpus-fold ablation (``ablate --protocol corpus
     --score-held-out``), as the training report gives it: each variant's held-out scores per
@@ -525,6 +583,7 @@ TABLES: dict[str, Callable[[list[str], Path], str]] = {
     "corpus-folds": corpus_folds,
     "gate": gate_table,
     "service": service,
+    "speaker-folds": speaker_folds,
     "streams": streams,
     "train-speed": train_speed,
     "test-suite": suite_table,

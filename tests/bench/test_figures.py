@@ -285,6 +285,39 @@ def test_the_corpus_folds_pair_each_held_out_corpus_with_the_paper_recipe(tmp_pa
     assert "| mean of 2 | | 0.275 |" in table
 
 
+def test_the_speaker_folds_pair_each_corpus_with_the_paper_folds_of_the_same_speakers(
+    tmp_path: Path,
+) -> None:
+    def fold(k: int, uars: dict[str, float], corpora: dict[str, int] | None, epochs: int) -> dict:
+        parts = {
+            c: {"n": 10, "uar": u, "arousal_uar": 0.8, "valence_uar": 0.5} for c, u in uars.items()
+        }
+        record = {"protocol": "speaker", "loss": "ce", "fold": k, "epochs_run": epochs}
+        return record | {"test": {"by_corpus": parts}, "corpora": corpora}
+
+    seven = {"nemo": 50, "ravdess": 50, "savee": 50}
+    runs = [
+        fold(0, {"ravdess": 0.5, "savee": 0.3}, None, 24),  # the paper's three (no corpora)
+        fold(1, {"ravdess": 0.4, "savee": 0.4}, None, 24),
+        fold(0, {"ravdess": 0.6, "savee": 0.2, "nemo": 0.7}, seven, 12),
+        fold(1, {"ravdess": 0.6, "savee": 0.6, "nemo": 0.5}, seven, 12),
+        fold(0, {"ravdess": 0.9}, None, 24) | {"loss": "bce"},  # another loss: not here
+    ]
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs}))
+    table = figures.speaker_folds(["metrics"], tmp_path)
+    # ravdess: 0.6 and 0.6 against 0.5 and 0.4, changes +0.1 and +0.2
+    assert "| ravdess | 2 | 20 | 0.600 ± 0.000 | 0.800 ± 0.000 | 0.500 ± 0.000 | 12 " in table
+    assert "| 0.450 ± 0.071 | +0.150 ± 0.071 (up on 2 of 2) |" in table
+    # savee: 0.2 and 0.6 against 0.3 and 0.4, changes -0.1 and +0.2
+    assert "| savee | 2 | 20 | 0.400 ± 0.283 |" in table
+    assert "| 0.350 ± 0.071 | +0.050 ± 0.212 (up on 1 of 2) |" in table
+    assert "| nemo | 2 | 20 | 0.600 ± 0.141 |" in table and "| 12 | - | - |" in table
+    assert "ran 24 epochs" in table
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs[:2]}))
+    with pytest.raises(figures.FiguresError, match="no speaker fold trained beyond"):
+        figures.speaker_folds(["metrics"], tmp_path)
+
+
 def test_the_corpus_ablation_quotes_one_selections_rows(tmp_path: Path) -> None:
     def row(fold: int, corpus: str, variant: str, uar: float, selection: str) -> dict:
         held = {"n": 10, "uar": uar, "arousal_uar": 0.6, "valence_uar": 0.4}
