@@ -22,8 +22,10 @@ from. Tables:
 - ``gate STEM``: ``python -m benchmarks.bench_gate``, windows called speech by each gate;
 - ``corpus-folds models/metrics``: the released recipe's leave-one-corpus-out folds over every
   corpus, beside the paper's three corpora's;
-- ``speaker-folds models/metrics``: the released recipe's speaker folds over every corpus, each
-  corpus's held-out speakers beside the paper's three corpora's folds of the same speakers;
+- ``speaker-folds models/metrics [models/ablation]``: the released recipe's speaker folds over
+  every corpus, each corpus's held-out speakers beside the paper's three corpora's folds of the
+  same speakers; with the ablation file, their validation speakers beside the three corpora's
+  ``baseline`` rows of the same length;
 - ``corpus-ablation models/ablation SELECTION``: recipe variants on the corpus folds of a corpus
   selection, each paired with the same fold's baseline and scored on the corpus it held out.
 
@@ -516,7 +518,7 @@ def speaker_folds(stems: list[str], results_dir: Path) -> str:
     speakers (TESS: words) as mean ± sd over the folds, beside the paper's three corpora's folds,
     which hold out the same speakers (each corpus is split into folds on its own), paired by
     fold."""
-    (stem,) = stems
+    stem, *more = stems
     runs = load(stem, results_dir)["runs"]
     folds = [r for r in runs if r["protocol"] == "speaker" and r["loss"] == "ce"]
     grown = {r["fold"]: r for r in folds if set(r.get("corpora") or ()) - set(PAPER_SELECTION)}
@@ -555,7 +557,63 @@ def speaker_folds(stems: list[str], results_dir: Path) -> str:
         f"corpora's folds ran {'/'.join(map(str, paper_epochs)) or '-'} epochs; on the 2-core "
         "development CPU."
     )
-    return "\n".join([*lines, "", source])
+    same_length = [_same_length(grown, ablation, results_dir) for ablation in more]
+    return "\n".join([*lines, "", source, *same_length])
+
+
+def _same_length(grown: dict[int, Results], stem: str, results_dir: Path) -> str:
+    """The seven-corpus speaker folds' validation speakers (each corpus's next quarter) beside
+    the paper's three corpora's ``baseline`` rows of ``stem`` (``ablate --protocol speaker``) of
+    the same fold, base recipe and length: accuracy on the same held-out clips."""
+    from app.features import FeatureConfig
+    from training.ablation import base_name
+    from training.config import TrainConfig
+
+    rows = load(stem, results_dir)["ablation"]
+
+    def recipe(record: Results) -> tuple[str, int]:
+        train = TrainConfig.from_dict(record["train_config"])
+        return base_name(FeatureConfig.from_dict(record["feature_config"]), train), train.epochs
+
+    baselines = {
+        (r["fold"], r.get("base"), r["epochs"]): r
+        for r in rows
+        if r.get("protocol") == "speaker" and r["variant"] == "baseline" and not r.get("selection")
+    }
+    pairs = {
+        k: (r, baselines[(k, *recipe(r))])
+        for k, r in sorted(grown.items())
+        if (k, *recipe(r)) in baselines
+    }
+    if not pairs:
+        return ""
+    lines = [
+        "",
+        "| validation speakers of | folds | all seven corpora: accuracy | the paper's three, same "
+        "length: accuracy | change, paired by fold |",
+        "|---|---|---|---|---|",
+    ]
+    for corpus in PAPER_SELECTION:
+        seven = [r["val"]["by_corpus"][corpus]["accuracy"] for r, _ in pairs.values()]
+        three = [b["val_accuracy_by_corpus"][corpus] for _, b in pairs.values()]
+        diffs = [a - b for a, b in zip(seven, three, strict=True)]
+        lines.append(
+            f"| {corpus} | {len(diffs)} | {_mean_sd(seven)} | {_mean_sd(three)} "
+            f"| {_mean_sd(diffs, '+')} (up on {sum(d > 0 for d in diffs)} of {len(diffs)}) |"
+        )
+    plain = sum(b["train_config"].get("label_sets", "all") == "all" for _, b in pairs.values())
+    lines += [
+        "",
+        f"The paper's three at the same length: the `baseline` rows of `{stem}.json` (`python -m "
+        "training ablate --protocol speaker --epochs 12 --fold K --variant baseline ...`), the "
+        "same recipe, fold and validation clips"
+        + (
+            f"; {plain} of them trained with the plain loss over all eight classes."
+            if plain
+            else "."
+        ),
+    ]
+    return "\n".join(lines)
 
 
 def corpus_ablation(args: list[str], results_dir: Path) -> str:

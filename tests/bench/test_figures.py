@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -316,6 +317,53 @@ def test_the_speaker_folds_pair_each_corpus_with_the_paper_folds_of_the_same_spe
     (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs[:2]}))
     with pytest.raises(figures.FiguresError, match="no speaker fold trained beyond"):
         figures.speaker_folds(["metrics"], tmp_path)
+
+
+def test_the_speaker_folds_pair_validation_speakers_with_ablation_rows_of_the_same_length(
+    tmp_path: Path,
+) -> None:
+    from training.ablation import base_name
+    from training.config import RELEASE_FEATURES, TrainConfig
+
+    config = TrainConfig(epochs=12)
+    base = base_name(RELEASE_FEATURES, config)
+
+    def grown(k: int, val: dict[str, float]) -> dict:
+        test = {c: {"n": 10, "uar": 0.5, "arousal_uar": 0.8, "valence_uar": 0.5} for c in val}
+        record = {"protocol": "speaker", "loss": "ce", "fold": k, "epochs_run": 12}
+        return record | {
+            "corpora": {"nemo": 5, "ravdess": 5, "savee": 5, "tess": 5},
+            "test": {"by_corpus": test},
+            "val": {"by_corpus": {c: {"accuracy": a} for c, a in val.items()}},
+            "train_config": config.to_dict(),
+            "feature_config": RELEASE_FEATURES.to_dict(),
+        }
+
+    def baseline(k: int, val: dict[str, float], epochs: int = 12, **extra: Any) -> dict:
+        row = {"protocol": "speaker", "variant": "baseline", "fold": k, "epochs": epochs}
+        return row | {"base": base, "val_accuracy_by_corpus": val, "train_config": {}} | extra
+
+    runs = [
+        grown(0, {"ravdess": 0.4, "savee": 0.4, "tess": 1.0}),
+        grown(1, {"ravdess": 0.3, "savee": 0.5, "tess": 1.0}),
+    ]
+    rows = [
+        baseline(0, {"ravdess": 0.5, "savee": 0.2, "tess": 1.0}),
+        baseline(1, {"ravdess": 0.5, "savee": 0.2, "tess": 1.0}),
+        baseline(0, {"ravdess": 0.9, "savee": 0.9, "tess": 1.0}, epochs=24),  # another length
+        baseline(1, {"ravdess": 0.9, "savee": 0.9, "tess": 1.0}, base="level none, augment none"),
+        baseline(0, {"ravdess": 0.9, "savee": 0.9, "tess": 1.0}, selection="nemo+ravdess"),
+    ]
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "ablation.json").write_text(json.dumps({"ablation": rows}))
+    table = figures.speaker_folds(["metrics", "ablation"], tmp_path)
+    # ravdess: 0.4 and 0.3 against 0.5 and 0.5; savee: 0.4 and 0.5 against 0.2 and 0.2
+    assert (
+        "| ravdess | 2 | 0.350 ± 0.071 | 0.500 ± 0.000 | -0.150 ± 0.071 (up on 0 of 2) |" in table
+    )
+    assert "| savee | 2 | 0.450 ± 0.071 | 0.200 ± 0.000 | +0.250 ± 0.071 (up on 2 of 2) |" in table
+    assert "2 of them trained with the plain loss" in table  # rows without label sets
+    assert "validation speakers" not in figures.speaker_folds(["metrics"], tmp_path)
 
 
 def test_the_corpus_ablation_quotes_one_selections_rows(tmp_path: Path) -> None:
