@@ -531,7 +531,7 @@ def _end_epoch(run: Run, row: dict[str, float], val: dict[str, float], run_dir: 
         f"{run.config.loss_at(epoch)} epoch {epoch}/{run.config.epochs} lr {row['lr']:.2e} "
         f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f} | "
         f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} "
-        f"macro-F1 {row['val_macro_f1']:.4f} | best epoch {run.best.epoch} | "
+        f"macro-F1 {row['val_macro_f1']:.4f} | best epoch {run.best.epoch or '-'} | "
         f"{row['seconds']:.1f} s",
     )
 

@@ -163,13 +163,24 @@ def test_the_ce_warm_up_defaults_per_loss_and_old_records_had_none() -> None:
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 
-def test_a_ce_warm_up_trains_with_ce_then_the_loss_and_keeps_a_model_of_the_loss() -> None:
+def test_a_ce_warm_up_trains_with_ce_then_the_loss_and_keeps_a_model_of_the_loss(
+    tmp_path: Path,
+) -> None:
     config = PLAIN.replace(
         loss="l1", epochs=4, ce_warmup_epochs=2, batch_size=16, lr=3e-3, warmup_epochs=1, seed=3
     )
     result = fit(
-        ModelConfig(n_frames=64), config, FeatureConfig(), _separable(64, 0), _separable(32, 1)
+        ModelConfig(n_frames=64),
+        config,
+        FeatureConfig(),
+        _separable(64, 0),
+        _separable(32, 1),
+        tmp_path,
     )
+    log = (tmp_path / "train.log").read_text().splitlines()
+    assert "the first 2 with ce" in log[0]
+    assert " ce epoch 1/4 " in log[1] and "best epoch - |" in log[1]
+    assert " l1 epoch 3/4 " in log[3]
     losses = [row["train_loss"] for row in result.history]
     # Cross-entropy starts near ln 8 = 2.08; L1 between softmax and one-hot over 8 classes is
     # at most 2 / 8 = 0.25 per clip.
