@@ -128,8 +128,8 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="EPOCHS",
-        help="train the first EPOCHS epochs with cross-entropy, then the loss (default: "
-        "training/config.py CE_WARMUP_EPOCHS)",
+        help="train the first EPOCHS epochs with cross-entropy, then the loss (default: L1 4, "
+        "the others 0; training/config.py CE_WARMUP_EPOCHS)",
     )
     p.add_argument(
         "--patience",

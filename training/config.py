@@ -29,8 +29,10 @@ PEAK_LR: dict[str, float] = {"ce": 2e-3, "bce": 2e-3, "smoothl1": 2e-3, "l1": 5e
 # TrainConfig.ce_warmup_epochs is None. L1 on the softmax gives a class whose clips start with
 # a near-zero probability almost no gradient, so a class that loses the early competition
 # stays lost (seven corpora, 2026-12-06: L1 never predicted four of the eight classes); a
-# few epochs of cross-entropy first give every class a foothold.
-CE_WARMUP_EPOCHS: dict[str, int] = {"ce": 0, "bce": 0, "smoothl1": 0, "l1": 0}
+# few epochs of cross-entropy first give every class a foothold. L1 on seven corpora, 24
+# epochs, the same split and seed: validation accuracy 46.23 % / macro-F1 0.2787 without a
+# warm-up, 68.86 % / 0.6171 after 4 epochs of CE (2026-12-07, the model card).
+CE_WARMUP_EPOCHS: dict[str, int] = {"ce": 0, "bce": 0, "smoothl1": 0, "l1": 4}
 Monitor = Literal["macro_f1", "accuracy"]
 Device = Literal["auto", "cpu", "cuda"]
 AdversaryKind = Literal["none", "speaker", "corpus"]
@@ -64,7 +66,7 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     # The first this many epochs train with cross-entropy, the rest with ``loss``; those
     # epochs are not candidates for the best checkpoint (the model kept is one trained under
-    # its loss). None: CE_WARMUP_EPOCHS[loss].
+    # its loss). None: CE_WARMUP_EPOCHS[loss], at most epochs - 1.
     ce_warmup_epochs: int | None = None
     grad_clip: float = 1.0  # max global gradient norm
     patience: int = 12  # epochs without a better validation score before stopping
@@ -172,9 +174,9 @@ class TrainConfig:
     @property
     def ce_epochs(self) -> int:
         """The opening epochs trained with cross-entropy: ``ce_warmup_epochs``, or the loss's
-        default."""
+        default, which leaves at least the last epoch to the loss (a short smoke run)."""
         if self.ce_warmup_epochs is None:
-            return CE_WARMUP_EPOCHS[self.loss]
+            return min(CE_WARMUP_EPOCHS[self.loss], self.epochs - 1)
         return self.ce_warmup_epochs
 
     def loss_at(self, epoch: int) -> Loss:

@@ -154,7 +154,9 @@ def test_the_ce_warm_up_defaults_per_loss_and_old_records_had_none() -> None:
     config = TrainConfig(loss="l1", epochs=10, ce_warmup_epochs=3)
     assert [config.loss_at(e) for e in (1, 3, 4, 10)] == ["ce", "ce", "l1", "l1"]
     assert TrainConfig(loss="bce").ce_epochs == CE_WARMUP_EPOCHS["bce"]
-    assert TrainConfig(loss="l1").ce_epochs == CE_WARMUP_EPOCHS["l1"]
+    assert TrainConfig(loss="l1").ce_epochs == CE_WARMUP_EPOCHS["l1"] == 4
+    assert TrainConfig(loss="l1", epochs=1).ce_epochs == 0  # a smoke run still trains L1
+    assert TrainConfig(loss="l1", epochs=3).ce_epochs == 2
     with pytest.raises(TrainConfigError, match="ce_warmup_epochs"):
         TrainConfig(epochs=4, ce_warmup_epochs=4)  # no epoch left for the loss itself
     # A record from before the warm-up existed trained under its loss from the first epoch.
