@@ -684,6 +684,14 @@ def _temperature(r: Results, model: str) -> float:
     return float(row["temperature"])
 
 
+def _paper_clip_ece(r: Results, model: str) -> tuple[str, str]:
+    """ECE after the temperature on the paper's test clips (``calibrate --also-test
+    models/splits/random.csv``) to 4 places, and its bootstrap sd to 3."""
+    (row,) = [row for row in r["calibration"] if row["model"] == model]
+    after = row["also"]["random.csv"]["after"]
+    return f"{after['ece']:.4f}", f"{after['ece_sd']:.3f}"
+
+
 QUOTES = (
     Quote(
         "README.md",
@@ -711,6 +719,17 @@ QUOTES = (
         "models/calibration",
         lambda r: tuple(
             f"{_temperature(r, f'ser-{loss}'):.3f}" for loss in ("bce", "ce", "smoothl1", "l1")
+        ),
+    ),
+    Quote(
+        "models/README.md",
+        "test ECE after the temperature is {} ± {} (CE), {} ± {} (BCE), {} ± {} (SmoothL1) and "
+        "{} ± {} (L1)",
+        "models/calibration",
+        lambda r: tuple(
+            figure
+            for loss in ("ce", "bce", "smoothl1", "l1")
+            for figure in _paper_clip_ece(r, f"ser-{loss}")
         ),
     ),
     Quote(

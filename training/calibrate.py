@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,12 @@ def calibrate_model(
     *,
     cache_dir: str | os.PathLike[str] = ".cache/segments",
     write: bool = True,
+    also_test: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Fit the temperature of the model at ``model_path`` on its split file's validation rows,
     measure the test rows before and after, and (``write``) store it in the model's metadata.
+    ``also_test``: other split files whose test rows are measured with the same temperature
+    (the paper's clips for a model trained on more corpora), under ``also`` by split name.
 
     The fit starts from the raw logits whatever temperature the file already carries, so
     running it again gives the same temperature.
@@ -176,7 +180,7 @@ def calibrate_model(
     if write:
         metadata = read_metadata(model_path)
         write_metadata(model_path, dataclasses.replace(metadata, temperature=temperature))
-    return {
+    record: dict[str, Any] = {
         "model": val.metadata.name,
         "loss": loss,
         "split_file": split_name(split_path),
@@ -195,6 +199,15 @@ def calibrate_model(
             "after": measures(test_scores, test.truth, temperature),
         },
     }
+    for other in also_test:
+        extra = evaluate_onnx(model_path, other, data_root, split="test", cache_dir=cache_dir)
+        scores = log_scores(extra.logits, loss)
+        record.setdefault("also", {})[split_name(other)] = {
+            "n": len(extra.truth),
+            "before": measures(scores, extra.truth, 1.0),
+            "after": measures(scores, extra.truth, temperature),
+        }
+    return record
 
 
 def split_name(path: str | os.PathLike[str]) -> str:

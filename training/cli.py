@@ -511,6 +511,15 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     )
     _add_released_arguments(p)
     _add_cache_argument(p)
+    p.add_argument(
+        "--also-test",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="SPLIT",
+        help="also measure this split file's test rows with the fitted temperature (repeatable; "
+        "e.g. models/splits/random.csv, the paper's clips)",
+    )
     p.set_defaults(func=run_calibrate)
 
 
@@ -522,12 +531,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
     records = []
     for model in models:
         split = args.split or own_split(model, args.out)
-        record = calibrate_model(model, split, args.data, cache_dir=args.cache_dir)
+        record = calibrate_model(
+            model, split, args.data, cache_dir=args.cache_dir, also_test=args.also_test
+        )
         before, after = record["test"]["before"], record["test"]["after"]
         print(
             f"{model}: T = {record['temperature']:.3f}; test ECE {before['ece']:.4f} -> "
             f"{after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}"
         )
+        for name, other in record.get("also", {}).items():
+            print(
+                f"  {name} test rows: ECE {other['before']['ece']:.4f} -> "
+                f"{other['after']['ece']:.4f} (± {other['after']['ece_sd']:.4f})"
+            )
         records.append(record)
     merge_calibration(args.out / "calibration.json", records)
     if (args.out / "metrics.json").exists():

@@ -104,11 +104,17 @@ def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
 
     # Calibration: the temperature fitted on the val rows lands in the metadata, and the val
     # figures a recipe is chosen on are measured at T = 1 and at the fitted T.
-    calibration = calibrate_model(onnx_path, split_path, corpus, cache_dir=tmp_path / "cache")
+    # Another split's test rows (here the same file's, named as a split) are measured with the
+    # same temperature: the same clips give the same figures.
+    calibration = calibrate_model(
+        onnx_path, split_path, corpus, cache_dir=tmp_path / "cache", also_test=[split_path]
+    )
     assert read_metadata(onnx_path).temperature == pytest.approx(calibration["temperature"])
     val = calibration["val"]
     assert val["n"] == 8 and val["nll_after"] <= val["nll_before"]
     assert 0 <= val["ece_after"] <= 1 and 0 <= val["ece_before"] <= 1
+    assert calibration["also"]["random.csv"]["after"] == calibration["test"]["after"]
+    assert calibration["also"]["random.csv"]["n"] == calibration["test"]["n"]
 
     out = tmp_path / "eval.json"
     argv = ["evaluate", str(onnx_path), "--split", str(split_path), "--data", str(corpus)]
