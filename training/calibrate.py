@@ -173,10 +173,20 @@ def calibrate_model(
     from training.export import read_metadata, write_metadata
 
     val = evaluate_onnx(model_path, split_path, data_root, split="val", cache_dir=cache_dir)
-    test = evaluate_onnx(model_path, split_path, data_root, split="test", cache_dir=cache_dir)
     loss = val.metadata.loss
-    val_scores, test_scores = log_scores(val.logits, loss), log_scores(test.logits, loss)
+    val_scores = log_scores(val.logits, loss)
     temperature = fit_temperature(val_scores, val.truth)
+
+    def test_rows(split: str | os.PathLike[str]) -> dict[str, Any]:
+        """A split's test rows at T = 1 and at the fitted temperature."""
+        test = evaluate_onnx(model_path, split, data_root, split="test", cache_dir=cache_dir)
+        scores = log_scores(test.logits, loss)
+        return {
+            "n": len(test.truth),
+            "before": measures(scores, test.truth, 1.0),
+            "after": measures(scores, test.truth, temperature),
+        }
+
     if write:
         metadata = read_metadata(model_path)
         write_metadata(model_path, dataclasses.replace(metadata, temperature=temperature))
@@ -193,20 +203,10 @@ def calibrate_model(
             "ece_before": expected_calibration_error(softmax(val_scores, 1.0), val.truth),
             "ece_after": expected_calibration_error(softmax(val_scores, temperature), val.truth),
         },
-        "test": {
-            "n": len(test.truth),
-            "before": measures(test_scores, test.truth, 1.0),
-            "after": measures(test_scores, test.truth, temperature),
-        },
+        "test": test_rows(split_path),
     }
-    for other in also_test:
-        extra = evaluate_onnx(model_path, other, data_root, split="test", cache_dir=cache_dir)
-        scores = log_scores(extra.logits, loss)
-        record.setdefault("also", {})[split_name(other)] = {
-            "n": len(extra.truth),
-            "before": measures(scores, extra.truth, 1.0),
-            "after": measures(scores, extra.truth, temperature),
-        }
+    if also_test:
+        record["also"] = {split_name(other): test_rows(other) for other in also_test}
     return record
 
 
