@@ -26,6 +26,8 @@ from. Tables:
   every corpus, each corpus's held-out speakers beside the paper's three corpora's folds of the
   same speakers; with the ablation file, their validation speakers beside the three corpora's
   ``baseline`` rows of the same length;
+- ``held-out-speakers models/metrics``: the released models on their split's test speakers of
+  every corpus beyond the paper's three (speakers none of them trained on);
 - ``corpus-ablation models/ablation SELECTION``: recipe variants on the corpus folds of a corpus
   selection, each paired with the same fold's baseline and scored on the corpus it held out.
 
@@ -42,6 +44,7 @@ benchmark, run it and commit the results file with the docs.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -561,6 +564,62 @@ def speaker_folds(stems: list[str], results_dir: Path) -> str:
     return "\n".join([*lines, "", source, *same_length])
 
 
+LOSS_ORDER = ("ce", "bce", "smoothl1", "l1")
+
+
+def _test_speakers(split: Path) -> dict[str, int]:
+    """How many speakers each corpus has among a split file's test rows."""
+    with split.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    speakers: dict[str, set[str]] = {}
+    for r in rows:
+        speakers.setdefault(r["dataset"], set()).add(r["speaker"])
+    return {corpus: len(names) for corpus, names in speakers.items()}
+
+
+def held_out_speakers(stems: list[str], results_dir: Path) -> str:
+    """The released models (one export per loss on the random protocol beyond the paper's
+    corpora) on the new corpora's test rows, which are speakers no model trained on: UAR over
+    the corpus's own classes (chance beside it), arousal and valence UAR of the decision."""
+    (stem,) = stems
+    path = _path(stem, results_dir)
+    released = {
+        r["loss"]: r
+        for r in load(stem, results_dir)["runs"]
+        if r["protocol"] == "random"
+        and r.get("onnx")
+        and r.get("architecture", "sequential") == "sequential"
+        and set(r.get("corpora") or ()) - set(PAPER_SELECTION)
+    }
+    losses = [loss for loss in LOSS_ORDER if loss in released]
+    if not losses:
+        raise FiguresError(f"{stem}.json has no released model trained beyond the paper's corpora")
+    first = released[losses[0]]
+    corpora = sorted(set(first["corpora"]) - set(PAPER_SELECTION))
+    speakers = _test_speakers(path.parent / "splits" / first["split_file"])
+    names = {"ce": "CE", "bce": "BCE", "smoothl1": "SmoothL1", "l1": "L1"}
+    lines = [
+        "| held-out speakers of | speakers | clips | chance | "
+        + " | ".join(f"{names[loss]}: UAR / arousal / valence" for loss in losses)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(losses),
+    ]
+    for corpus in corpora:
+        parts = [released[loss]["test"]["by_corpus"][corpus] for loss in losses]
+        cells = [f"{p['uar']:.3f} / {p['arousal_uar']:.3f} / {p['valence_uar']:.3f}" for p in parts]
+        lines.append(
+            f"| {corpus} | {speakers.get(corpus, '-')} | {parts[0]['n']} "
+            f"| {1 / len(parts[0]['classes']):.2f} | " + " | ".join(cells) + " |"
+        )
+    epochs = ", ".join(f"{names[loss]} {released[loss]['epochs_run']}" for loss in losses)
+    source = (
+        f"From `{stem}.json`: the test rows of each released model's own split "
+        f"(`splits/{first['split_file']}`), scored when `python -m training train` exported it "
+        f"(epochs: {epochs})."
+    )
+    return "\n".join([*lines, "", source])
+
+
 def _same_length(grown: dict[int, Results], stem: str, results_dir: Path) -> str:
     """The seven-corpus speaker folds' validation speakers (each corpus's next quarter) beside
     the paper's three corpora's ``baseline`` rows of ``stem`` (``ablate --protocol speaker``) of
@@ -640,6 +699,7 @@ TABLES: dict[str, Callable[[list[str], Path], str]] = {
     "corpus-ablation": corpus_ablation,
     "corpus-folds": corpus_folds,
     "gate": gate_table,
+    "held-out-speakers": held_out_speakers,
     "service": service,
     "speaker-folds": speaker_folds,
     "streams": streams,

@@ -28,7 +28,7 @@ TABLES_IN = {
     "docs/api.md": {"streams", "test-files", "gate"},
     "docs/deployment.md": {"test-files"},
     "docs/training.md": {"train-speed"},
-    "models/README.md": {"corpus-folds", "corpus-ablation", "speaker-folds"},
+    "models/README.md": {"corpus-folds", "corpus-ablation", "speaker-folds", "held-out-speakers"},
 }
 
 
@@ -284,6 +284,40 @@ def test_the_corpus_folds_pair_each_held_out_corpus_with_the_paper_recipe(tmp_pa
     assert "| savee | 10 | 0.300 | 0.800 | 0.500 | 12 | 0.200 / 0.800 / 0.500, 24 |" in table
     assert "| nemo | 10 | 0.250 | 0.800 | 0.500 | 12 | - |" in table
     assert "| mean of 2 | | 0.275 |" in table
+
+
+def test_the_held_out_speakers_are_the_released_models_on_the_new_corpora(tmp_path: Path) -> None:
+    def released(loss: str, uar: float, **extra: Any) -> dict:
+        parts = {
+            c: {"n": 3, "uar": uar, "arousal_uar": 0.8, "valence_uar": 0.5, "classes": ["a", "b"]}
+            for c in ("nemo", "savee")
+        }
+        record = {"protocol": "random", "loss": loss, "onnx": f"ser-{loss}.onnx", "epochs_run": 9}
+        corpora = {"nemo": 10, "savee": 10}
+        return record | {"test": {"by_corpus": parts}, "corpora": corpora, "split_file": "s.csv"}
+
+    runs = [
+        released("l1", 0.3),
+        released("ce", 0.6),
+        released("ce", 0.1) | {"onnx": None},  # a fold or an unexported run: not released
+        released("bce", 0.9) | {"corpora": {"savee": 10}},  # the paper's corpora only
+    ]
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "s.csv").write_text(
+        "path,dataset,speaker,emotion,split,utterance\n"
+        + "".join(f"n{i}.opus,nemo,{sp},sad,test,\n" for i, sp in enumerate("xyx"))
+        + "n3.opus,nemo,w,sad,train,\ns0.opus,savee,DC,sad,test,\n"
+    )
+    table = figures.held_out_speakers(["metrics"], tmp_path)
+    assert "| CE: UAR / arousal / valence | L1: UAR / arousal / valence |" in table
+    # nemo: two test speakers (w only trains), chance 1/2; savee is the paper's: not a row
+    assert "| nemo | 2 | 3 | 0.50 | 0.600 / 0.800 / 0.500 | 0.300 / 0.800 / 0.500 |" in table
+    assert "| savee |" not in table and "BCE" not in table
+    assert "epochs: CE 9, L1 9" in table
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs[2:]}))
+    with pytest.raises(figures.FiguresError, match="no released model trained beyond"):
+        figures.held_out_speakers(["metrics"], tmp_path)
 
 
 def test_the_speaker_folds_pair_each_corpus_with_the_paper_folds_of_the_same_speakers(
