@@ -28,6 +28,7 @@ from. Tables:
   ``baseline`` rows of the same length;
 - ``held-out-speakers models/metrics``: the released models on their split's test speakers of
   every corpus beyond the paper's three (speakers none of them trained on);
+- ``releases models/metrics models/evaluations models/gain``: the served models at a glance;
 - ``corpus-ablation models/ablation SELECTION``: recipe variants on the corpus folds of a corpus
   selection, each paired with the same fold's baseline and scored on the corpus it held out.
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -565,6 +567,29 @@ def speaker_folds(stems: list[str], results_dir: Path) -> str:
 
 
 LOSS_ORDER = ("ce", "bce", "smoothl1", "l1")
+LOSS_NAMES = {"ce": "CE", "bce": "BCE", "smoothl1": "SmoothL1", "l1": "L1"}
+# How the README names the corpora beyond the paper's three: by their language.
+LANGUAGES = {"ased": "Amharic", "emotiontts": "Korean", "nemo": "Polish", "turev": "Turkish"}
+
+
+def _released(stem: str, results_dir: Path) -> dict[str, Results]:
+    """The served models' records: one export per loss on the random protocol, trained beyond
+    the paper's three corpora, in :data:`LOSS_ORDER`."""
+    released = {
+        r["loss"]: r
+        for r in load(stem, results_dir)["runs"]
+        if r["protocol"] == "random"
+        and r.get("onnx")
+        and r.get("architecture", "sequential") == "sequential"
+        and set(r.get("corpora") or ()) - set(PAPER_SELECTION)
+    }
+    if not released:
+        raise FiguresError(f"{stem}.json has no released model trained beyond the paper's corpora")
+    return {loss: released[loss] for loss in LOSS_ORDER if loss in released}
+
+
+def _new_corpora(record: Results) -> list[str]:
+    return sorted(set(record["corpora"]) - set(PAPER_SELECTION))
 
 
 def _test_speakers(split: Path) -> dict[str, int]:
@@ -578,44 +603,83 @@ def _test_speakers(split: Path) -> dict[str, int]:
 
 
 def held_out_speakers(stems: list[str], results_dir: Path) -> str:
-    """The released models (one export per loss on the random protocol beyond the paper's
-    corpora) on the new corpora's test rows, which are speakers no model trained on: UAR over
-    the corpus's own classes (chance beside it), arousal and valence UAR of the decision."""
+    """The released models on the new corpora's test rows, which are speakers no model trained
+    on: UAR over the corpus's own classes (chance beside it), arousal and valence UAR of the
+    decision."""
     (stem,) = stems
-    path = _path(stem, results_dir)
-    released = {
-        r["loss"]: r
-        for r in load(stem, results_dir)["runs"]
-        if r["protocol"] == "random"
-        and r.get("onnx")
-        and r.get("architecture", "sequential") == "sequential"
-        and set(r.get("corpora") or ()) - set(PAPER_SELECTION)
-    }
-    losses = [loss for loss in LOSS_ORDER if loss in released]
-    if not losses:
-        raise FiguresError(f"{stem}.json has no released model trained beyond the paper's corpora")
-    first = released[losses[0]]
-    corpora = sorted(set(first["corpora"]) - set(PAPER_SELECTION))
-    speakers = _test_speakers(path.parent / "splits" / first["split_file"])
-    names = {"ce": "CE", "bce": "BCE", "smoothl1": "SmoothL1", "l1": "L1"}
+    released = _released(stem, results_dir)
+    first = next(iter(released.values()))
+    speakers = _test_speakers(_path(stem, results_dir).parent / "splits" / first["split_file"])
     lines = [
         "| held-out speakers of | speakers | clips | chance | "
-        + " | ".join(f"{names[loss]}: UAR / arousal / valence" for loss in losses)
+        + " | ".join(f"{LOSS_NAMES[loss]}: UAR / arousal / valence" for loss in released)
         + " |",
-        "|---|---|---|---|" + "---|" * len(losses),
+        "|---|---|---|---|" + "---|" * len(released),
     ]
-    for corpus in corpora:
-        parts = [released[loss]["test"]["by_corpus"][corpus] for loss in losses]
+    for corpus in _new_corpora(first):
+        parts = [r["test"]["by_corpus"][corpus] for r in released.values()]
         cells = [f"{p['uar']:.3f} / {p['arousal_uar']:.3f} / {p['valence_uar']:.3f}" for p in parts]
         lines.append(
             f"| {corpus} | {speakers.get(corpus, '-')} | {parts[0]['n']} "
             f"| {1 / len(parts[0]['classes']):.2f} | " + " | ".join(cells) + " |"
         )
-    epochs = ", ".join(f"{names[loss]} {released[loss]['epochs_run']}" for loss in losses)
+    epochs = ", ".join(f"{LOSS_NAMES[k]} {r['epochs_run']}" for k, r in released.items())
     source = (
         f"From `{stem}.json`: the test rows of each released model's own split "
         f"(`splits/{first['split_file']}`), scored when `python -m training train` exported it "
         f"(epochs: {epochs})."
+    )
+    return "\n".join([*lines, "", source])
+
+
+PAPER_SPLIT = "splits/random.csv"
+
+
+def releases(stems: list[str], results_dir: Path) -> str:
+    """The served models at a glance: corpora and epochs (``metrics``), the paper's test clips
+    (``evaluate --record``, checked against the model file's sha256), the new corpora's unseen
+    speakers (``metrics``) and the labels a 20 dB quieter or 10 dB louder input changes
+    (``gain``)."""
+    metrics_stem, evaluations_stem, gain_stem = stems
+    released = _released(metrics_stem, results_dir)
+    evaluations = load(evaluations_stem, results_dir)["evaluations"]
+    gains = load(gain_stem, results_dir)["models"]
+    lines = [
+        "| model | corpora | epochs | the paper's test split: accuracy (RAVDESS / SAVEE clips) "
+        "| new speakers of the new corpora, UAR | labels changed at -20 / +10 dB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for record in released.values():
+        model = record["onnx"]
+        key = f"{model} on {PAPER_SPLIT} test"
+        command = (
+            f"run `python -m training evaluate models/{model} --split models/{PAPER_SPLIT} "
+            f"--record models/evaluations.json`"
+        )
+        if key not in evaluations:
+            raise FiguresError(f"{evaluations_stem}.json has no {key!r}: {command}")
+        model_file = _path(metrics_stem, results_dir).parent / model
+        if evaluations[key]["model_sha256"] != hashlib.sha256(model_file.read_bytes()).hexdigest():
+            raise FiguresError(f"{evaluations_stem}.json scored another {model}: {command}")
+        paper = evaluations[key]["metrics"]
+        by_corpus = paper["accuracy_by_corpus"]
+        new = ", ".join(
+            f"{LANGUAGES.get(c, c)} {record['test']['by_corpus'][c]['uar']:.2f}"
+            for c in _new_corpora(record)
+        )
+        changed = gains[model]["conditions"]
+        lines.append(
+            f"| `{model.removesuffix('.onnx')}` | {len(record['corpora'])} "
+            f"| {record['epochs_run']} | {100 * paper['accuracy']:.2f} % "
+            f"({100 * by_corpus['ravdess']:.1f} % / {100 * by_corpus['savee']:.1f} %) | {new} "
+            f"| {100 * changed['-20 dB']['label_changed']:.1f} / "
+            f"{100 * changed['+10 dB']['label_changed']:.1f} % |"
+        )
+    source = (
+        f"From `{metrics_stem}.json` (corpora, epochs, the new corpora's test speakers), "
+        f"`{evaluations_stem}.json` (`python -m training evaluate models/ser-LOSS.onnx --split "
+        f"models/{PAPER_SPLIT} --record models/evaluations.json`) and `{gain_stem}.json` "
+        "(`python -m training gain-check`)."
     )
     return "\n".join([*lines, "", source])
 
@@ -700,6 +764,7 @@ TABLES: dict[str, Callable[[list[str], Path], str]] = {
     "corpus-folds": corpus_folds,
     "gate": gate_table,
     "held-out-speakers": held_out_speakers,
+    "releases": releases,
     "service": service,
     "speaker-folds": speaker_folds,
     "streams": streams,

@@ -572,6 +572,14 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also write the metrics here (default: printed only)",
     )
+    p.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="merge the scores into FILE with the model's sha256 (the released models: "
+        "models/evaluations.json, which the docs quote)",
+    )
     p.set_defaults(func=run_evaluate)
 
 
@@ -579,7 +587,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from training.corpora import corpus_root
-    from training.evaluate import evaluate_onnx, summary
+    from training.evaluate import evaluate_onnx, record_evaluation, summary
 
     result = evaluate_onnx(
         args.model,
@@ -606,6 +614,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if args.json is not None:
         args.json.write_text(json.dumps(m, indent=1))
+    if args.record is not None:
+        key = record_evaluation(args.record, args.model, args.split, args.part, m)
+        print(f"recorded: {args.record} ({key})")
     return 0
 
 

@@ -15,10 +15,16 @@ Affect (:func:`affect_uars`): the decision mapped to binary arousal (high / low)
 (negative / neutral / positive) by :mod:`app.affect`, and the UAR of each, from the confusion
 matrix; clips labelled disgust are left out of arousal. Computed from the confusion matrix, they
 can be read off any stored record.
+
+Records (:func:`record_evaluation`): ``evaluate --record models/evaluations.json`` keeps a
+released model's scores on a split (the paper's test clips) beside the model file's sha256, so
+the docs quote them from one file and a retrained model with stale figures is noticed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,3 +266,37 @@ def evaluate_onnx(
     truth = np.array([LABEL_INDEX[clip.emotion] for clip in clips], dtype=np.int64)
     corpora = np.array([clip.dataset for clip in clips])
     return evaluate_onnx_features(model_path, features, truth, corpora=corpora)
+
+
+def evaluation_key(
+    model_path: str | os.PathLike[str], split_path: str | os.PathLike[str], part: str
+) -> str:
+    """``ser-ce.onnx on splits/random.csv test``: the model file and the split's folder/file."""
+    split = Path(split_path)
+    return f"{Path(model_path).name} on {split.parent.name}/{split.name} {part}"
+
+
+def record_evaluation(
+    path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    split_path: str | os.PathLike[str],
+    part: str,
+    metrics: dict[str, Any],
+) -> str:
+    """Merge one evaluation into ``path`` (``{"evaluations": {key: record}}``), replacing the
+    same model, split and part; return its key."""
+    from training.splits import split_sha256
+
+    path = Path(path)
+    records = json.loads(path.read_text())["evaluations"] if path.exists() else {}
+    key = evaluation_key(model_path, split_path, part)
+    records[key] = {
+        "model": Path(model_path).name,
+        "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
+        "split": f"{Path(split_path).parent.name}/{Path(split_path).name}",
+        "split_sha256": split_sha256(split_path),
+        "part": part,
+        "metrics": metrics,
+    }
+    path.write_text(json.dumps({"evaluations": dict(sorted(records.items()))}, indent=1))
+    return key

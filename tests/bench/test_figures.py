@@ -8,6 +8,7 @@ records a run of the suite, on small made-up inputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from tests.bench.test_bench_report import RESULTS as SERVICE_RESULTS
 
 # Which tables each doc quotes: a region deleted and its table typed by hand fails here.
 TABLES_IN = {
-    "README.md": {"service", "test-suite", "corpus-folds"},
+    "README.md": {"service", "test-suite", "corpus-folds", "releases"},
     "docs/performance.md": {"service", "batching"},
     "docs/api.md": {"streams", "test-files", "gate"},
     "docs/deployment.md": {"test-files"},
@@ -318,6 +319,32 @@ def test_the_held_out_speakers_are_the_released_models_on_the_new_corpora(tmp_pa
     (tmp_path / "metrics.json").write_text(json.dumps({"runs": runs[2:]}))
     with pytest.raises(figures.FiguresError, match="no released model trained beyond"):
         figures.held_out_speakers(["metrics"], tmp_path)
+
+
+def test_the_releases_quote_the_paper_split_of_the_model_file_that_ships(tmp_path: Path) -> None:
+    by_corpus = {"nemo": {"uar": 0.444}, "savee": {"uar": 0.9}}
+    record = {"protocol": "random", "loss": "ce", "onnx": "ser-ce.onnx", "epochs_run": 32}
+    record |= {"corpora": {"nemo": 10, "savee": 10}, "test": {"by_corpus": by_corpus}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"runs": [record]}))
+    (tmp_path / "ser-ce.onnx").write_bytes(b"model")
+    paper = {"accuracy": 0.8429, "accuracy_by_corpus": {"ravdess": 0.6084, "savee": 0.625}}
+    entry = {"model_sha256": hashlib.sha256(b"model").hexdigest(), "metrics": paper}
+    evaluations = {"evaluations": {"ser-ce.onnx on splits/random.csv test": entry}}
+    (tmp_path / "evaluations.json").write_text(json.dumps(evaluations))
+    conditions = {"-20 dB": {"label_changed": 0.055}, "+10 dB": {"label_changed": 0.0255}}
+    gain = {"models": {"ser-ce.onnx": {"conditions": conditions}}}
+    (tmp_path / "gain.json").write_text(json.dumps(gain))
+    stems = ["metrics", "evaluations", "gain"]
+    table = figures.releases(stems, tmp_path)
+    row = "| `ser-ce` | 2 | 32 | 84.29 % (60.8 % / 62.5 %) | Polish 0.44 | 5.5 / 2.5 % |"
+    assert row in table
+    # the model retrained and not scored again: the figures would be another model's
+    (tmp_path / "ser-ce.onnx").write_bytes(b"retrained")
+    with pytest.raises(figures.FiguresError, match=r"scored another ser-ce\.onnx: run `python -m"):
+        figures.releases(stems, tmp_path)
+    (tmp_path / "evaluations.json").write_text(json.dumps({"evaluations": {}}))
+    with pytest.raises(figures.FiguresError, match=r"--record models/evaluations\.json"):
+        figures.releases(stems, tmp_path)
 
 
 def test_the_speaker_folds_pair_each_corpus_with_the_paper_folds_of_the_same_speakers(

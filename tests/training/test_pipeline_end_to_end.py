@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -120,6 +121,15 @@ def test_train_export_evaluate_round_trip(corpus: Path, tmp_path: Path) -> None:
     argv = ["evaluate", str(onnx_path), "--split", str(split_path), "--data", str(corpus)]
     assert main([*argv, "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["confusion"] == record["test"]["confusion"]
+    # --record keeps the scores with the model file's hash, one entry per model, split and part
+    book = models / "evaluations.json"
+    for _ in range(2):  # a second run replaces its entry
+        assert main([*argv, "--cache-dir", str(tmp_path / "cache"), "--record", str(book)]) == 0
+    ((key, entry),) = json.loads(book.read_text())["evaluations"].items()
+    assert key == "ser-ce.onnx on splits/random.csv test" and entry["split"] == "splits/random.csv"
+    assert entry["model_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert entry["split_sha256"] == metadata.split_sha256
+    assert entry["metrics"]["confusion"] == record["test"]["confusion"]
 
     # The gain check: at 0 dB the 16-bit clips are stored as they are, so it scores what the
     # evaluation scored; the level stage hears the quieter copies as the same clips.
