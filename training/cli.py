@@ -578,7 +578,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="FILE",
         help="merge the scores into FILE with the model's sha256 (the released models: "
-        "models/evaluations.json, which the docs quote)",
+        "models/evaluations.json, which the docs quote; default: not recorded)",
     )
     p.set_defaults(func=run_evaluate)
 
