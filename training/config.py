@@ -58,7 +58,8 @@ OPERATIONAL_KEYS: frozenset[str] = frozenset(
 @dataclass(frozen=True)
 class TrainConfig:
     loss: Loss = "ce"
-    epochs: int = 24
+    # 32: on all seven corpora CE's and SmoothL1's validation still rose at 24 (model card).
+    epochs: int = 32
     batch_size: int = 64
     lr: float | None = None  # peak learning rate after the warm-up; None: PEAK_LR[loss]
     min_lr_ratio: float = 0.01  # the cosine decays to lr * min_lr_ratio
