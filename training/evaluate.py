@@ -287,16 +287,16 @@ def record_evaluation(
     same model, split and part; return its key."""
     from training.splits import split_sha256
 
-    path = Path(path)
-    records = json.loads(path.read_text())["evaluations"] if path.exists() else {}
-    key = evaluation_key(model_path, split_path, part)
+    book, model, split = Path(path), Path(model_path), Path(split_path)
+    records = json.loads(book.read_text())["evaluations"] if book.exists() else {}
+    key = evaluation_key(model, split, part)
     records[key] = {
-        "model": Path(model_path).name,
-        "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
-        "split": f"{Path(split_path).parent.name}/{Path(split_path).name}",
-        "split_sha256": split_sha256(split_path),
+        "model": model.name,
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "split": f"{split.parent.name}/{split.name}",
+        "split_sha256": split_sha256(split),
         "part": part,
         "metrics": metrics,
     }
-    path.write_text(json.dumps({"evaluations": dict(sorted(records.items()))}, indent=1))
+    book.write_text(json.dumps({"evaluations": dict(sorted(records.items()))}, indent=1))
     return key
