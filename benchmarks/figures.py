@@ -651,17 +651,26 @@ def releases(stems: list[str], results_dir: Path) -> str:
     ]
     for record in released.values():
         model = record["onnx"]
-        key = f"{model} on {PAPER_SPLIT} test"
         command = (
             f"run `python -m training evaluate models/{model} --split models/{PAPER_SPLIT} "
             f"--record models/evaluations.json`"
         )
-        if key not in evaluations:
-            raise FiguresError(f"{evaluations_stem}.json has no {key!r}: {command}")
+        entry = next(
+            (
+                e
+                for e in evaluations.values()
+                if (e["model"], e["split"], e["part"]) == (model, PAPER_SPLIT, "test")
+            ),
+            None,
+        )
+        if entry is None:
+            raise FiguresError(
+                f"{evaluations_stem}.json has no {model} on {PAPER_SPLIT}'s test rows: {command}"
+            )
         model_file = _path(metrics_stem, results_dir).parent / model
-        if evaluations[key]["model_sha256"] != hashlib.sha256(model_file.read_bytes()).hexdigest():
+        if entry["model_sha256"] != hashlib.sha256(model_file.read_bytes()).hexdigest():
             raise FiguresError(f"{evaluations_stem}.json scored another {model}: {command}")
-        paper = evaluations[key]["metrics"]
+        paper = entry["metrics"]
         by_corpus = paper["accuracy_by_corpus"]
         new = ", ".join(
             f"{LANGUAGES.get(c, c)} {record['test']['by_corpus'][c]['uar']:.2f}"

@@ -58,7 +58,7 @@ OPERATIONAL_KEYS: frozenset[str] = frozenset(
 @dataclass(frozen=True)
 class TrainConfig:
     loss: Loss = "ce"
-    # 32: on all seven corpora CE's and SmoothL1's validation still rose at 24 (model card).
+    # 32: on all seven corpora CE's, BCE's and SmoothL1's validation still rose at 24 (model card).
     epochs: int = 32
     batch_size: int = 64
     lr: float | None = None  # peak learning rate after the warm-up; None: PEAK_LR[loss]

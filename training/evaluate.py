@@ -268,14 +268,6 @@ def evaluate_onnx(
     return evaluate_onnx_features(model_path, features, truth, corpora=corpora)
 
 
-def evaluation_key(
-    model_path: str | os.PathLike[str], split_path: str | os.PathLike[str], part: str
-) -> str:
-    """``ser-ce.onnx on splits/random.csv test``: the model file and the split's folder/file."""
-    split = Path(split_path)
-    return f"{Path(model_path).name} on {split.parent.name}/{split.name} {part}"
-
-
 def record_evaluation(
     path: str | os.PathLike[str],
     model_path: str | os.PathLike[str],
@@ -289,11 +281,12 @@ def record_evaluation(
 
     book, model, split = Path(path), Path(model_path), Path(split_path)
     records = json.loads(book.read_text())["evaluations"] if book.exists() else {}
-    key = evaluation_key(model, split, part)
+    split_name = f"{split.parent.name}/{split.name}"  # splits/random.csv
+    key = f"{model.name} on {split_name} {part}"
     records[key] = {
         "model": model.name,
         "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
-        "split": f"{split.parent.name}/{split.name}",
+        "split": split_name,
         "split_sha256": split_sha256(split),
         "part": part,
         "metrics": metrics,

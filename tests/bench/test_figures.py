@@ -328,7 +328,8 @@ def test_the_releases_quote_the_paper_split_of_the_model_file_that_ships(tmp_pat
     (tmp_path / "metrics.json").write_text(json.dumps({"runs": [record]}))
     (tmp_path / "ser-ce.onnx").write_bytes(b"model")
     paper = {"accuracy": 0.8429, "accuracy_by_corpus": {"ravdess": 0.6084, "savee": 0.625}}
-    entry = {"model_sha256": hashlib.sha256(b"model").hexdigest(), "metrics": paper}
+    entry = {"model": "ser-ce.onnx", "split": "splits/random.csv", "part": "test", "metrics": paper}
+    entry["model_sha256"] = hashlib.sha256(b"model").hexdigest()
     evaluations = {"evaluations": {"ser-ce.onnx on splits/random.csv test": entry}}
     (tmp_path / "evaluations.json").write_text(json.dumps(evaluations))
     conditions = {"-20 dB": {"label_changed": 0.055}, "+10 dB": {"label_changed": 0.0255}}
